@@ -1,0 +1,370 @@
+"""The interpreted model: a Hugging Face causal LM, its tokenizer and the layer prefaudit reads.
+
+Responses are always read **in the context of their prompt**: the prompt is rendered with the
+model's chat template (when it has one) and the response follows as the assistant turn. Only
+the response tokens are pooled later, and never absolute position 0, whose activation is a
+massive-norm attention sink.
+
+The forward pass is **stopped at the read layer** (a hook raises once that layer has run), which
+measured 2.3x faster than a full forward that returns all hidden states. Both responses of a
+pair share one prompt pass: the prompt's key/value cache is computed once and reused for the
+chosen and the rejected response (:meth:`Backbone.read_pairs`).
+
+Example
+-------
+>>> from prefaudit.backbone import Backbone
+>>> bb = Backbone.load()                                  # doctest: +SKIP  (embedded SmolLM2)
+>>> ids = bb.prompt_ids([{"role": "user", "content": "Hi"}])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+
+Message = dict[str, str]
+
+
+class _StopForward(Exception):
+    """Raised by the read hook so layers above the read layer never run."""
+
+
+def default_dtype_name() -> str:
+    """``bfloat16`` where the CPU runs it natively (3.5-4x faster than fp32 here), else ``float32``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def _find_layers(model: Any) -> tuple[str, Any]:
+    """Locate the list of transformer blocks (``model.layers``, ``transformer.h``, ...)."""
+    import torch
+
+    n = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n:
+            return name, module
+    raise ModelError(
+        f"Could not find the list of {n} transformer layers in {type(model).__name__}; "
+        "prefaudit supports decoder-only causal LMs with a ModuleList of blocks."
+    )
+
+
+@dataclass
+class ResponseBatch:
+    """Layer activations of the response tokens of a batch of pairs.
+
+    Attributes
+    ----------
+    acts : torch.Tensor, shape (n_tokens, d_model), float32
+        Activations of every kept response token, chosen and rejected interleaved by sequence.
+    seq : numpy.ndarray[int], shape (n_tokens,)
+        For each token, its sequence: ``2*k`` is pair k's chosen response, ``2*k+1`` the rejected.
+    token_ids, positions : numpy.ndarray[int], shape (n_tokens,)
+        The token id and its position inside the response (0-based).
+    n_tokens : numpy.ndarray[int], shape (2*n_pairs,)
+        Response tokens per sequence after truncation.
+    truncated : numpy.ndarray[bool], shape (2*n_pairs,)
+        Whether the response was cut at ``max_response_tokens``.
+    """
+
+    acts: Any
+    seq: np.ndarray
+    token_ids: np.ndarray
+    positions: np.ndarray
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    tokens_processed: int = 0
+
+
+@dataclass
+class Backbone:
+    """A causal LM with the layer whose residual stream prefaudit reads.
+
+    Use :meth:`load` rather than the constructor. ``layer`` indexes the transformer blocks
+    (0-based); the activation read is the block's output (the residual stream after it),
+    which is what sae-lens calls ``blocks.{layer}.hook_resid_post`` for TransformerLens models
+    and ``model.layers.{layer}`` for Hugging Face ones.
+    """
+
+    model: Any
+    tokenizer: Any
+    layer: int
+    name: str
+    dtype: str
+    device: str = "cpu"
+    max_prompt_tokens: int = 384
+    max_response_tokens: int = 256
+    _layers: Any = field(default=None, repr=False)
+    _layers_name: str = field(default="", repr=False)
+    _cache_kw: str = field(default="past_key_values", repr=False)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        model: str | Path | Any | None = None,
+        *,
+        tokenizer: Any | None = None,
+        layer: int | None = None,
+        dtype: str | None = None,
+        device: str = "cpu",
+        max_prompt_tokens: int = 384,
+        max_response_tokens: int = 256,
+    ) -> Backbone:
+        """Load a causal LM by hub name or local directory (``None``: the embedded SmolLM2).
+
+        ``model`` may also be an already loaded ``PreTrainedModel`` (then pass ``tokenizer``).
+        ``layer`` defaults to the middle block. ``dtype`` defaults to bfloat16 on CPUs that run it
+        natively, else float32.
+        """
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype = dtype or default_dtype_name()
+        if not hasattr(torch, dtype):
+            raise ModelError(f"Unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'.")
+        if model is None:
+            from .default_model import DEFAULT_MODEL_NAME, default_model_dir
+
+            path, name = str(default_model_dir()), DEFAULT_MODEL_NAME
+        elif isinstance(model, (str, Path)):
+            path = str(Path(model).expanduser()) if isinstance(model, Path) or str(model).startswith(("/", ".", "~")) else str(model)
+            looks_local = isinstance(model, Path) or path.startswith(("/", ".")) or Path(path).exists()
+            if looks_local and not Path(path).is_dir():
+                raise ModelError(f"Model directory {path} does not exist (or is not a directory).")
+            name = Path(path).name if looks_local else path
+        else:
+            path, name = None, getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
+        if path is not None:
+            try:
+                tok = tokenizer or AutoTokenizer.from_pretrained(path)
+                lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+            except OSError as err:
+                where = "local directory" if Path(path).exists() else "Hugging Face hub name (no network?)"
+                raise ModelError(f"Could not load the model {path!r} as a {where}: {err}") from err
+        else:
+            if tokenizer is None:
+                raise ModelError("Pass tokenizer= together with an already loaded model.")
+            lm, tok = model, tokenizer
+        lm.to(device)
+        lm.eval()
+        n_layers = lm.config.num_hidden_layers
+        if layer is None:
+            layer = n_layers // 2
+        if not 0 <= layer < n_layers:
+            raise ModelError(f"layer={layer} is out of range: {name} has layers 0..{n_layers - 1}.")
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        layers_name, layers = _find_layers(lm)
+        params = inspect.signature(lm.forward).parameters
+        cache_kw = "cache" if "cache" in params else "past_key_values"
+        return cls(
+            model=lm,
+            tokenizer=tok,
+            layer=layer,
+            name=str(name),
+            dtype=dtype,
+            device=device,
+            max_prompt_tokens=max_prompt_tokens,
+            max_response_tokens=max_response_tokens,
+            _layers=layers,
+            _layers_name=layers_name,
+            _cache_kw=cache_kw,
+        )
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def hook_name(self) -> str:
+        """Module path of the read layer, e.g. ``model.layers.15``."""
+        return f"{self._layers_name}.{self.layer}"
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def fingerprint(self) -> str:
+        """Stable hash of what changes activations: config, read layer, dtype, lengths, weights sample."""
+        import torch
+
+        h = hashlib.sha256()
+        h.update(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
+        h.update(f"{self.layer}|{self.dtype}|{self.max_prompt_tokens}|{self.max_response_tokens}".encode())
+        h.update(str(getattr(self.tokenizer, "chat_template", "")).encode())
+        # Hash the embedding and the read layer's weights: a different fine-tune of the same
+        # architecture must not reuse cached activations.
+        with torch.no_grad():
+            tensors = [self.model.get_input_embeddings().weight, *self._layers[self.layer].parameters()]
+            for t in tensors:
+                h.update(t.detach().float().cpu().numpy().tobytes()[: 1 << 22])
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ tokenising
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        """The text that precedes the response: the chat-templated prompt with the assistant header."""
+        if self.has_chat_template:
+            if not messages:
+                messages = [{"role": "user", "content": ""}]
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        # No template (base models): a plain transcript that ends where the answer starts.
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return ("\n\n".join(lines) + "\n\nAssistant: ") if lines else ""
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the rendered prompt, left-truncated to ``max_prompt_tokens``."""
+        text = self.render_prompt(messages)
+        ids = self.tokenizer(text, add_special_tokens=not self.has_chat_template)["input_ids"] if text else []
+        if not ids:
+            # Every response needs a context token: position 0 is an attention sink whose
+            # activation is never pooled, so a response must not start there.
+            start = self.tokenizer.bos_token_id
+            ids = [start if start is not None else self.tokenizer.eos_token_id]
+        # Keep the end of long prompts: the last turns are what the response answers.
+        return ids[-self.max_prompt_tokens :]
+
+    def response_ids(self, text: str) -> tuple[list[int], bool]:
+        """Token ids of a response (no special tokens), cut to ``max_response_tokens``."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[: self.max_response_tokens], len(ids) > self.max_response_tokens
+
+    def decode_tokens(self, ids: Sequence[int]) -> list[str]:
+        """Each token as the text it contributes (so the pieces concatenate to the decoded text)."""
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    # ------------------------------------------------------------------ forward
+    def _forward_to_layer(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False):
+        """Run the model up to and including the read layer; return that layer's output."""
+        captured: dict[str, Any] = {}
+
+        def hook(_module, _args, output):
+            captured["h"] = output[0] if isinstance(output, tuple) else output
+            raise _StopForward
+
+        handle = self._layers[self.layer].register_forward_hook(hook)
+        kwargs = {self._cache_kw: cache} if cache is not None else {}
+        try:
+            # base_model is the decoder without the LM head (model.model, transformer, ...).
+            self.model.base_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=use_cache,
+                **kwargs,
+            )
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if "h" not in captured:
+            raise ModelError(f"The read layer {self.hook_name} did not run during the forward pass.")
+        return captured["h"]
+
+    def read_responses(self, messages: Sequence[Sequence[Message]], responses: Sequence[str]) -> list[Any]:
+        """Activations ``(n_tokens, d_model)`` (float32) of each response read after its prompt.
+
+        The same tokenisation, truncation and layer as the audit, one response per prompt — the
+        path SAE training uses so that the SAE sees exactly what the audit will encode.
+        """
+        prompts = [self.prompt_ids(m) for m in messages]
+        ids = [self.response_ids(r)[0] for r in responses]
+        # read_pairs wants pairs; the second slot is a one-token dummy whose output is discarded.
+        h, _ = self.read_pairs(prompts, [(i, i[:1]) for i in ids], share_prompt=True)
+        return [h[2 * k, : len(i)].float() for k, i in enumerate(ids)]
+
+    def read_pairs(
+        self,
+        prompts: Sequence[Sequence[int]],
+        responses: Sequence[tuple[Sequence[int], Sequence[int]]],
+        *,
+        share_prompt: bool = True,
+    ) -> Any:
+        """Layer activations of both responses of each pair, in the context of its prompt.
+
+        Parameters
+        ----------
+        prompts : list of token-id lists, one per pair
+        responses : list of ``(chosen_ids, rejected_ids)``, one per pair
+        share_prompt : bool
+            ``True`` runs each prompt once and reuses its key/value cache for both responses;
+            ``False`` runs ``prompt + response`` twice (the reference path, used by tests).
+
+        Returns
+        -------
+        acts : torch.Tensor, shape (2 * n_pairs, max_response_len, d_model)
+            Response-token activations; sequence ``2k`` is pair k's chosen, ``2k+1`` its rejected.
+        tokens_processed : int
+            Tokens that went through the model (excluding padding), for throughput accounting.
+        """
+        import torch
+
+        n = len(prompts)
+        seqs = [r for pair in responses for r in pair]
+        r_len = torch.tensor([len(s) for s in seqs])
+        r_max = max(1, int(r_len.max()))
+        p_len = torch.tensor([len(p) for p in prompts])
+        dev = self.device
+        with torch.inference_mode():
+            if share_prompt:
+                p_max = int(p_len.max())
+                p_ids = torch.full((n, p_max), self.tokenizer.pad_token_id, dtype=torch.long)
+                p_mask = torch.zeros((n, p_max), dtype=torch.long)
+                for i, p in enumerate(prompts):
+                    p_ids[i, : len(p)] = torch.tensor(p)
+                    p_mask[i, : len(p)] = 1
+                from transformers import DynamicCache
+
+                cache = DynamicCache(config=self.model.config)
+                pos = torch.arange(p_max).expand(n, p_max)
+                self._forward_to_layer(p_ids.to(dev), p_mask.to(dev), pos.to(dev), cache, use_cache=True)
+                cache.batch_repeat_interleave(2)
+                r_ids = torch.full((2 * n, r_max), self.tokenizer.pad_token_id, dtype=torch.long)
+                r_mask = torch.zeros((2 * n, r_max), dtype=torch.long)
+                for j, s in enumerate(seqs):
+                    r_ids[j, : len(s)] = torch.tensor(s, dtype=torch.long)
+                    r_mask[j, : len(s)] = 1
+                # Right-padded prompts leave masked holes between prompt and response; explicit
+                # positions keep the rotary embedding of each response token where it belongs.
+                start = p_len.repeat_interleave(2)
+                pos = start[:, None] + torch.arange(r_max)[None, :]
+                mask = torch.cat([p_mask.repeat_interleave(2, dim=0), r_mask], dim=1)
+                h = self._forward_to_layer(r_ids.to(dev), mask.to(dev), pos.to(dev), cache, use_cache=True)
+                processed = int(p_len.sum() + r_len.sum())
+            else:
+                full = [list(prompts[k // 2]) + list(s) for k, s in enumerate(seqs)]
+                t_max = max(len(f) for f in full)
+                ids = torch.full((2 * n, t_max), self.tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((2 * n, t_max), dtype=torch.long)
+                for j, f in enumerate(full):
+                    ids[j, : len(f)] = torch.tensor(f, dtype=torch.long)
+                    mask[j, : len(f)] = 1
+                pos = torch.arange(t_max).expand(2 * n, t_max)
+                hf = self._forward_to_layer(ids.to(dev), mask.to(dev), pos.to(dev))
+                h = hf.new_zeros((2 * n, r_max, hf.shape[-1]))
+                for j in range(2 * n):
+                    p = len(prompts[j // 2])
+                    h[j, : len(seqs[j])] = hf[j, p : p + len(seqs[j])]
+                processed = int(sum(len(f) for f in full))
+        return h, processed

@@ -1,0 +1,317 @@
+"""Encode a preference dataset through backbone + SAE into pooled sparse features, in shards.
+
+The dataset is cut into shards of ``shard_size`` pairs. Each finished shard is written
+atomically (temporary file, then ``os.replace``) into a cache directory keyed by everything
+that determines its content (data, model, layer, SAE, pooling, truncation, shard size). An encode
+interrupted by a kernel restart or ``kill -9`` therefore resumes at the first missing shard, and
+memory holds at most one shard's dense activations at a time.
+
+Example
+-------
+>>> enc = encode_pairs(pairs, backbone, sae, cache_dir="~/.cache/prefaudit")  # doctest: +SKIP
+>>> enc.chosen.values.shape
+(1000, 4096)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import ConfigError
+from .encoded import EncodedFeatures, SidePooled
+
+POOLINGS = ("max", "mean", "sum")
+CACHE_VERSION = 1
+# Dense SAE codes held at once: tokens x d_sae float32 values (128 MB).
+_CODE_BUDGET = 1 << 25
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling={pooling!r}; choose one of {', '.join(POOLINGS)}.")
+    return pooling
+
+
+def cache_key(pairs_fp: str, backbone_fp: str, sae_fp: str, pooling: str, shard_size: int) -> str:
+    blob = json.dumps([CACHE_VERSION, pairs_fp, backbone_fp, sae_fp, pooling, shard_size])
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def pool_codes(
+    codes: Any, pooling: str, d_model_acts: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pool one response's codes ``(n_tokens, d_sae)`` into its non-zero features.
+
+    Returns ``(feature_idx, value, argmax_pos, mean_act)``. ``argmax_pos`` is the token that
+    attained each feature's maximum, whatever the pooling.
+    """
+    import torch
+
+    top, arg = codes.max(dim=0)
+    if pooling == "max":
+        pooled = top
+    elif pooling == "mean":
+        pooled = codes.mean(dim=0)
+    else:
+        pooled = codes.sum(dim=0)
+    nz = torch.nonzero(pooled, as_tuple=True)[0]
+    return (
+        nz.numpy().astype(np.int32),
+        pooled[nz].float().numpy(),
+        arg[nz].numpy().astype(np.int32),
+        d_model_acts.mean(dim=0).float().numpy(),
+    )
+
+
+def encode_batch(
+    backbone: Any,
+    sae: Any,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    pooling: str = "max",
+    share_prompt: bool = True,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], int]:
+    """Pooled features of the ``2 * len(prompts)`` responses of a batch (chosen, rejected, ...)."""
+    import torch
+
+    h, processed = backbone.read_pairs(prompts, responses, share_prompt=share_prompt)
+    seqs = [r for pair in responses for r in pair]
+    pooled = []
+    # Group sequences so that the dense codes of one group stay within the memory budget.
+    group: list[int] = []
+    budget = max(1, _CODE_BUDGET // max(1, sae.d_sae))
+
+    def flush(group: list[int]) -> None:
+        chunks, spans = [], []
+        for j in group:
+            n_tok = len(seqs[j])
+            # Position 0 of the whole sequence is an attention sink; prompts always hold it, so
+            # response tokens start at position >= 1 (Backbone.prompt_ids guarantees a context token).
+            x = h[j, :n_tok].float()
+            spans.append((len(chunks), n_tok))
+            chunks.append(x)
+        codes_all = sae.encode(torch.cat(chunks)) if chunks else None
+        offset = 0
+        for (k, n_tok), j in zip(spans, group, strict=True):
+            if n_tok == 0:
+                pooled.append(_empty(sae.d_sae, h.shape[-1]))
+                continue
+            codes = codes_all[offset : offset + n_tok]
+            pooled.append(pool_codes(codes, pooling, chunks[k]))
+            offset += n_tok
+
+    used = 0
+    for j, s in enumerate(seqs):
+        if group and used + len(s) > budget:
+            flush(group)
+            group, used = [], 0
+        group.append(j)
+        used += len(s)
+    if group:
+        flush(group)
+    return pooled, processed
+
+
+def _empty(d_sae: int, d_model: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    e = np.zeros(0, dtype=np.int32)
+    return e, np.zeros(0, dtype=np.float32), e, np.zeros(d_model, dtype=np.float32)
+
+
+def _side_from_pooled(
+    pooled: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    token_ids: list[Sequence[int]],
+    truncated: list[bool],
+    d_sae: int,
+) -> SidePooled:
+    indptr = np.zeros(len(pooled) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(p[0]) for p in pooled])
+    indices = np.concatenate([p[0] for p in pooled]) if pooled else np.zeros(0, np.int32)
+    data = np.concatenate([p[1] for p in pooled]) if pooled else np.zeros(0, np.float32)
+    pos = np.concatenate([p[2] for p in pooled]) if pooled else np.zeros(0, np.int32)
+    tok = np.concatenate([np.asarray(ids, dtype=np.int32)[p[2]] for p, ids in zip(pooled, token_ids, strict=True)])
+    values = sp.csr_matrix((data, indices, indptr), shape=(len(pooled), d_sae))
+    return SidePooled(
+        values=values,
+        top_token=tok.astype(np.int32),
+        top_pos=pos.astype(np.int32),
+        mean_act=np.stack([p[3] for p in pooled]).astype(np.float32),
+        n_tokens=np.asarray([len(ids) for ids in token_ids], dtype=np.int32),
+        truncated=np.asarray(truncated, dtype=bool),
+    )
+
+
+def encode_shard(
+    backbone: Any,
+    sae: Any,
+    prompt_messages: Sequence[Any],
+    chosen: Sequence[str],
+    rejected: Sequence[str],
+    *,
+    pooling: str,
+    batch_size: int,
+    share_prompt: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[EncodedFeatures, int]:
+    """Encode one shard of pairs; returns its features and the tokens the model processed."""
+    n = len(chosen)
+    prompts = [backbone.prompt_ids(m) for m in prompt_messages]
+    resp = [(backbone.response_ids(c), backbone.response_ids(r)) for c, r in zip(chosen, rejected, strict=True)]
+    # Batch pairs of similar length together: less padding, same results.
+    order = np.argsort([len(p) + len(c[0]) + len(r[0]) for p, (c, r) in zip(prompts, resp, strict=True)], kind="stable")
+    out_c: list[Any] = [None] * n
+    out_r: list[Any] = [None] * n
+    processed = 0
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        pooled, used = encode_batch(
+            backbone,
+            sae,
+            [prompts[i] for i in idx],
+            [(resp[i][0][0], resp[i][1][0]) for i in idx],
+            pooling=pooling,
+            share_prompt=share_prompt,
+        )
+        processed += used
+        for k, i in enumerate(idx):
+            out_c[i], out_r[i] = pooled[2 * k], pooled[2 * k + 1]
+        if on_batch is not None:
+            on_batch(len(idx), used)
+    side_c = _side_from_pooled(out_c, [r[0][0] for r in resp], [r[0][1] for r in resp], sae.d_sae)
+    side_r = _side_from_pooled(out_r, [r[1][0] for r in resp], [r[1][1] for r in resp], sae.d_sae)
+    return EncodedFeatures(chosen=side_c, rejected=side_r, pooling=pooling), processed
+
+
+def _write_atomic(enc: EncodedFeatures, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        enc.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def encode_pairs(
+    pairs: Any,
+    backbone: Any,
+    sae: Any,
+    *,
+    pooling: str = "max",
+    batch_size: int = 8,
+    shard_size: int = 128,
+    cache_dir: str | Path | None = None,
+    share_prompt: bool = True,
+    progress: bool = True,
+) -> EncodedFeatures:
+    """Pooled SAE features of every pair of ``pairs`` (resumable; see module docstring).
+
+    Parameters
+    ----------
+    pairs : PreferencePairs
+    backbone : Backbone
+    sae : SAEFeatures
+    pooling : {"max", "mean", "sum"}
+        How token activations of a response become one value per feature.
+    batch_size : int
+        Pairs per forward pass.
+    shard_size : int
+        Pairs per cache shard (the unit of resumption and of bounded memory).
+    cache_dir : path or None
+        Root of the shard cache; ``None`` keeps nothing on disk.
+    """
+    check_pooling(pooling)
+    if batch_size < 1 or shard_size < 1:
+        raise ConfigError("batch_size and shard_size must be >= 1.")
+    sae.check_fits(backbone)
+    n = len(pairs)
+    key = cache_key(pairs.fingerprint(), backbone.fingerprint(), sae.fingerprint(), pooling, shard_size)
+    meta = {
+        "key": key,
+        "model": backbone.name,
+        "layer": backbone.layer,
+        "hook_name": backbone.hook_name,
+        "dtype": backbone.dtype,
+        "sae": sae.name,
+        "d_sae": sae.d_sae,
+        "pooling": pooling,
+        "n_pairs": n,
+        "shard_size": shard_size,
+        "max_prompt_tokens": backbone.max_prompt_tokens,
+        "max_response_tokens": backbone.max_response_tokens,
+    }
+    folder = None
+    if cache_dir is not None:
+        folder = Path(cache_dir).expanduser() / "encode" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+    n_shards = (n + shard_size - 1) // shard_size
+    parts: list[EncodedFeatures] = []
+    bar = _progress(n, progress)
+    tokens_processed = 0
+    try:
+        for s in range(n_shards):
+            lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
+            path = folder / f"shard-{s:05d}.npz" if folder else None
+            if path is not None and path.is_file():
+                parts.append(EncodedFeatures.load(path))
+                bar.update(hi - lo)
+                continue
+            df = pairs.df.iloc[lo:hi]
+            enc, used = encode_shard(
+                backbone,
+                sae,
+                [pairs.messages(i) for i in range(lo, hi)],
+                df["chosen"].tolist(),
+                df["rejected"].tolist(),
+                pooling=pooling,
+                batch_size=batch_size,
+                share_prompt=share_prompt,
+                on_batch=lambda k, _used: bar.update(k),
+            )
+            tokens_processed += used
+            if path is not None:
+                _write_atomic(enc, path)
+            parts.append(enc)
+    finally:
+        bar.close()
+    meta["tokens_processed_this_run"] = tokens_processed
+    if not parts:
+        raise ConfigError("Nothing to encode: the dataset has no pairs.")
+    return EncodedFeatures.concat(parts, meta=meta)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="encoding pairs", unit="pair", disable=not enabled)
+
+
+def token_activations(
+    backbone: Any, sae: Any, messages: Any, response: str, features: Sequence[int]
+) -> tuple[list[str], np.ndarray]:
+    """Per-token activations of ``features`` over one response read in its prompt's context.
+
+    Returns the response's token strings and an array ``(n_tokens, len(features))``. Used by the
+    drill-down view to shade tokens; recomputed on demand instead of stored for every token.
+    """
+    import torch
+
+    prompt = backbone.prompt_ids(messages)
+    ids, _ = backbone.response_ids(response)
+    if not ids:
+        return [], np.zeros((0, len(features)), dtype=np.float32)
+    h, _ = backbone.read_pairs([prompt], [(ids, ids[:1])], share_prompt=True)
+    codes = sae.encode(h[0, : len(ids)].float())
+    vals = codes[:, torch.as_tensor(list(features), dtype=torch.long)].float().numpy()
+    return backbone.decode_tokens(ids), vals

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny real models for the fast layer, and the paths of the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import tiny
+
+HH_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test-first1000.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return tiny.build_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_dir(tmp_path_factory) -> Path:
+    return tiny.build_sae(tmp_path_factory.mktemp("tiny-sae"))
+
+
+@pytest.fixture(scope="session")
+def hh_path() -> Path:
+    if not HH_PATH.is_file():
+        pytest.skip(f"shared HH data not found at {HH_PATH}")
+    return HH_PATH
+
+
+@pytest.fixture()
+def tiny_session(tiny_model_dir, tiny_sae_dir, tmp_path):
+    import prefaudit as pa
+
+    pairs = pa.load_pairs(tiny.planted_pairs(40))
+    return pa.AuditSession(pairs, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tmp_path / "cache", batch_size=4, shard_size=16)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_env():
+    # Nothing may reach the network at run time; make transformers/datasets fail fast if tried.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield
