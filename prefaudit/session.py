@@ -126,6 +126,9 @@ class AuditSession(t.HasTraits):
         self.runs: list[Any] = []
         self._delta: sp.csc_matrix | None = None
         self._sd: np.ndarray | None = None
+        self._ids: list[str] = []
+        self._ids_index: dict[str, int] = {}
+        self._ids_key: tuple | None = None
 
     # ------------------------------------------------------------------ model parts (lazy)
     @property
@@ -265,8 +268,13 @@ class AuditSession(t.HasTraits):
     @property
     def feature_ids(self) -> list[str]:
         """All feature ids in table order: SAE features, then concepts."""
-        sae_ids = [self.sae_id(i) for i in range(self.encoded.d_sae)] if self.encoded is not None else []
-        return sae_ids + [CONCEPT_PREFIX + c.name for c in self.concepts]
+        d_sae = self.encoded.d_sae if self.encoded is not None else 0
+        key = (d_sae, tuple(c.name for c in self.concepts))
+        if self._ids_key != key:
+            self._ids = [self.sae_id(i) for i in range(d_sae)] + [CONCEPT_PREFIX + c.name for c in self.concepts]
+            self._ids_index = {f: j for j, f in enumerate(self._ids)}
+            self._ids_key = key
+        return self._ids
 
     def feature_id(self, feature: int | str) -> str:
         """Normalise ``17``, ``"17"``, ``"sae:17"``, ``"length"`` or ``"concept:length"`` to an id."""
@@ -375,7 +383,9 @@ class AuditSession(t.HasTraits):
         return self._delta
 
     def column(self, feature: int | str) -> int:
-        return self.feature_ids.index(self.feature_id(feature))
+        """Column of a feature in the pooled matrices (and row in ``results``)."""
+        self.feature_ids  # refreshes the index when features changed
+        return self._ids_index[self.feature_id(feature)]
 
     def values(self, feature: int | str) -> pd.DataFrame:
         """Per-pair pooled values of one feature: columns ``pair_id, chosen, rejected, delta``."""
@@ -522,26 +532,26 @@ class AuditSession(t.HasTraits):
         ids = self.feature_ids
         w_map = self.weights if weights is None else {self.feature_id(k): float(v) for k, v in weights.items()}
         w = np.zeros(len(ids))
-        index = {f: j for j, f in enumerate(ids)}
+        index = self._ids_index
         for f, v in w_map.items():
             w[index[f]] = v
         if self._sd is None:
             from .shaping import delta_sd
 
             self._sd = delta_sd(delta)
-        pv = preview(delta, w, sd=self._sd)
         cols = np.arange(len(ids)) if features is None else np.array([index[self.feature_id(f)] for f in features], dtype=int)
-        sd = pv.sd[cols]
+        pv = preview(delta, w, sd=self._sd, columns=None if features is None else cols)
+        sd = pv.sd
         with np.errstate(divide="ignore", invalid="ignore"):
-            before_z = np.where(sd > 0, pv.signal_before[cols] / sd, 0.0)
-            after_z = np.where(sd > 0, pv.signal_after[cols] / sd, 0.0)
+            before_z = np.where(sd > 0, pv.signal_before / sd, 0.0)
+            after_z = np.where(sd > 0, pv.signal_after / sd, 0.0)
         out = pd.DataFrame(
             {
                 "feature": [ids[j] for j in cols],
                 "label": [self.labels.get(ids[j]) or self.auto_labels.get(ids[j], "") for j in cols],
                 "weight": w[cols],
-                "signal_before": pv.signal_before[cols],
-                "signal_after": pv.signal_after[cols],
+                "signal_before": pv.signal_before,
+                "signal_after": pv.signal_after,
                 "signal_before_z": before_z,
                 "signal_after_z": after_z,
                 "change_z": after_z - before_z,
@@ -550,6 +560,70 @@ class AuditSession(t.HasTraits):
         )
         out.attrs.update(margins=pv.margins, gradient_weight=pv.gradient_weight, n_dominated=pv.n_dominated, threshold=pv.threshold)
         return out
+
+    # ------------------------------------------------------------------ views (prefaudit.views)
+    def volcano(self, **kwargs: Any) -> Any:
+        """Volcano plot of effect size against −log10 q; clicks and lassos select features."""
+        from .views.volcano import VolcanoView
+
+        return VolcanoView(self, **kwargs)
+
+    def pairs(self, feature: int | str | None = None, **kwargs: Any) -> Any:
+        """Drill-down into the pairs where ``feature`` (default: the focus) fires most."""
+        from .views.drilldown import PairsView
+
+        return PairsView(self, feature=feature, **kwargs)
+
+    def shaper(self, **kwargs: Any) -> Any:
+        """Reward-weight sliders and verdicts for the selection, with a live shaping preview."""
+        from .views.shaper import ShaperView
+
+        return ShaperView(self, **kwargs)
+
+    def dashboard(self, **kwargs: Any) -> Any:
+        """Volcano, drill-down and sliders, linked through this session."""
+        from .views.dashboard import Dashboard
+
+        return Dashboard(self, **kwargs)
+
+    def report(self, path: str | Path, **kwargs: Any) -> Path:
+        """Write a standalone HTML report (opens offline)."""
+        from .report import write_report
+
+        return write_report(self, Path(path), **kwargs)
+
+    # ------------------------------------------------------------------ training (prefaudit.training)
+    def shaped_pairs(self, intervention: str = "margin", **kwargs: Any) -> Any:
+        """The dataset trl trains on, with this session's shaping applied (a ``datasets.Dataset``)."""
+        from .interventions import shaped_dataset
+
+        return shaped_dataset(self, intervention=intervention, **kwargs)
+
+    def train(self, config: Any = None, **kwargs: Any) -> Any:
+        """Start a DPO run (trl) in the background with the current shaping; returns a ``DPORun``."""
+        from .training import start_run
+
+        run = start_run(self, config, **kwargs)
+        self.runs.append(run)
+        return run
+
+    def verify(self, run: Any, prompts: Any = None, **kwargs: Any) -> Any:
+        """Generate from base and trained policies and compare observed with predicted shifts."""
+        from .verify import verify_run
+
+        return verify_run(self, run, prompts=prompts, **kwargs)
+
+    def compare(self, run_a: Any, run_b: Any, **kwargs: Any) -> Any:
+        """Two verified runs side by side."""
+        from .verify import compare_runs
+
+        return compare_runs(self, run_a, run_b, **kwargs)
+
+    def export_training(self, directory: str | Path, **kwargs: Any) -> Path:
+        """Write the shaped dataset plus a script and config for ``accelerate launch`` on many GPUs."""
+        from .training.export import export_training
+
+        return export_training(self, Path(directory), **kwargs)
 
     # ------------------------------------------------------------------ bookkeeping
     def _invalidate(self, results: bool = True) -> None:

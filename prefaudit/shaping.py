@@ -88,8 +88,8 @@ class ShapingPreview:
     ----------
     margins : ndarray, shape (n_pairs,)
     gradient_weight : ndarray, shape (n_pairs,)  — σ(m)
-    signal_before, signal_after : ndarray, shape (n_features,) — in raw Δ units
-    sd : ndarray, shape (n_features,)
+    signal_before, signal_after : ndarray, shape (n_columns,) — in raw Δ units
+    sd : ndarray, shape (n_columns,)
     n_dominated : int — pairs with ``|m| >= threshold``
     """
 
@@ -108,11 +108,13 @@ def preview(
     *,
     sd: np.ndarray | None = None,
     threshold: float = DOMINANCE_THRESHOLD,
+    columns: np.ndarray | None = None,
 ) -> ShapingPreview:
-    """Margins and predicted signal for every column of ``delta`` given per-column ``weights``.
+    """Margins and predicted signal given per-column ``weights``.
 
-    ``weights`` has one entry per column (zeros for unweighted features); only the non-zero
-    columns enter the margins, so the cost is one sparse matrix-vector product.
+    ``weights`` has one entry per column of ``delta`` (zeros for unweighted features); only the
+    non-zero columns enter the margins. Signals are reported for ``columns`` (default: all), so
+    a slider preview over a few features costs a few sparse column reads, not a full product.
     """
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (delta.shape[1],):
@@ -124,6 +126,10 @@ def preview(
     else:
         delta_w = np.asarray(delta, dtype=np.float64)[:, cols]
     m = pair_margins(delta_w, sd[cols], weights[cols]) if cols.size else np.zeros(delta.shape[0])
+    if columns is not None:
+        columns = np.asarray(columns, dtype=int)
+        delta = sp.csc_matrix(delta)[:, columns] if sp.issparse(delta) else np.asarray(delta)[:, columns]
+        sd = sd[columns]
     return ShapingPreview(
         margins=m,
         gradient_weight=gradient_weights(m),

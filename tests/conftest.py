@@ -29,12 +29,18 @@ def hh_path() -> Path:
     return HH_PATH
 
 
+@pytest.fixture(scope="session")
+def tiny_cache_dir(tmp_path_factory) -> Path:
+    # Shared across tests: encoding the same tiny pairs again is answered from the shard cache.
+    return tmp_path_factory.mktemp("tiny-cache")
+
+
 @pytest.fixture()
-def tiny_session(tiny_model_dir, tiny_sae_dir, tmp_path):
+def tiny_session(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
     import prefaudit as pa
 
     pairs = pa.load_pairs(tiny.planted_pairs(40))
-    return pa.AuditSession(pairs, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tmp_path / "cache", batch_size=4, shard_size=16)
+    return pa.AuditSession(pairs, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tiny_cache_dir, batch_size=4, shard_size=16)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -196,3 +196,11 @@ def test_conversational_and_hh_pairs_round_trip(tmp_path, hh_path):
     back = pa.AuditSession.load(session.save(tmp_path / "hh"))
     assert back.data.messages(3) == pairs.messages(3)
     pd.testing.assert_frame_equal(back.results, session.results)
+
+
+def test_predict_on_a_subset_equals_the_full_prediction(tested):
+    tested.set_weight("flattery", -1.0)
+    full = tested.predict().set_index("feature")
+    part = tested.predict(features=["url", 3, "flattery"]).set_index("feature")
+    assert list(part.index) == ["concept:url", "sae:3", "concept:flattery"]
+    pd.testing.assert_frame_equal(part, full.loc[part.index], check_like=True)

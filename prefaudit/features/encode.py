@@ -166,13 +166,12 @@ def encode_shard(
     n = len(chosen)
     prompts = [backbone.prompt_ids(m) for m in prompt_messages]
     resp = [(backbone.response_ids(c), backbone.response_ids(r)) for c, r in zip(chosen, rejected, strict=True)]
-    # Batch pairs of similar length together: less padding, same results.
-    order = np.argsort([len(p) + len(c[0]) + len(r[0]) for p, (c, r) in zip(prompts, resp, strict=True)], kind="stable")
+    p_len = [len(p) for p in prompts]
+    r_len = [max(len(c[0]), len(r[0])) for c, r in resp]
     out_c: list[Any] = [None] * n
     out_r: list[Any] = [None] * n
     processed = 0
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    for idx in length_batches(p_len, r_len, batch_size, share_prompt=share_prompt):
         pooled, used = encode_batch(
             backbone,
             sae,
@@ -189,6 +188,29 @@ def encode_shard(
     side_c = _side_from_pooled(out_c, [r[0][0] for r in resp], [r[0][1] for r in resp], sae.d_sae)
     side_r = _side_from_pooled(out_r, [r[1][0] for r in resp], [r[1][1] for r in resp], sae.d_sae)
     return EncodedFeatures(chosen=side_c, rejected=side_r, pooling=pooling), processed
+
+
+def length_batches(
+    prompt_len: Sequence[int], response_len: Sequence[int], batch_size: int, *, share_prompt: bool = True
+) -> list[np.ndarray]:
+    """Group pairs of similar lengths so padding wastes little compute (results do not depend on it).
+
+    Without prompt sharing every sequence is prompt + response, so sorting by the total suffices.
+    With sharing the prompt pass pads to the longest prompt and the response pass to the longest
+    response of the batch, two independent lengths: sort by response length, then by prompt length
+    within windows of a few batches.
+    """
+    p = np.asarray(prompt_len)
+    r = np.asarray(response_len)
+    if not share_prompt:
+        order = np.argsort(p + r, kind="stable")
+    else:
+        by_resp = np.argsort(r, kind="stable")
+        window = batch_size * 8
+        order = np.concatenate(
+            [w[np.argsort(p[w], kind="stable")] for w in np.split(by_resp, range(window, len(by_resp), window))]
+        ) if len(by_resp) else by_resp
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def _write_atomic(enc: EncodedFeatures, path: Path) -> None:
