@@ -1,0 +1,70 @@
+"""Notebook views of an :class:`~prefaudit.session.AuditSession`.
+
+Every view observes the session and sends intents up to it; none holds state of its own, so a
+view displayed twice, or several views of one session, always agree.
+
+========================  ==============================================================
+``session.volcano()``     :class:`VolcanoView` — effect size vs −log10 q; click / lasso /
+                          search select features
+``session.pairs(f)``      :class:`PairsView` — top pairs of the focused (or pinned) feature,
+                          tokens shaded by activation
+``session.shaper()``      :class:`ShaperView` — weight sliders, verdicts, notes, live preview
+``session.dashboard()``   :class:`Dashboard` — the three, linked
+========================  ==============================================================
+
+New views subclass :class:`SessionView` (``prefaudit/views/base.py``).
+
+DOM hooks (stable: browser tests and user CSS rely on them)
+-----------------------------------------------------------
+Volcano
+    root ``.prefaudit-volcano``; search box ``.pa-search`` (the ipywidgets Text: type into
+    ``.pa-search input`` and press Enter); several matches fill ``.pa-search-matches``; the
+    plotly figure inside it (traces 0–2 are the features; clicking a point selects it).
+Drill-down
+    root ``.prefaudit-pairs``; inside: ``.pa-feature`` (the feature id, text),
+    ``select.pa-sort`` (values ``abs_delta``, ``delta``, ``chosen``, ``rejected``),
+    ``button.pa-prev`` / ``button.pa-next``, ``button.pa-pin``, ``.pa-page``, ``.pa-legend``
+    (``data-kind`` = ``sae`` | ``regex`` | ``none``), pair cards ``.pa-pair[data-pair-id]`` each
+    with ``.pa-prompt`` and ``.pa-side.pa-chosen`` / ``.pa-side.pa-rejected`` holding the text;
+    token spans ``.pa-tok[data-act]`` (activation, or 1/0 for a regex match); the higher side
+    shows ``.pa-higher``; long texts have ``button.pa-more``. ``.pa-pairs[data-version]``
+    changes on every page load.
+Shaper
+    root ``.prefaudit-shaper``; rows ``.pa-weight-row[data-feature="<id>"]`` each containing the
+    ipywidgets slider (``.pa-weight``, drag its ``.noUi-handle``), the verdict toggle
+    (``.pa-verdict`` buttons allow / suppress / amplify), the note (``.pa-note input``) and
+    ``.pa-remove``; the add box ``.pa-add input``; the preview root ``.pa-preview`` whose
+    ``data-version`` increments on every redraw (``data-model-version`` mirrors Python's
+    counter), with ``.pa-dominated[data-count]``.
+Dashboard
+    root ``.prefaudit-dashboard`` containing the three roots above.
+Errors
+    a failing callback shows ``.pa-error`` (message and traceback) at the top of its view.
+"""
+
+from __future__ import annotations
+
+from .base import SessionView
+
+__all__ = ["Dashboard", "PairsView", "SessionView", "ShaperView", "VolcanoView"]
+
+
+def __getattr__(name: str):
+    # Views import plotly / anywidget: load them on first use, not with the package.
+    if name == "VolcanoView":
+        from .volcano import VolcanoView
+
+        return VolcanoView
+    if name == "PairsView":
+        from .drilldown import PairsView
+
+        return PairsView
+    if name == "ShaperView":
+        from .shaper import ShaperView
+
+        return ShaperView
+    if name == "Dashboard":
+        from .dashboard import Dashboard
+
+        return Dashboard
+    raise AttributeError(f"module 'prefaudit.views' has no attribute {name!r}")

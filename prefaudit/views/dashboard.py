@@ -1,0 +1,62 @@
+"""Dashboard: the volcano, the pair drill-down and the weight sliders of one session, linked.
+
+The views are linked only through the session (intents up, state down): clicking a point in the
+volcano calls ``session.select_feature``, which sets ``focus`` (the drill-down follows it) and
+adds the feature to ``selection`` (the shaper grows a slider row for it). Any number of
+dashboards or single views of the same session stay in sync.
+
+Example
+-------
+>>> session.dashboard()            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+
+from .base import SessionView
+from .drilldown import PairsView
+from .shaper import ShaperView
+from .volcano import VolcanoView
+
+
+class Dashboard(SessionView):
+    """Volcano on top; below it the shaper with its preview and the drill-down, side by side.
+
+    Parameters
+    ----------
+    session : AuditSession
+    effect : str
+        Initial x axis of the volcano (see :data:`prefaudit.views.volcano.EFFECTS`).
+    page_size : int
+        Pairs per drill-down page.
+
+    Attributes
+    ----------
+    volcano : VolcanoView
+    pairs : PairsView
+    shaper : ShaperView
+
+    Example
+    -------
+    >>> dash = Dashboard(session)                       # doctest: +SKIP
+    >>> dash.volcano.search.value = "sae:17"            # focus + selection   # doctest: +SKIP
+    >>> dash.pairs.widget.feature, session.selection    # doctest: +SKIP
+    ('sae:17', ['sae:17'])
+    """
+
+    css_class = "prefaudit-dashboard"
+
+    def __init__(self, session: Any, *, effect: str = "d_z", page_size: int = 5, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
+        # The volcano gets the full width: plotly sizes itself once, from its container at render.
+        self.volcano = VolcanoView(session, effect=effect)
+        self.shaper = ShaperView(session, layout=w.Layout(flex="1 1 420px", min_width="0"))
+        self.pairs = PairsView(session, page_size=page_size, layout=w.Layout(flex="2 1 560px", min_width="0"))
+        below = w.HBox(
+            [self.shaper, self.pairs],
+            layout=w.Layout(flex_flow="row wrap", align_items="flex-start", width="100%"),
+        )
+        self.set_body(self.volcano, below)

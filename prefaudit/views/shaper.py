@@ -1,0 +1,226 @@
+"""Weights: one slider row per selected feature, verdicts, notes, and a live shaping preview.
+
+Each row holds an ipywidgets ``FloatSlider`` (reward weight in standardised units, −3…+3), a
+verdict toggle (allow / suppress / amplify) and a note; each control calls one session intent
+(``set_weight``, ``set_verdict``, ``set_note``) and is redrawn from the session's traits, so
+every view of the session agrees. Rows are the session's selection plus any feature that carries
+a weight (a weight never hides: everything that shapes the margins has a row). Removing a row
+sets its weight to 0 and deselects it.
+
+The preview (:class:`ShaperPreview`, a small SVG anywidget) shows ``session.predict()``: the
+predicted learning signal of each row's feature before and after shaping, the histogram of pair
+margins and how many pairs the shaping dominates.
+
+Example
+-------
+>>> view = session.shaper()                      # doctest: +SKIP
+>>> session.set_weight("concept:length", -1.5)   # the length row's slider moves   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anywidget
+import ipywidgets as w
+import numpy as np
+import traitlets as t
+
+from ..session import VERDICTS
+from ._assets import asset
+from .base import SessionView
+
+WEIGHT_RANGE = 3.0
+
+
+class ShaperPreview(anywidget.AnyWidget):
+    """SVG preview of a shaping: signal before/after per feature and the margin histogram.
+
+    ``margins`` is float32 bytes (a binary buffer, not a JSON list); ``version`` increments once
+    per update and the front end redraws on it.
+    """
+
+    _esm = asset("shaper_preview.js")
+    _css = asset("shaper_preview.css")
+
+    features = t.List().tag(sync=True)  # [{id, label, weight, before, after}]
+    margins = t.Bytes(b"").tag(sync=True)
+    n_pairs = t.Int(0).tag(sync=True)
+    n_dominated = t.Int(0).tag(sync=True)
+    threshold = t.Float(1.0).tag(sync=True)
+    version = t.Int(0).tag(sync=True)
+
+
+class RowTag(anywidget.AnyWidget):
+    """Invisible widget that writes ``data-feature`` onto its ``.pa-weight-row`` in the browser."""
+
+    _esm = asset("rowtag.js")
+    feature = t.Unicode("").tag(sync=True)
+
+
+class WeightRow(w.HBox):
+    """One feature's controls. Built by :class:`ShaperView`; callbacks are the view's intents."""
+
+    def __init__(self, view: ShaperView, fid: str) -> None:
+        super().__init__()
+        self.feature, self.session = fid, view.session
+        guard, session = view.guard, view.session
+        self.add_class("pa-weight-row")
+        self.name = w.Label(fid, layout=w.Layout(width="auto", min_width="120px"))
+        self.name.add_class("pa-fid")
+        self.label = w.Label(layout=w.Layout(flex="1 1 160px", min_width="0"))
+        self.label.add_class("pa-flabel")
+        self.slider = w.FloatSlider(
+            value=0.0, min=-WEIGHT_RANGE, max=WEIGHT_RANGE, step=0.05, continuous_update=False,
+            readout_format="+.2f", description="weight", layout=w.Layout(width="300px"),
+        )  # fmt: skip
+        self.slider.add_class("pa-weight")
+        self.verdict = w.ToggleButtons(options=list(VERDICTS), value=None, style={"button_width": "86px"}, tooltips=[
+            "a legitimate preference: weight 0", "explain it away: negative weight", "teach it more: positive weight",
+        ])  # fmt: skip
+        self.verdict.add_class("pa-verdict")
+        self.note = w.Text(placeholder="note", continuous_update=False, layout=w.Layout(width="200px"))
+        self.note.add_class("pa-note")
+        self.remove = w.Button(
+            description="remove",
+            tooltip=f"weight 0 and drop {fid} from the selection",
+            layout=w.Layout(width="auto"),
+        )
+        self.remove.add_class("pa-remove")
+
+        def on_weight(change: Any) -> None:
+            if change["new"] != session.weights.get(fid, 0.0):
+                session.set_weight(fid, change["new"])
+
+        def on_verdict(change: Any) -> None:
+            if change["new"] != session.verdicts.get(fid):
+                session.set_verdict(fid, change["new"])
+
+        def on_note(change: Any) -> None:
+            if change["new"] != session.notes.get(fid, ""):
+                session.set_note(fid, change["new"])
+
+        def on_remove(_b: Any) -> None:
+            session.set_weight(fid, 0.0)
+            session.deselect_feature(fid)
+
+        self.slider.observe(guard(on_weight), names="value")
+        self.verdict.observe(guard(on_verdict), names="value")
+        self.note.observe(guard(on_note), names="value")
+        self.remove.on_click(guard(on_remove))
+        self.tag = RowTag(feature=fid)
+        self.layout.flex_flow = "row wrap"
+        self.layout.align_items = "center"
+        self.children = (self.tag, self.name, self.label, self.remove, self.slider, self.verdict, self.note)
+        self.sync()
+
+    def sync(self) -> None:
+        """Show the session's weight, verdict, note and label for this feature."""
+        s, fid = self.session, self.feature
+        weight = float(s.weights.get(fid, 0.0))
+        if abs(weight) > self.slider.max:  # widen rather than clamp: clamping would change the weight
+            self.slider.min, self.slider.max = -abs(weight), abs(weight)
+        self.slider.value = weight
+        self.verdict.value = s.verdicts.get(fid)
+        self.note.value = s.notes.get(fid, "")
+        self.label.value = s.label(fid)
+
+
+class ShaperView(SessionView):
+    """Weight sliders, verdicts and notes for the selected features, with a live preview.
+
+    Parameters
+    ----------
+    session : AuditSession
+
+    Attributes
+    ----------
+    rows : dict[str, WeightRow]
+        Feature id → its row (``row.slider``, ``row.verdict``, ``row.note``, ``row.remove``).
+    preview : ShaperPreview
+    add_box : ipywidgets.Text
+        Type a feature id or concept name and press Enter to add it.
+
+    Example
+    -------
+    >>> view = ShaperView(session)                       # doctest: +SKIP
+    >>> view.rows["concept:length"].slider.value = -1.0  # same as dragging   # doctest: +SKIP
+    >>> session.weights                                  # doctest: +SKIP
+    {'concept:length': -1.0}
+    """
+
+    css_class = "prefaudit-shaper"
+
+    def __init__(self, session: Any, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
+        self.rows: dict[str, WeightRow] = {}
+        self.row_box = w.VBox()
+        self.row_box.add_class("pa-weight-rows")
+        self.add_box = w.Text(
+            placeholder="add feature: sae:123 or a concept name, then Enter",
+            continuous_update=False,
+            layout=w.Layout(width="340px"),
+        )
+        self.add_box.add_class("pa-add")
+        self.add_box.observe(self.guard(self._on_add), names="value")
+        self.empty = w.Label("No features selected: click points in the volcano or add one here.")
+        self.preview = ShaperPreview()
+        self.preview.add_class("pa-preview-widget")
+        title = w.HTML(
+            "<b>Reward shaping</b> — weight in standardised units: &lt; 0 suppresses, &gt; 0 amplifies"
+        )
+        self.set_body(title, self.empty, self.row_box, self.add_box, self.preview)
+        self.observe_session(
+            lambda _c: self._sync_rows(), "selection", "weights", "verdicts", "notes", "labels"
+        )
+        self.observe_session(lambda _c: self._update_preview(), "selection", "weights", "results_version")
+        self._sync_rows()
+        self._update_preview()
+
+    def features(self) -> list[str]:
+        """Row order: the selection, then weighted features that are not selected."""
+        sel = list(self.session.selection)
+        return sel + [f for f in self.session.weights if f not in sel]
+
+    # ------------------------------------------------------------------ state down
+    def _sync_rows(self) -> None:
+        wanted = self.features()
+        for fid in [f for f in self.rows if f not in wanted]:
+            self.rows.pop(fid).close()
+        for fid in wanted:
+            if fid not in self.rows:
+                self.rows[fid] = WeightRow(self, fid)
+            else:
+                self.rows[fid].sync()
+        self.row_box.children = tuple(self.rows[f] for f in wanted)
+        self.empty.layout.display = "none" if wanted else "flex"
+
+    def _update_preview(self) -> None:
+        features = self.features()
+        pred = self.session.predict(features=features)
+        margins = np.asarray(pred.attrs["margins"], dtype="<f4")
+        rows = [
+            {
+                "id": r.feature,
+                "label": r.label,
+                "weight": float(r.weight),
+                "before": float(r.signal_before_z),
+                "after": float(r.signal_after_z),
+            }
+            for r in pred.itertuples(index=False)
+        ]
+        p = self.preview
+        with p.hold_sync():
+            p.features = rows
+            p.margins = margins.tobytes()
+            p.n_pairs = int(margins.size)
+            p.n_dominated = int(pred.attrs["n_dominated"])
+            p.threshold = float(pred.attrs["threshold"])
+            p.version += 1
+
+    # ------------------------------------------------------------------ intents up
+    def _on_add(self, change: Any) -> None:
+        text = str(change["new"]).strip()
+        if text:
+            self.session.select_feature(text, focus=False)
+            self.add_box.value = ""

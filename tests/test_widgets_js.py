@@ -1,0 +1,445 @@
+"""Front-end ES modules in ``widgets/``: syntax, no HTML sinks, and a headless-Chromium harness.
+
+The harness loads each anywidget module from a Blob URL into a blank page and calls
+``render({model, el})`` with a fake model that records ``set`` / ``save_changes`` / ``send``,
+then clicks and inspects the DOM. No Jupyter, no network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import playwright
+import pytest
+
+from prefaudit.views._assets import widgets_dir
+
+WIDGETS = widgets_dir()
+MODULES = sorted(WIDGETS.glob("*.js"))
+NODE = Path(playwright.__file__).parent / "driver" / "node"
+CHROMIUM = Path("/usr/lib/chromium/chromium")
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+SCRIPT = "<script>window.__pwned = 1</script>"
+IMG = '<img src=x onerror="window.__pwned = 2">'
+HOSTILE = f"{SCRIPT} {IMG} **bold** &amp; &lt;b&gt;"
+
+
+def test_there_are_modules_and_their_css():
+    names = {p.name for p in MODULES}
+    assert {"drilldown.js", "shaper_preview.js", "rowtag.js"} <= names
+    assert (WIDGETS / "drilldown.css").is_file() and (WIDGETS / "shaper_preview.css").is_file()
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
+def test_node_check(module, tmp_path):
+    if not NODE.is_file():
+        pytest.skip(f"node not found at {NODE}")
+    copy = tmp_path / (module.stem + ".mjs")  # .mjs: parse as an ES module, whatever node's default
+    shutil.copy(module, copy)
+    proc = subprocess.run([str(NODE), "--check", str(copy)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
+def test_modules_have_no_html_sinks_and_export_render(module):
+    src = re.sub(r"/\*.*?\*/|//[^\n]*", "", module.read_text(), flags=re.S)  # code, not comments
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in src, f"{module.name} uses {sink}"
+    assert "export default { render }" in src or "export default {render}" in src
+    assert "return () =>" in src  # render returns a cleanup
+
+
+# ---------------------------------------------------------------------- browser harness
+FAKE_MODEL = """
+window.fakeModel = (state) => {
+  const calls = [];
+  const handlers = {};
+  return {
+    calls, handlers,
+    get: (k) => state[k],
+    set: (k, v) => { calls.push(["set", k, v]); state[k] = v; },
+    save_changes: () => calls.push(["save_changes"]),
+    send: (msg) => calls.push(["send", msg]),
+    on: (ev, cb) => { (handlers[ev] = handlers[ev] || []).push(cb); },
+    off: (ev, cb) => { handlers[ev] = (handlers[ev] || []).filter((f) => f !== cb); },
+    trigger: (ev) => (handlers[ev] || []).forEach((f) => f()),
+    state,
+  };
+};
+window.loadModule = async (src) => import(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip("Chromium missing: apt-get install -y --no-install-recommends chromium fonts-liberation")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = ctx.new_page()
+    requests: list[str] = []
+    pg.on(
+        "request",
+        lambda r: requests.append(r.url) if not r.url.startswith(("blob:", "data:", "about:")) else None,
+    )
+    pg.set_content("<!DOCTYPE html><html><head></head><body><div id='host'></div></body></html>")
+    pg.add_script_tag(content=FAKE_MODEL)
+    pg.requests = requests  # type: ignore[attr-defined]
+    yield pg
+    assert requests == [], f"the page tried to load {requests}"
+    assert pg.evaluate("window.__pwned") is None, "hostile text was executed"
+    ctx.close()
+
+
+def load(page, name: str) -> None:
+    """Import ``widgets/<name>`` into the page as ``window.mod`` (with its stylesheet, if any)."""
+    css = WIDGETS / name.replace(".js", ".css")
+    if css.is_file():
+        page.add_style_tag(content=css.read_text())
+    page.evaluate(
+        "async (src) => { window.mod = (await window.loadModule(src)).default; }",
+        (WIDGETS / name).read_text(),
+    )
+
+
+def pair(pid: str, *, long: bool = False) -> dict:
+    chosen_text = HOSTILE + (" filler" * 200 if long else "")
+    return {
+        "pair_id": pid,
+        "position": int(pid),
+        "prompt": [{"role": "user", "content": f"prompt {HOSTILE}"}, {"role": "assistant", "content": "ok"}],
+        "chosen": {
+            "segments": [["Great ", 0.0], ["question", 2.0], ["! ", 0.5], [chosen_text, 0.0], [" cut", None]],
+            "pooled": 2.0,
+        },
+        "rejected": {"segments": [[f"Sorry {IMG}", 1.0]], "pooled": 1.0},
+        "delta": 1.0,
+        "higher": "chosen",
+    }
+
+
+def pairs_state(**over) -> dict:
+    state = {
+        "feature": "sae:17",
+        "header": {
+            "label": f"label {SCRIPT}",
+            "d_z": 0.8,
+            "delta_mean": 0.5,
+            "q": 0.001,
+            "direction": "chosen",
+        },
+        "legend": {"kind": "sae", "text": "token shade = activation of sae:17", "max": 2.0},
+        "pairs": [pair("0"), pair("7", long=True)],
+        "sort": "abs_delta",
+        "page": 0,
+        "page_size": 2,
+        "n_pairs": 5,
+        "pinned": False,
+        "status": "",
+        "version": 1,
+    }
+    state.update(over)
+    return state
+
+
+RENDER = """async (state) => {
+  window.model = window.fakeModel(state);
+  const host = document.getElementById("host");
+  window.cleanup = await window.mod.render({ model: window.model, el: host });
+  return typeof window.cleanup;
+}"""
+
+
+@pytest.mark.browser
+def test_drilldown_renders_pairs_tokens_and_hooks(page):
+    load(page, "drilldown.js")
+    assert page.evaluate(RENDER, pairs_state()) == "function"
+    dom = page.evaluate(
+        """() => {
+      const root = document.querySelector(".pa-pairs");
+      return {
+        feature: root.querySelector(".pa-feature").textContent,
+        label: root.querySelector(".pa-label").textContent,
+        ids: [...root.querySelectorAll(".pa-pair[data-pair-id]")].map((e) => e.dataset.pairId),
+        acts: [...root.querySelectorAll(".pa-pair[data-pair-id='0'] .pa-chosen .pa-tok")].map((e) => e.dataset.act),
+        shaded: [...root.querySelectorAll(".pa-pair[data-pair-id='0'] .pa-chosen .pa-tok")].map((e) => e.style.backgroundColor !== ""),
+        untok: root.querySelectorAll(".pa-untok").length,
+        higher: root.querySelector(".pa-pair[data-pair-id='0'] .pa-chosen .pa-higher") !== null,
+        sort: root.querySelector("select.pa-sort").value,
+        sortValues: [...root.querySelectorAll("select.pa-sort option")].map((o) => o.value),
+        prevDisabled: root.querySelector("button.pa-prev").disabled,
+        nextDisabled: root.querySelector("button.pa-next").disabled,
+        page: root.querySelector(".pa-page").textContent,
+        legend: root.querySelector(".pa-legend").dataset.kind,
+        more: root.querySelectorAll(".pa-pair[data-pair-id='7'] button.pa-more").length,
+      };
+    }"""
+    )
+    assert dom["feature"] == "sae:17" and dom["label"] == f"label {SCRIPT}"
+    assert dom["ids"] == ["0", "7"]
+    assert dom["acts"] == ["0", "2", "0.5", "0"] and dom["shaded"] == [False, True, True, False]
+    assert dom["untok"] == 2 and dom["higher"] and dom["legend"] == "sae"
+    assert dom["sort"] == "abs_delta" and set(dom["sortValues"]) == {
+        "abs_delta",
+        "delta",
+        "chosen",
+        "rejected",
+    }
+    assert dom["prevDisabled"] and not dom["nextDisabled"] and dom["page"] == "page 1 of 3"
+    assert dom["more"] == 1
+
+
+@pytest.mark.browser
+def test_drilldown_hostile_text_becomes_text_nodes(page):
+    load(page, "drilldown.js")
+    page.evaluate(RENDER, pairs_state())
+    out = page.evaluate(
+        """() => {
+      const root = document.querySelector(".pa-pairs");
+      return {
+        elements: [...root.querySelectorAll("script, img, b, strong, a, h1")].length,
+        prompt: root.querySelector(".pa-pair[data-pair-id='0'] .pa-msg .pa-content").textContent,
+        rejected: root.querySelector(".pa-pair[data-pair-id='0'] .pa-rejected .pa-text").textContent,
+        textNodesOnly: [...root.querySelectorAll(".pa-tok, .pa-content, .pa-label")].every(
+          (e) => [...e.childNodes].every((n) => n.nodeType === Node.TEXT_NODE)),
+      };
+    }"""
+    )
+    assert out["elements"] == 0
+    assert out["prompt"] == f"prompt {HOSTILE}"
+    assert out["rejected"] == f"Sorry {IMG}"
+    assert out["textNodesOnly"]
+
+
+@pytest.mark.browser
+def test_drilldown_controls_send_intents_and_redraw_on_version(page):
+    load(page, "drilldown.js")
+    page.evaluate(RENDER, pairs_state())
+    calls = page.evaluate(
+        """() => {
+      const root = document.querySelector(".pa-pairs");
+      const sort = root.querySelector("select.pa-sort");
+      sort.value = "rejected";
+      sort.dispatchEvent(new Event("change"));
+      root.querySelector("button.pa-next").click();
+      root.querySelector("button.pa-pin").click();
+      return window.model.calls;
+    }"""
+    )
+    assert calls == [
+        ["set", "sort", "rejected"], ["set", "page", 0], ["save_changes"],
+        ["set", "page", 1], ["save_changes"],
+        ["set", "pinned", True], ["save_changes"],
+    ]  # fmt: skip
+    after = page.evaluate(
+        """(p) => {
+      window.model.state.pairs = [p];
+      window.model.state.page = 2;
+      window.model.state.version = 2;
+      window.model.trigger("change:version");
+      const root = document.querySelector(".pa-pairs");
+      const more = document.querySelector(".pa-more");
+      return {
+        ids: [...root.querySelectorAll(".pa-pair")].map((e) => e.dataset.pairId),
+        nextDisabled: root.querySelector("button.pa-next").disabled,
+        version: root.dataset.version,
+        more: more === null,
+      };
+    }""",
+        pair("4"),
+    )
+    assert after == {"ids": ["4"], "nextDisabled": True, "version": "2", "more": True}
+
+
+@pytest.mark.browser
+def test_drilldown_show_more_and_cleanup(page):
+    load(page, "drilldown.js")
+    page.evaluate(RENDER, pairs_state())
+    out = page.evaluate(
+        """() => {
+      const box = document.querySelector(".pa-pair[data-pair-id='7'] .pa-chosen .pa-collapsible");
+      const before = box.classList.contains("pa-collapsed");
+      box.querySelector(".pa-more").click();
+      const after = box.classList.contains("pa-collapsed");
+      const label = box.querySelector(".pa-more").textContent;
+      window.cleanup();
+      return { before, after, label, left: document.querySelectorAll(".pa-pairs").length,
+               handlers: Object.values(window.model.handlers).reduce((n, h) => n + h.length, 0) };
+    }"""
+    )
+    assert out == {"before": True, "after": False, "label": "show less", "left": 0, "handlers": 0}
+
+
+@pytest.mark.browser
+def test_drilldown_without_feature_shows_status_and_no_controls(page):
+    load(page, "drilldown.js")
+    page.evaluate(
+        RENDER, pairs_state(feature=None, pairs=[], header={}, legend={}, status="Select a feature")
+    )
+    out = page.evaluate(
+        """() => ({ controls: document.querySelectorAll(".pa-sort, .pa-next").length,
+                    status: document.querySelector(".pa-status").textContent,
+                    feature: document.querySelector(".pa-feature").textContent })"""
+    )
+    assert out == {"controls": 0, "status": "Select a feature", "feature": "no feature"}
+
+
+def preview_state(margins: list[float], **over) -> dict:
+    state = {
+        "features": [
+            {"id": "concept:url", "label": f"links {SCRIPT}", "weight": -1.5, "before": 1.2, "after": 0.3},
+            {"id": "sae:3", "label": IMG, "weight": 0.0, "before": -0.4, "after": -0.5},
+        ],
+        "margins": margins,
+        "n_pairs": len(margins),
+        "n_dominated": sum(abs(m) >= 1 for m in margins),
+        "threshold": 1.0,
+        "version": 1,
+    }
+    state.update(over)
+    return state
+
+
+# Binary traits arrive as DataViews; build one at an odd byte offset to test alignment handling.
+RENDER_PREVIEW = """async (state) => {
+  const f = new Float32Array(state.margins);
+  const buf = new ArrayBuffer(f.byteLength + 1);
+  new Uint8Array(buf, 1).set(new Uint8Array(f.buffer));
+  state.margins = new DataView(buf, 1, f.byteLength);
+  window.model = window.fakeModel(state);
+  window.cleanup = await window.mod.render({ model: window.model, el: document.getElementById("host") });
+}"""
+
+
+@pytest.mark.browser
+def test_preview_draws_signal_histogram_and_counts_redraws(page):
+    load(page, "shaper_preview.js")
+    margins = [-2.5, -1.2, -0.3, 0.0, 0.2, 0.9, 1.1, 3.0]
+    page.evaluate(RENDER_PREVIEW, preview_state(margins))
+    out = page.evaluate(
+        """() => {
+      const root = document.querySelector(".pa-preview");
+      return {
+        version: root.dataset.version,
+        rows: [...root.querySelectorAll(".pa-signal-row")].map((g) => g.dataset.feature),
+        names: [...root.querySelectorAll(".pa-signal-row .pa-name")].map((t) => t.textContent),
+        bins: [...root.querySelectorAll(".pa-bin")].length,
+        dominated: root.querySelector(".pa-dominated").dataset.count,
+        injected: root.querySelectorAll("script, img, foreignObject").length,
+      };
+    }"""
+    )
+    assert out["version"] == "1" and out["rows"] == ["concept:url", "sae:3"]
+    assert out["names"][1].startswith("sae:3 <img") and out["injected"] == 0
+    assert out["bins"] >= 5 and out["dominated"] == "4"
+    again = page.evaluate(
+        """() => {
+      window.model.state.n_dominated = 0;
+      window.model.trigger("change:version");
+      window.model.trigger("change:version");
+      const root = document.querySelector(".pa-preview");
+      return [root.dataset.version, root.querySelector(".pa-dominated").dataset.count];
+    }"""
+    )
+    assert again == ["3", "0"]
+
+
+@pytest.mark.browser
+def test_preview_histogram_counts_every_margin(page):
+    src = (WIDGETS / "shaper_preview.js").read_text()
+    result = page.evaluate(
+        """async (src) => {
+      const m = await window.loadModule(src);
+      const vals = [-5, -1, -0.999, 0, 0.5, 1, 4.99, 5, NaN];
+      const c = m.histogram(vals, -5, 5, 10);
+      const dv = new DataView(new Float32Array([1.5, -2]).buffer);
+      return { total: c.reduce((a, b) => a + b, 0), first: c[0], last: c[9], floats: [...m.floats(dv)] };
+    }""",
+        src,
+    )
+    assert result == {"total": 8, "first": 1, "last": 2, "floats": [1.5, -2]}
+
+
+@pytest.mark.browser
+def test_preview_with_no_features_says_so(page):
+    load(page, "shaper_preview.js")
+    page.evaluate(RENDER_PREVIEW, preview_state([0.0] * 5, features=[]))
+    text = page.evaluate("() => document.querySelector('.pa-preview .pa-empty').textContent")
+    assert "Select features" in text
+
+
+@pytest.mark.browser
+def test_rowtag_marks_its_row_now_or_once_attached(page):
+    load(page, "rowtag.js")
+    out = page.evaluate(
+        """async () => {
+      const host = document.getElementById("host");
+      const row1 = document.createElement("div");
+      row1.className = "pa-weight-row";
+      const el1 = document.createElement("div");
+      row1.appendChild(el1);
+      host.appendChild(row1);
+      const m1 = window.fakeModel({ feature: "concept:url" });
+      window.mod.render({ model: m1, el: el1 });
+      // Second case: ipywidgets attaches the view after render().
+      const el2 = document.createElement("div");
+      const m2 = window.fakeModel({ feature: "sae:9" });
+      const cleanup2 = window.mod.render({ model: m2, el: el2 });
+      const row2 = document.createElement("div");
+      row2.className = "pa-weight-row";
+      row2.appendChild(el2);
+      host.appendChild(row2);
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      m2.state.feature = "sae:10";
+      m2.trigger("change:feature");
+      const after = row2.dataset.feature;
+      cleanup2();
+      return { first: row1.dataset.feature, second: after, hidden: el1.style.display,
+               handlers: (m2.handlers["change:feature"] || []).length };
+    }"""
+    )
+    assert out == {"first": "concept:url", "second": "sae:10", "hidden": "none", "handlers": 0}
+
+
+@pytest.mark.browser
+def test_drilldown_state_from_python_renders(page):
+    """The JSON a real PairsView sends renders in the front end (Python and JS agree on shapes)."""
+    import prefaudit as pa
+    from prefaudit.views import PairsView
+    from tests import tiny
+
+    rows = tiny.planted_pairs(12)
+    rows[0]["chosen"] = f"What a great question! {HOSTILE} http://www.example.com/x"
+    s = pa.AuditSession(pa.load_pairs(rows), sae=False, cache_dir=False)
+    s.test(n_boot=20)
+    view = PairsView(s, feature="url", sort="chosen", page_size=3)
+    state = json.loads(
+        json.dumps({k: v for k, v in view.widget.get_state().items() if not k.startswith("_")})
+    )
+    load(page, "drilldown.js")
+    page.evaluate(RENDER, state)
+    out = page.evaluate(
+        """() => ({ pairs: document.querySelectorAll(".pa-pair").length,
+                    matches: [...document.querySelectorAll(".pa-tok[data-act='1']")].map((e) => e.textContent),
+                    legend: document.querySelector(".pa-legend").dataset.kind,
+                    injected: document.querySelectorAll(".pa-pairs script, .pa-pairs img").length })"""
+    )
+    assert out["pairs"] == 3 and out["legend"] == "regex" and out["injected"] == 0
+    assert out["matches"][0] == "http://www.example.com/x" and len(out["matches"]) == 3
