@@ -121,10 +121,11 @@ class AuditSession(t.HasTraits):
         self.encoded: EncodedFeatures | None = None
         self.concepts: list[TextConcept | DirectionConcept] = builtin_concepts() if concepts else []
         self._concept_values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.auto_labels: dict[str, str] = {}
+        self.auto_labels: dict[str, str] = self._concept_auto_labels()
         self.results: pd.DataFrame | None = None
         self.runs: list[Any] = []
         self._delta: sp.csc_matrix | None = None
+        self._pooled_csc: tuple[sp.csc_matrix, sp.csc_matrix] | None = None
         self._sd: np.ndarray | None = None
         self._ids: list[str] = []
         self._ids_index: dict[str, int] = {}
@@ -390,7 +391,9 @@ class AuditSession(t.HasTraits):
     def values(self, feature: int | str) -> pd.DataFrame:
         """Per-pair pooled values of one feature: columns ``pair_id, chosen, rejected, delta``."""
         j = self.column(feature)
-        chosen, rejected = self._pooled_matrices()
+        if self._pooled_csc is None:  # column slices of CSC are cheap; views call this per click
+            self._pooled_csc = tuple(m.tocsc() for m in self._pooled_matrices())
+        chosen, rejected = self._pooled_csc
         c = chosen[:, j].toarray().ravel()
         r = rejected[:, j].toarray().ravel()
         return pd.DataFrame({"pair_id": self.data.df["pair_id"].to_numpy(), "chosen": c, "rejected": r, "delta": c - r})
@@ -422,19 +425,19 @@ class AuditSession(t.HasTraits):
         """
         fid = self.feature_id(feature)
         row = self.data.df.iloc[int(position)]
-        out = {}
-        for side in ("chosen", "rejected"):
-            if fid.startswith(SAE_PREFIX) and self.uses_sae:
-                from .features.encode import token_activations
+        sides = ("chosen", "rejected")
+        if fid.startswith(SAE_PREFIX) and self.uses_sae:
+            from .features.encode import token_activations
 
-                toks, vals = token_activations(
-                    self.backbone, self.sae, self.data.messages(int(position)), row[side], [int(fid[4:])]
-                )
-                out[side] = (toks, vals[:, 0])
-            else:
-                words = row[side].split(" ")
-                toks = [w + (" " if k < len(words) - 1 else "") for k, w in enumerate(words)]
-                out[side] = (toks, np.zeros(len(toks)))
+            read = token_activations(
+                self.backbone, self.sae, self.data.messages(int(position)), [row[s] for s in sides], [int(fid[4:])]
+            )
+            return {side: (toks, vals[:, 0]) for side, (toks, vals) in zip(sides, read, strict=True)}
+        out = {}
+        for side in sides:
+            words = row[side].split(" ")
+            toks = [w + (" " if k < len(words) - 1 else "") for k, w in enumerate(words)]
+            out[side] = (toks, np.zeros(len(toks)))
         return out
 
     # ------------------------------------------------------------------ intents from views
@@ -628,6 +631,7 @@ class AuditSession(t.HasTraits):
     # ------------------------------------------------------------------ bookkeeping
     def _invalidate(self, results: bool = True) -> None:
         self._delta = None
+        self._pooled_csc = None
         self._sd = None
         if results and self.results is not None:
             self.results = None

@@ -148,14 +148,21 @@ def test_top_pairs_sorted_and_token_activations_align(tested):
     assert "".join(toks) == tested.data.df["chosen"].iloc[int(top["position"].iloc[0])][: len("".join(toks))]
     # The pooled (max) value is the maximum of the per-token activations.
     assert vals.max() == pytest.approx(top["chosen"].iloc[0], rel=1e-4)
+    # Both sides come from one read; the rejected side matches its pooled value too.
+    r_toks, r_vals = acts["rejected"]
+    assert "".join(r_toks) == tested.data.df["rejected"].iloc[int(top["position"].iloc[0])][: len("".join(r_toks))]
+    assert max(r_vals.max(), 0.0) == pytest.approx(top["rejected"].iloc[0], rel=1e-4, abs=1e-6)
     page2 = tested.top_pairs(fid, by="delta", n=3, offset=3)
     assert len(page2) == 3
 
 
 def test_concepts_only_session_needs_no_model(tmp_path):
     session = pa.AuditSession(pa.load_pairs(tiny.planted_pairs(40)), sae=False, cache_dir=False)
+    # Concept labels exist before anything is encoded or tested.
+    assert session.label("flattery") == "flattering opener praising the question or the user"
     table = session.test()
     assert set(table["source"]) == {"concept"}
+    assert table.set_index("feature").loc["concept:url", "label"].startswith("links")
     assert session.encode() is None and session._backbone is None
 
 

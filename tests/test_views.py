@@ -387,6 +387,12 @@ def test_pairs_regex_concepts_highlight_matches_others_say_no_shading(session):
     view2 = PairsView(session, feature="length")
     assert view2.widget.legend["kind"] == "none" and "no token-level shading" in view2.widget.legend["text"]
     assert all(len(p[side]["segments"]) == 1 for p in view2.widget.pairs for side in ("chosen", "rejected"))
+    # The flattery concept (0/1 per response) highlights the opener it detected.
+    flat = PairsView(session, feature="flattery", sort="chosen").widget
+    assert flat.legend["kind"] == "regex"
+    top = flat.pairs[0]["chosen"]["segments"]
+    hits = [s for s, a in top if a == 1.0]
+    assert len(hits) == 1 and "".join(s for s, _ in top).startswith(hits[0])
     fid = session.add_concept("word_the", r"\bthe\b")
     view3 = PairsView(session, feature=fid)
     assert view3.widget.legend["kind"] == "regex" and "the" in view3.widget.legend["text"]

@@ -32,13 +32,19 @@ class TextConcept:
     """A named scalar function of a response's text.
 
     ``kind`` is ``"regex"`` (value = number of matches), ``"callable"`` or ``"builtin"``.
+    ``regex`` is the compiled pattern a counting concept counts (views highlight its matches);
+    ``None`` for callables.
     """
 
     name: str
     description: str
     fn: Callable[[str], float]
     kind: str = "callable"
-    pattern: str | None = None
+    regex: re.Pattern[str] | None = None
+
+    @property
+    def pattern(self) -> str | None:
+        return None if self.regex is None else self.regex.pattern
 
     def __call__(self, text: str) -> float:
         return float(self.fn(text))
@@ -58,9 +64,9 @@ class DirectionConcept:
     kind: str = "direction"
 
 
-def _count(pattern: str, flags: int = 0) -> Callable[[str], float]:
+def _counting(name: str, description: str, pattern: str, flags: int = 0) -> TextConcept:
     rx = re.compile(pattern, flags)
-    return lambda text: float(len(rx.findall(text)))
+    return TextConcept(name, description, lambda text: float(len(rx.findall(text))), "builtin", rx)
 
 
 def regex_concept(name: str, pattern: str | re.Pattern[str], description: str = "") -> TextConcept:
@@ -70,7 +76,7 @@ def regex_concept(name: str, pattern: str | re.Pattern[str], description: str = 
         description=description or f"matches of /{rx.pattern}/",
         fn=lambda text: float(len(rx.findall(text))),
         kind="regex",
-        pattern=rx.pattern,
+        regex=rx,
     )
 
 
@@ -97,42 +103,41 @@ _FLATTERY = (
 
 def builtin_concepts() -> list[TextConcept]:
     """The default text concepts (names are stable: they appear in tables and saved sessions)."""
-    b = "builtin"
     m, i = re.MULTILINE, re.IGNORECASE
+    flattery = re.compile(_FLATTERY, i)
     return [
-        TextConcept("length", "response length in words", lambda t: float(len(t.split())), b),
-        TextConcept("markdown_headers", "lines starting with # headers", _count(r"^\s{0,3}#{1,6}\s+\S", m), b),
-        TextConcept("list_items", "bulleted or numbered list items", _count(r"^\s*(?:[-*•+]|\d+[.)])\s+\S", m), b),
-        TextConcept("bold", "**bold** or __bold__ spans", _count(r"\*\*[^*\n]+\*\*|__[^_\n]+__"), b),
-        TextConcept("code", "code fences and `inline code`", _count(r"```|`[^`\n]+`"), b),
-        TextConcept("emoji", "emoji characters", _count(_EMOJI), b),
-        TextConcept("exclamation", "exclamation marks", _count(r"!"), b),
-        TextConcept("url", "links (http(s):// or www.)", _count(r"https?://\S+|\bwww\.\S+", i), b),
-        TextConcept(
+        TextConcept("length", "response length in words", lambda t: float(len(t.split())), "builtin"),
+        _counting("markdown_headers", "lines starting with # headers", r"^\s{0,3}#{1,6}\s+\S", m),
+        _counting("list_items", "bulleted or numbered list items", r"^\s*(?:[-*•+]|\d+[.)])\s+\S", m),
+        _counting("bold", "**bold** or __bold__ spans", r"\*\*[^*\n]+\*\*|__[^_\n]+__"),
+        _counting("code", "code fences and `inline code`", r"```|`[^`\n]+`"),
+        _counting("emoji", "emoji characters", _EMOJI),
+        _counting("exclamation", "exclamation marks", r"!"),
+        _counting("url", "links (http(s):// or www.)", r"https?://\S+|\bwww\.\S+", i),
+        _counting(
             "refusal",
             "refusal phrases (I can't / I won't / as an AI ...)",
-            _count(
-                r"\bI (?:can(?:'|no)t|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
-                r"\b|\bas an AI\b|\bI must decline\b|\bnot (?:appropriate|something I can)\b",
-                i,
-            ),
-            b,
+            r"\bI (?:can(?:'|no)t|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
+            r"\b|\bas an AI\b|\bI must decline\b|\bnot (?:appropriate|something I can)\b",
+            i,
         ),
-        TextConcept(
+        _counting(
             "hedging",
             "hedges (might, perhaps, possibly, I think, it depends ...)",
-            _count(r"\b(?:might|perhaps|possibly|maybe|it depends|I think|I'm not sure|not certain|could be)\b", i),
-            b,
+            r"\b(?:might|perhaps|possibly|maybe|it depends|I think|I'm not sure|not certain|could be)\b",
+            i,
         ),
-        TextConcept("apology", "apologies (sorry, I apologize ...)", _count(r"\b(?:sorry|apologi[sz]e)", i), b),
+        _counting("apology", "apologies (sorry, I apologize ...)", r"\b(?:sorry|apologi[sz]e)", i),
+        # 0/1 per response: a flattering opener at the very start (the regex is anchored there).
         TextConcept(
             "flattery",
             "flattering opener praising the question or the user",
-            lambda t: float(bool(re.search(_FLATTERY, t[:200], i))),
-            b,
+            lambda t: float(bool(flattery.search(t[:200]))),
+            "builtin",
+            flattery,
         ),
-        TextConcept("question", "questions asked back (?)", _count(r"\?"), b),
-        TextConcept("second_person", "addressing the user (you, your)", _count(r"\byou(?:r|rs|'re|'ve)?\b", i), b),
+        _counting("question", "questions asked back (?)", r"\?"),
+        _counting("second_person", "addressing the user (you, your)", r"\byou(?:r|rs|'re|'ve)?\b", i),
     ]
 
 

@@ -320,20 +320,31 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def token_activations(
-    backbone: Any, sae: Any, messages: Any, response: str, features: Sequence[int]
-) -> tuple[list[str], np.ndarray]:
-    """Per-token activations of ``features`` over one response read in its prompt's context.
+    backbone: Any, sae: Any, messages: Any, responses: Sequence[str], features: Sequence[int]
+) -> list[tuple[list[str], np.ndarray]]:
+    """Per-token activations of ``features`` over two responses read in one prompt's context.
 
-    Returns the response's token strings and an array ``(n_tokens, len(features))``. Used by the
-    drill-down view to shade tokens; recomputed on demand instead of stored for every token.
+    ``responses`` is ``(chosen, rejected)``: one model pass reads the prompt once and both
+    responses after it. Returns, per response, its token strings and an array
+    ``(n_tokens, len(features))``. Used by the drill-down view and the report to shade tokens;
+    recomputed on demand instead of stored for every token.
     """
     import torch
 
+    if len(responses) != 2:
+        raise ValueError("token_activations reads exactly two responses (chosen, rejected)")
     prompt = backbone.prompt_ids(messages)
-    ids, _ = backbone.response_ids(response)
-    if not ids:
-        return [], np.zeros((0, len(features)), dtype=np.float32)
-    h, _ = backbone.read_pairs([prompt], [(ids, ids[:1])], share_prompt=True)
-    codes = sae.encode(h[0, : len(ids)].float())
-    vals = codes[:, torch.as_tensor(list(features), dtype=torch.long)].float().numpy()
-    return backbone.decode_tokens(ids), vals
+    ids = [backbone.response_ids(r)[0] for r in responses]
+    # read_pairs needs non-empty sequences; an empty response reads a one-token stand-in, dropped below.
+    read = [i or [0] for i in ids]
+    h, _ = backbone.read_pairs([prompt], [(read[0], read[1])], share_prompt=True)
+    cols = torch.as_tensor(list(features), dtype=torch.long)
+    out = []
+    with torch.no_grad():
+        for k, side_ids in enumerate(ids):
+            if not side_ids:
+                out.append(([], np.zeros((0, len(features)), dtype=np.float32)))
+                continue
+            codes = sae.encode(h[k, : len(side_ids)].float())
+            out.append((backbone.decode_tokens(side_ids), codes[:, cols].float().numpy()))
+    return out

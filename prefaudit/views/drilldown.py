@@ -18,7 +18,6 @@ Example
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from typing import Any
@@ -57,21 +56,10 @@ class PairsWidget(anywidget.AnyWidget):
 
 
 def concept_regex(session: Any, fid: str) -> re.Pattern[str] | None:
-    """The compiled regex whose matches a text concept counts, or ``None`` if it is not a regex.
-
-    Regex and built-in counting concepts keep their compiled pattern in the closure of their
-    function (``concepts._count`` / ``regex_concept``); reading it there keeps its flags.
-    """
+    """The compiled regex whose matches a text concept counts, or ``None`` if it has none."""
     name = fid.split(":", 1)[1]
     concept = next((c for c in session.concepts if c.name == name), None)
-    fn = getattr(concept, "fn", None)
-    if fn is None:
-        return None
-    for value in inspect.getclosurevars(fn).nonlocals.values():
-        if isinstance(value, re.Pattern):
-            return value
-    pattern = getattr(concept, "pattern", None)
-    return re.compile(pattern) if pattern else None
+    return getattr(concept, "regex", None)
 
 
 def regex_segments(text: str, rx: re.Pattern[str]) -> list[list[Any]]:
