@@ -59,9 +59,9 @@ def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: b
     table.to_parquet(out / "features.parquet", index=False)
     sig = table[table["q"] < 0.05]
     summary.update(
-        n_features=int(len(table)),
+        n_features=len(table),
         n_tested=int((table["n_nonzero"] > 0).sum()) if "n_nonzero" in table else None,
-        n_significant=int(len(sig)),
+        n_significant=len(sig),
         n_significant_sae=int((sig["source"] == "sae").sum()),
         n_significant_concepts=int((sig["source"] == "concept").sum()),
         top_features=[
@@ -73,11 +73,8 @@ def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: b
     )
     files = ["features.csv", "features.parquet", "summary.json"]
     if report:
-        try:
-            session.report(out / "report.html")
-            files.append("report.html")
-        except (ImportError, AttributeError) as err:  # the report needs the views layer
-            summary["report_error"] = str(err)
+        session.report(out / "report.html")
+        files.append("report.html")
     summary["files"] = files
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
