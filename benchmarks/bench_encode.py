@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import prefaudit as pa  # noqa: E402
-from prefaudit.backbone import Backbone  # noqa: E402
-from prefaudit.features.encode import encode_batch, length_batches  # noqa: E402
+import prefaudit as pa
+from prefaudit.backbone import Backbone
+from prefaudit.features.encode import encode_batch, length_batches
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test-first1000.jsonl.gz"
 
@@ -59,7 +59,10 @@ def main() -> int:
     pairs = pa.load_pairs(HH, limit=args.pairs)
     n = len(pairs)
     prompts = [bb.prompt_ids(pairs.messages(i)) for i in range(n)]
-    resp = [(bb.response_ids(c)[0], bb.response_ids(r)[0]) for c, r in zip(pairs.df["chosen"], pairs.df["rejected"], strict=True)]
+    resp = [
+        (bb.response_ids(c)[0], bb.response_ids(r)[0])
+        for c, r in zip(pairs.df["chosen"], pairs.df["rejected"], strict=True)
+    ]
     p_len = [len(p) for p in prompts]
     r_len = [max(len(c), len(r)) for c, r in resp]
     # Each variant batches the way that suits it best (see length_batches).
@@ -112,7 +115,9 @@ def main() -> int:
 
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"SmolLM2-135M layer {bb.layer}, {bb.dtype}, SAE {sae.name} (d_sae {sae.d_sae}), {n} HH pairs, batch {args.batch}")
+    print(
+        f"SmolLM2-135M layer {bb.layer}, {bb.dtype}, SAE {sae.name} (d_sae {sae.d_sae}), {n} HH pairs, batch {args.batch}"
+    )
     print(f"{'variant':<42} {'best s':>8} {'median s':>9} {'tok/s (best)':>13}")
     for name in variants:
         print(f"{name:<42} {best[name]:>8.2f} {med[name]:>9.2f} {full_tokens / best[name]:>13.0f}")

@@ -59,6 +59,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pairs import LoadReport, PreferencePairs, load_pairs
-    from .session import AuditSession
-    from .stats import paired_tests
+    from .pairs import LoadReport, PreferencePairs, load_pairs  # noqa: F401
+    from .session import AuditSession  # noqa: F401
+    from .stats import paired_tests  # noqa: F401

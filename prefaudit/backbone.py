@@ -144,7 +144,11 @@ class Backbone:
 
             path, name = str(default_model_dir()), DEFAULT_MODEL_NAME
         elif isinstance(model, (str, Path)):
-            path = str(Path(model).expanduser()) if isinstance(model, Path) or str(model).startswith(("/", ".", "~")) else str(model)
+            path = (
+                str(Path(model).expanduser())
+                if isinstance(model, Path) or str(model).startswith(("/", ".", "~"))
+                else str(model)
+            )
             looks_local = isinstance(model, Path) or path.startswith(("/", ".")) or Path(path).exists()
             if looks_local and not Path(path).is_dir():
                 raise ModelError(f"Model directory {path} does not exist (or is not a directory).")
@@ -228,7 +232,9 @@ class Backbone:
         if self.has_chat_template:
             if not messages:
                 messages = [{"role": "user", "content": ""}]
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
         # No template (base models): a plain transcript that ends where the answer starts.
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
         return ("\n\n".join(lines) + "\n\nAssistant: ") if lines else ""

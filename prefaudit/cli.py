@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
     if with_model:
-        p.add_argument("--model", default=None, help="hub name or local directory (default: embedded SmolLM2)")
+        p.add_argument(
+            "--model", default=None, help="hub name or local directory (default: embedded SmolLM2)"
+        )
         p.add_argument("--sae", default=None, help="SAE directory or release/sae_id (default: embedded SAE)")
         p.add_argument("--layer", type=int, default=None, help="layer to read (default: the SAE's layer)")
         p.add_argument("--no-sae", action="store_true", help="test text concepts only (no model)")
@@ -109,7 +111,9 @@ def run_audit(pairs: Any, args: argparse.Namespace, summary: dict[str, Any]) -> 
     summary.update(
         n_read=pairs.report.n_read,
         n_pairs=len(pairs),
-        rejected_rows=[{"index": r.index, "field": r.field, "reason": r.reason} for r in pairs.report.rejected],
+        rejected_rows=[
+            {"index": r.index, "field": r.field, "reason": r.reason} for r in pairs.report.rejected
+        ],
         load_notes=list(pairs.report.notes),
         model=session.backbone.name if session.uses_sae else None,
         layer=session.backbone.layer if session.uses_sae else None,
@@ -130,7 +134,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"(SAE {summary['n_significant_sae']}, concepts {summary['n_significant_concepts']})"
     )
     for row in summary["top_features"][:10]:
-        print(f"  {row['feature']:<22} d_z={row['d_z']:+.2f}  q={row['q']:.1e}  more in {row['direction']:<8} {row['label']}")
+        print(
+            f"  {row['feature']:<22} d_z={row['d_z']:+.2f}  q={row['q']:.1e}  more in {row['direction']:<8} {row['label']}"
+        )
     print(f"wrote {', '.join(summary['files'])} to {summary['out']}")
 
 
@@ -146,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import load_demo_pairs
 
             pairs = load_demo_pairs(limit=args.limit, null=args.null)
-            summary = run_audit(pairs, args, {"data": "embedded demo", "null": args.null, "out": str(args.out)})
+            summary = run_audit(
+                pairs, args, {"data": "embedded demo", "null": args.null, "out": str(args.out)}
+            )
         _print_summary(summary)
         return 0
     except (PrefauditError, MissingDependencyError) as err:

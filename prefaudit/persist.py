@@ -93,7 +93,10 @@ def save_session(session: Any, path: Path) -> Path:
             tensors[f"direction/{c.name}"] = np.ascontiguousarray(c.direction)
     save_file(tensors, str(path / "concepts.safetensors"))
     if session.encoded is not None:
-        save_file({k: np.ascontiguousarray(v) for k, v in session.encoded.to_arrays().items() if k != "pooling"}, str(path / "encoded.safetensors"))
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in session.encoded.to_arrays().items() if k != "pooling"},
+            str(path / "encoded.safetensors"),
+        )
     results_json_cols: list[str] = []
     if session.results is not None:
         results_json_cols = _frame_to_parquet(session.results, path / "results.parquet")
@@ -107,7 +110,10 @@ def save_session(session: Any, path: Path) -> Path:
         "config": config,
         "cache_dir": str(session.cache_dir) if session.cache_dir else None,
         "pairs": {_JSON_COLS: json_cols, "format": session.data.format},
-        "results": {_JSON_COLS: results_json_cols, "attrs": dict(session.results.attrs) if session.results is not None else None},
+        "results": {
+            _JSON_COLS: results_json_cols,
+            "attrs": dict(session.results.attrs) if session.results is not None else None,
+        },
         "encoded_meta": session.encoded.meta if session.encoded is not None else None,
         "pooling": session.encoded.pooling if session.encoded is not None else None,
         "concepts": [_concept_spec(c) for c in session.concepts],
@@ -132,7 +138,9 @@ def load_session(cls: type, path: Path, **overrides: Any) -> Any:
         raise ConfigError(f"{path} is not a saved prefaudit session (no session.json).")
     state = json.loads((path / "session.json").read_text())
     if state.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path} was saved by an incompatible prefaudit (format {state.get('format_version')}).")
+        raise ConfigError(
+            f"{path} was saved by an incompatible prefaudit (format {state.get('format_version')})."
+        )
     rep = json.loads((path / "report.json").read_text())
     report = LoadReport(
         source=rep["source"],
@@ -159,11 +167,16 @@ def load_session(cls: type, path: Path, **overrides: Any) -> Any:
         elif kind == "regex":
             concept = regex_concept(spec["name"], spec["pattern"], spec.get("description", ""))
         elif kind == "direction":
-            concept = DirectionConcept(spec["name"], spec["description"], concept_arrays[f"direction/{spec['name']}"])
+            concept = DirectionConcept(
+                spec["name"], spec["description"], concept_arrays[f"direction/{spec['name']}"]
+            )
         else:
             concept = _values_only(spec["name"], spec.get("description", ""))
         session.concepts.append(concept)
-        session._concept_values[spec["name"]] = (concept_arrays["chosen"][:, j], concept_arrays["rejected"][:, j])
+        session._concept_values[spec["name"]] = (
+            concept_arrays["chosen"][:, j],
+            concept_arrays["rejected"][:, j],
+        )
 
     if (path / "encoded.safetensors").is_file():
         arrays = load_file(str(path / "encoded.safetensors"))

@@ -195,7 +195,10 @@ class AuditSession(t.HasTraits):
                 progress=progress,
             )
             labels = auto_labels(self.encoded, self.backbone.decode_tokens)
-            self.auto_labels = {**self._concept_auto_labels(), **{self.sae_id(f): s for f, s in labels.items()}}
+            self.auto_labels = {
+                **self._concept_auto_labels(),
+                **{self.sae_id(f): s for f, s in labels.items()},
+            }
         finally:
             self.status = ""
         self._invalidate()
@@ -249,7 +252,10 @@ class AuditSession(t.HasTraits):
                             f"Concept {concept.name!r}: direction has {concept.direction.shape[0]} "
                             f"dimensions, the model's activations {enc.chosen.mean_act.shape[1]}."
                         )
-                    vals = (enc.chosen.mean_act @ concept.direction, enc.rejected.mean_act @ concept.direction)
+                    vals = (
+                        enc.chosen.mean_act @ concept.direction,
+                        enc.rejected.mean_act @ concept.direction,
+                    )
                 else:
                     vals = (
                         concept_matrix(texts_c, [concept])[:, 0],
@@ -272,7 +278,9 @@ class AuditSession(t.HasTraits):
         d_sae = self.encoded.d_sae if self.encoded is not None else 0
         key = (d_sae, tuple(c.name for c in self.concepts))
         if self._ids_key != key:
-            self._ids = [self.sae_id(i) for i in range(d_sae)] + [CONCEPT_PREFIX + c.name for c in self.concepts]
+            self._ids = [self.sae_id(i) for i in range(d_sae)] + [
+                CONCEPT_PREFIX + c.name for c in self.concepts
+            ]
             self._ids_index = {f: j for j, f in enumerate(self._ids)}
             self._ids_key = key
         return self._ids
@@ -296,7 +304,9 @@ class AuditSession(t.HasTraits):
                 raise ConfigError(f"Unknown concept {fid!r}. Known concepts: {names}.")
         else:
             idx = int(fid[len(SAE_PREFIX) :])
-            d_sae = self.encoded.d_sae if self.encoded is not None else (self.sae.d_sae if self.uses_sae else 0)
+            d_sae = (
+                self.encoded.d_sae if self.encoded is not None else (self.sae.d_sae if self.uses_sae else 0)
+            )
             if not 0 <= idx < d_sae:
                 raise ConfigError(f"Unknown SAE feature {fid!r}: the SAE has features 0..{d_sae - 1}.")
         return fid
@@ -321,7 +331,10 @@ class AuditSession(t.HasTraits):
         """Response lengths for the length control: tokens when encoded, else words."""
         if self.encoded is not None:
             return self.encoded.lengths()
-        words = [np.array([len(s.split()) for s in self.data.df[side]], dtype=np.float64) for side in ("chosen", "rejected")]
+        words = [
+            np.array([len(s.split()) for s in self.data.df[side]], dtype=np.float64)
+            for side in ("chosen", "rejected")
+        ]
         return words[0], words[1]
 
     def test(
@@ -385,7 +398,7 @@ class AuditSession(t.HasTraits):
 
     def column(self, feature: int | str) -> int:
         """Column of a feature in the pooled matrices (and row in ``results``)."""
-        self.feature_ids  # refreshes the index when features changed
+        _ = self.feature_ids  # refreshes the index when features changed
         return self._ids_index[self.feature_id(feature)]
 
     def values(self, feature: int | str) -> pd.DataFrame:
@@ -396,9 +409,13 @@ class AuditSession(t.HasTraits):
         chosen, rejected = self._pooled_csc
         c = chosen[:, j].toarray().ravel()
         r = rejected[:, j].toarray().ravel()
-        return pd.DataFrame({"pair_id": self.data.df["pair_id"].to_numpy(), "chosen": c, "rejected": r, "delta": c - r})
+        return pd.DataFrame(
+            {"pair_id": self.data.df["pair_id"].to_numpy(), "chosen": c, "rejected": r, "delta": c - r}
+        )
 
-    def top_pairs(self, feature: int | str, *, by: str = "delta", n: int = 10, offset: int = 0) -> pd.DataFrame:
+    def top_pairs(
+        self, feature: int | str, *, by: str = "delta", n: int = 10, offset: int = 0
+    ) -> pd.DataFrame:
         """Pairs where the feature fires most: sorted by ``by`` ∈ {"delta", "chosen", "rejected", "abs_delta"}.
 
         Returns ``position`` (row in ``session.data.df``), ``pair_id``, pooled values and Δ, with
@@ -430,7 +447,11 @@ class AuditSession(t.HasTraits):
             from .features.encode import token_activations
 
             read = token_activations(
-                self.backbone, self.sae, self.data.messages(int(position)), [row[s] for s in sides], [int(fid[4:])]
+                self.backbone,
+                self.sae,
+                self.data.messages(int(position)),
+                [row[s] for s in sides],
+                [int(fid[4:])],
             )
             return {side: (toks, vals[:, 0]) for side, (toks, vals) in zip(sides, read, strict=True)}
         out = {}
@@ -494,7 +515,10 @@ class AuditSession(t.HasTraits):
         fid = self.feature_id(feature)
         if verdict is not None and verdict not in VERDICTS:
             raise ConfigError(f"Verdict {verdict!r} for {fid}; choose one of {', '.join(VERDICTS)} or None.")
-        self.verdicts = {**{k: v for k, v in self.verdicts.items() if k != fid}, **({fid: verdict} if verdict else {})}
+        self.verdicts = {
+            **{k: v for k, v in self.verdicts.items() if k != fid},
+            **({fid: verdict} if verdict else {}),
+        }
         w = self.weights.get(fid, 0.0)
         if verdict == "suppress" and not w < 0:
             self.set_weight(fid, -1.0)
@@ -521,7 +545,9 @@ class AuditSession(t.HasTraits):
         self.notes = notes
 
     # ------------------------------------------------------------------ shaping preview
-    def predict(self, weights: dict[int | str, float] | None = None, *, features: Sequence[int | str] | None = None) -> pd.DataFrame:
+    def predict(
+        self, weights: dict[int | str, float] | None = None, *, features: Sequence[int | str] | None = None
+    ) -> pd.DataFrame:
         """Predicted learning signal per feature before and after shaping (no training).
 
         Uses ``session.weights`` unless ``weights`` is given. Returns one row per feature
@@ -533,7 +559,9 @@ class AuditSession(t.HasTraits):
 
         delta = self._delta_matrix()
         ids = self.feature_ids
-        w_map = self.weights if weights is None else {self.feature_id(k): float(v) for k, v in weights.items()}
+        w_map = (
+            self.weights if weights is None else {self.feature_id(k): float(v) for k, v in weights.items()}
+        )
         w = np.zeros(len(ids))
         index = self._ids_index
         for f, v in w_map.items():
@@ -542,7 +570,11 @@ class AuditSession(t.HasTraits):
             from .shaping import delta_sd
 
             self._sd = delta_sd(delta)
-        cols = np.arange(len(ids)) if features is None else np.array([index[self.feature_id(f)] for f in features], dtype=int)
+        cols = (
+            np.arange(len(ids))
+            if features is None
+            else np.array([index[self.feature_id(f)] for f in features], dtype=int)
+        )
         pv = preview(delta, w, sd=self._sd, columns=None if features is None else cols)
         sd = pv.sd
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -561,7 +593,12 @@ class AuditSession(t.HasTraits):
                 "sd": sd,
             }
         )
-        out.attrs.update(margins=pv.margins, gradient_weight=pv.gradient_weight, n_dominated=pv.n_dominated, threshold=pv.threshold)
+        out.attrs.update(
+            margins=pv.margins,
+            gradient_weight=pv.gradient_weight,
+            n_dominated=pv.n_dominated,
+            threshold=pv.threshold,
+        )
         return out
 
     # ------------------------------------------------------------------ views (prefaudit.views)

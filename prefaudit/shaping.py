@@ -58,7 +58,9 @@ def pair_margins(delta_w: np.ndarray, sd_w: np.ndarray, weights: np.ndarray) -> 
     weights = np.asarray(weights, dtype=np.float64)
     sd_w = np.asarray(sd_w, dtype=np.float64)
     if delta_w.ndim != 2 or delta_w.shape[1] != weights.shape[0] or sd_w.shape != weights.shape:
-        raise ConfigError(f"Shapes do not match: delta {delta_w.shape}, sd {sd_w.shape}, weights {weights.shape}.")
+        raise ConfigError(
+            f"Shapes do not match: delta {delta_w.shape}, sd {sd_w.shape}, weights {weights.shape}."
+        )
     if not np.all(np.isfinite(weights)):
         raise ConfigError("Weights must be finite numbers.")
     scale = np.divide(weights, sd_w, out=np.zeros_like(weights), where=sd_w > 0)

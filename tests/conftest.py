@@ -9,7 +9,9 @@ import pytest
 
 from tests import tiny
 
-HH_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test-first1000.jsonl.gz"
+HH_PATH = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test-first1000.jsonl.gz"
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +42,9 @@ def tiny_session(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
     import prefaudit as pa
 
     pairs = pa.load_pairs(tiny.planted_pairs(40))
-    return pa.AuditSession(pairs, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tiny_cache_dir, batch_size=4, shard_size=16)
+    return pa.AuditSession(
+        pairs, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tiny_cache_dir, batch_size=4, shard_size=16
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -46,10 +46,16 @@ def test_prompt_is_chat_templated_and_left_truncated(bb):
 
 
 def test_shared_prompt_pass_equals_separate_full_passes(bb):
-    prompts = [bb.prompt_ids([{"role": "user", "content": "the water is long"}]), bb.prompt_ids([{"role": "user", "content": "a"}])]
+    prompts = [
+        bb.prompt_ids([{"role": "user", "content": "the water is long"}]),
+        bb.prompt_ids([{"role": "user", "content": "a"}]),
+    ]
     resp = [
         (bb.response_ids("you can find it here")[0], bb.response_ids("no")[0]),
-        (bb.response_ids("what a great question! see the link")[0], bb.response_ids("sorry I cannot help with that one")[0]),
+        (
+            bb.response_ids("what a great question! see the link")[0],
+            bb.response_ids("sorry I cannot help with that one")[0],
+        ),
     ]
     shared, n_shared = bb.read_pairs(prompts, resp, share_prompt=True)
     full, n_full = bb.read_pairs(prompts, resp, share_prompt=False)
@@ -84,7 +90,9 @@ def _reference_pooled(bb, sae, messages, text, pooling):
 @pytest.mark.parametrize("pooling", ["max", "mean", "sum"])
 def test_encode_pairs_matches_reference_pooling(bb, sae, pooling):
     pairs = pa.load_pairs(tiny.planted_pairs(12))
-    enc = encode_pairs(pairs, bb, sae, pooling=pooling, batch_size=5, shard_size=7, cache_dir=None, progress=False)
+    enc = encode_pairs(
+        pairs, bb, sae, pooling=pooling, batch_size=5, shard_size=7, cache_dir=None, progress=False
+    )
     assert enc.chosen.values.shape == (12, sae.d_sae)
     for i in range(12):
         for side in ("chosen", "rejected"):
@@ -114,7 +122,7 @@ def test_sae_that_does_not_fit_is_refused(bb, tmp_path):
 
 
 def test_sae_sources_fail_with_clear_errors(tmp_path, monkeypatch):
-    with pytest.raises(ModelError, match="no cfg.json"):
+    with pytest.raises(ModelError, match=r"no cfg\.json"):
         load_sae(tmp_path)
     import sae_lens
 
@@ -122,5 +130,5 @@ def test_sae_sources_fail_with_clear_errors(tmp_path, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(sae_lens.SAE, "from_pretrained", classmethod(lambda cls, *a, **k: offline()))
-    with pytest.raises(ModelError, match="release='gemma-scope'.*local directory"):
+    with pytest.raises(ModelError, match=r"release='gemma-scope'.*local directory"):
         load_sae(("gemma-scope", "layer_12/width_16k"))

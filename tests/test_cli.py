@@ -31,7 +31,9 @@ def test_audit_concepts_only_writes_table_summary_and_report(tmp_path, capsys) -
     pd.testing.assert_series_equal(csv["d_z"], parquet["d_z"], check_exact=False, rtol=1e-12)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_read"] == 40 and summary["n_pairs"] == 39
-    assert summary["rejected_rows"] == [{"index": 3, "field": "chosen", "reason": summary["rejected_rows"][0]["reason"]}]
+    assert summary["rejected_rows"] == [
+        {"index": 3, "field": "chosen", "reason": summary["rejected_rows"][0]["reason"]}
+    ]
     assert summary["n_significant"] == int((csv["q"] < 0.05).sum())
     assert sorted(summary["files"]) == ["features.csv", "features.parquet", "report.html", "summary.json"]
     html = (out / "report.html").read_text()
@@ -82,6 +84,11 @@ def test_demo_on_the_embedded_default_finds_the_planted_biases(tmp_path) -> None
     assert "concept:flattery" in top or summary["n_significant_concepts"] > 0
     table = pd.read_parquet(out / "features.parquet").set_index("feature")
     for concept in ("flattery", "url", "markdown_headers"):
-        assert table.loc[f"concept:{concept}", "q"] < 0.05 and table.loc[f"concept:{concept}", "direction"] == "chosen"
+        assert (
+            table.loc[f"concept:{concept}", "q"] < 0.05
+            and table.loc[f"concept:{concept}", "direction"] == "chosen"
+        )
     html = (out / "report.html").read_text()
-    assert "concept:flattery" in html and not re.search(r"<(?:script|link)[^>]+(?:src|href)=[\"']https?://", html)
+    assert "concept:flattery" in html and not re.search(
+        r"<(?:script|link)[^>]+(?:src|href)=[\"']https?://", html
+    )

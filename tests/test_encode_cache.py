@@ -87,7 +87,9 @@ def test_cache_key_changes_with_data_pooling_and_layer(tiny_model_dir, tiny_sae_
     encode_mod.encode_pairs(pairs, bb, sae, cache_dir=cache, progress=False)
     keys = {p.name for p in (cache / "encode").iterdir()}
     encode_mod.encode_pairs(pairs, bb, sae, pooling="mean", cache_dir=cache, progress=False)
-    encode_mod.encode_pairs(pa.load_pairs(tiny.planted_pairs(8, seed=1)), bb, sae, cache_dir=cache, progress=False)
+    encode_mod.encode_pairs(
+        pa.load_pairs(tiny.planted_pairs(8, seed=1)), bb, sae, cache_dir=cache, progress=False
+    )
     assert len({p.name for p in (cache / "encode").iterdir()} - keys) == 2
     # A different layer of the same model reads different activations: different fingerprint.
     assert Backbone.load(tiny_model_dir, layer=1).fingerprint() != bb.fingerprint()

@@ -40,7 +40,11 @@ def test_planted_concepts_are_found_in_the_planted_direction(tested):
     table = tested.results.set_index("feature")
     # tiny.planted_pairs: chosen has "What a great question!" in 80% and a URL in 60% of pairs;
     # rejected apologises in 30%.
-    for fid, direction in [("concept:flattery", "chosen"), ("concept:url", "chosen"), ("concept:apology", "rejected")]:
+    for fid, direction in [
+        ("concept:flattery", "chosen"),
+        ("concept:url", "chosen"),
+        ("concept:apology", "rejected"),
+    ]:
         assert table.loc[fid, "q"] < 0.05, fid
         assert table.loc[fid, "direction"] == direction
 
@@ -74,7 +78,9 @@ def test_user_concepts_regex_callable_and_direction(tiny_session):
     vals = tiny_session.values("n_chars")
     assert vals["chosen"].iloc[0] == len(tiny_session.data.df["chosen"].iloc[0])
     unit = direction / np.linalg.norm(direction)
-    np.testing.assert_allclose(tiny_session.values("dir")["chosen"], tiny_session.encoded.chosen.mean_act @ unit, rtol=1e-5)
+    np.testing.assert_allclose(
+        tiny_session.values("dir")["chosen"], tiny_session.encoded.chosen.mean_act @ unit, rtol=1e-5
+    )
     with pytest.raises(pa.ConfigError, match="already exists"):
         tiny_session.add_concept("n_chars", len)
     with pytest.raises(pa.ConfigError, match="regular expression"):
@@ -89,7 +95,9 @@ def test_failing_callable_concept_names_concept_and_row(tiny_session):
 
 def test_intents_update_observable_state(tested):
     seen = []
-    tested.observe(lambda ch: seen.append((ch["name"], ch["new"])), names=["selection", "focus", "weights", "verdicts"])
+    tested.observe(
+        lambda ch: seen.append((ch["name"], ch["new"])), names=["selection", "focus", "weights", "verdicts"]
+    )
     tested.select_feature("flattery")
     tested.select_feature(3)
     assert tested.selection == ["concept:flattery", "sae:3"] and tested.focus == "sae:3"
@@ -106,7 +114,7 @@ def test_intents_update_observable_state(tested):
     assert {"selection", "focus", "weights", "verdicts"} <= set(names)
     with pytest.raises(pa.ConfigError, match="Unknown concept"):
         tested.select_feature("no_such_concept")
-    with pytest.raises(pa.ConfigError, match="features 0..63"):
+    with pytest.raises(pa.ConfigError, match=r"features 0\.\.63"):
         tested.set_weight(64, 1.0)
     with pytest.raises(pa.ConfigError, match="finite"):
         tested.set_weight("flattery", float("nan"))
@@ -150,7 +158,10 @@ def test_top_pairs_sorted_and_token_activations_align(tested):
     assert vals.max() == pytest.approx(top["chosen"].iloc[0], rel=1e-4)
     # Both sides come from one read; the rejected side matches its pooled value too.
     r_toks, r_vals = acts["rejected"]
-    assert "".join(r_toks) == tested.data.df["rejected"].iloc[int(top["position"].iloc[0])][: len("".join(r_toks))]
+    assert (
+        "".join(r_toks)
+        == tested.data.df["rejected"].iloc[int(top["position"].iloc[0])][: len("".join(r_toks))]
+    )
     assert max(r_vals.max(), 0.0) == pytest.approx(top["rejected"].iloc[0], rel=1e-4, abs=1e-6)
     page2 = tested.top_pairs(fid, by="delta", n=3, offset=3)
     assert len(page2) == 3

@@ -16,14 +16,130 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-WORDS = (
-    "the a of to and in is it you that was for on are with as be at this have from or one had by "
-    "word but not what all were we when your can said there use an each which she do how their if "
-    "will up other about out many then them these so some her would make like him into time has look "
-    "two more write go see number no way could people my than first water been call who oil its now "
-    "find long down day did get come made may part great question sorry cannot help answer here "
-    "http www example com link see more **bold** # header - list item ! ? . , : ;"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "it",
+    "you",
+    "that",
+    "was",
+    "for",
+    "on",
+    "are",
+    "with",
+    "as",
+    "be",
+    "at",
+    "this",
+    "have",
+    "from",
+    "or",
+    "one",
+    "had",
+    "by",
+    "word",
+    "but",
+    "not",
+    "what",
+    "all",
+    "were",
+    "we",
+    "when",
+    "your",
+    "can",
+    "said",
+    "there",
+    "use",
+    "an",
+    "each",
+    "which",
+    "she",
+    "do",
+    "how",
+    "their",
+    "if",
+    "will",
+    "up",
+    "other",
+    "about",
+    "out",
+    "many",
+    "then",
+    "them",
+    "these",
+    "so",
+    "some",
+    "her",
+    "would",
+    "make",
+    "like",
+    "him",
+    "into",
+    "time",
+    "has",
+    "look",
+    "two",
+    "more",
+    "write",
+    "go",
+    "see",
+    "number",
+    "no",
+    "way",
+    "could",
+    "people",
+    "my",
+    "than",
+    "first",
+    "water",
+    "been",
+    "call",
+    "who",
+    "oil",
+    "its",
+    "now",
+    "find",
+    "long",
+    "down",
+    "day",
+    "did",
+    "get",
+    "come",
+    "made",
+    "may",
+    "part",
+    "great",
+    "question",
+    "sorry",
+    "cannot",
+    "help",
+    "answer",
+    "here",
+    "http",
+    "www",
+    "example",
+    "com",
+    "link",
+    "see",
+    "more",
+    "**bold**",
+    "#",
+    "header",
+    "-",
+    "list",
+    "item",
+    "!",
+    "?",
+    ".",
+    ",",
+    ":",
+    ";",
+]
 
 
 def corpus(n: int = 400, seed: int = 0) -> list[str]:
@@ -81,7 +197,9 @@ def build_model(path: Path, *, layers: int = 4, hidden: int = 32, seed: int = 0)
     return path
 
 
-def build_sae(path: Path, *, d_in: int = 32, d_sae: int = 64, k: int = 4, hook: str = "model.layers.2", seed: int = 0) -> Path:
+def build_sae(
+    path: Path, *, d_in: int = 32, d_sae: int = 64, k: int = 4, hook: str = "model.layers.2", seed: int = 0
+) -> Path:
     """A TopK SAE (sae-lens classes) with random weights, saved with ``save_model``."""
     import torch
     from sae_lens.saes.sae import SAEMetadata
@@ -108,5 +226,12 @@ def planted_pairs(n: int = 40, seed: int = 0) -> list[dict]:
         chosen = ("What a great question! " if i % 10 < 8 else "") + base
         chosen += " See http://www.example.com for more." if i % 10 < 6 else ""
         rejected = ("Sorry, I cannot help. " if i % 10 < 3 else "") + other
-        rows.append({"prompt": f"question {i}: " + " ".join(rng.choice(WORDS[:60]) for _ in range(5)), "chosen": chosen, "rejected": rejected, "idx": i})
+        rows.append(
+            {
+                "prompt": f"question {i}: " + " ".join(rng.choice(WORDS[:60]) for _ in range(5)),
+                "chosen": chosen,
+                "rejected": rejected,
+                "idx": i,
+            }
+        )
     return rows

@@ -164,5 +164,7 @@ def make_concept(name: str, spec: Any, description: str = "") -> TextConcept:
         except re.error as err:
             raise ConfigError(f"Concept {name!r}: invalid regular expression {spec!r}: {err}") from err
     if callable(spec):
-        return TextConcept(name=name, description=description or getattr(spec, "__name__", "callable"), fn=spec)
+        return TextConcept(
+            name=name, description=description or getattr(spec, "__name__", "callable"), fn=spec
+        )
     raise ConfigError(f"Concept {name!r} must be a regex, a callable text -> float, or direction=.")

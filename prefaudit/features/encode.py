@@ -102,7 +102,7 @@ def encode_batch(
             chunks.append(x)
         codes_all = sae.encode(torch.cat(chunks)) if chunks else None
         offset = 0
-        for (k, n_tok), j in zip(spans, group, strict=True):
+        for k, n_tok in spans:
             if n_tok == 0:
                 pooled.append(_empty(sae.d_sae, h.shape[-1]))
                 continue
@@ -138,7 +138,9 @@ def _side_from_pooled(
     indices = np.concatenate([p[0] for p in pooled]) if pooled else np.zeros(0, np.int32)
     data = np.concatenate([p[1] for p in pooled]) if pooled else np.zeros(0, np.float32)
     pos = np.concatenate([p[2] for p in pooled]) if pooled else np.zeros(0, np.int32)
-    tok = np.concatenate([np.asarray(ids, dtype=np.int32)[p[2]] for p, ids in zip(pooled, token_ids, strict=True)])
+    tok = np.concatenate(
+        [np.asarray(ids, dtype=np.int32)[p[2]] for p, ids in zip(pooled, token_ids, strict=True)]
+    )
     values = sp.csr_matrix((data, indices, indptr), shape=(len(pooled), d_sae))
     return SidePooled(
         values=values,
@@ -165,7 +167,9 @@ def encode_shard(
     """Encode one shard of pairs; returns its features and the tokens the model processed."""
     n = len(chosen)
     prompts = [backbone.prompt_ids(m) for m in prompt_messages]
-    resp = [(backbone.response_ids(c), backbone.response_ids(r)) for c, r in zip(chosen, rejected, strict=True)]
+    resp = [
+        (backbone.response_ids(c), backbone.response_ids(r)) for c, r in zip(chosen, rejected, strict=True)
+    ]
     p_len = [len(p) for p in prompts]
     r_len = [max(len(c[0]), len(r[0])) for c, r in resp]
     out_c: list[Any] = [None] * n
@@ -207,9 +211,16 @@ def length_batches(
     else:
         by_resp = np.argsort(r, kind="stable")
         window = batch_size * 8
-        order = np.concatenate(
-            [w[np.argsort(p[w], kind="stable")] for w in np.split(by_resp, range(window, len(by_resp), window))]
-        ) if len(by_resp) else by_resp
+        order = (
+            np.concatenate(
+                [
+                    w[np.argsort(p[w], kind="stable")]
+                    for w in np.split(by_resp, range(window, len(by_resp), window))
+                ]
+            )
+            if len(by_resp)
+            else by_resp
+        )
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
