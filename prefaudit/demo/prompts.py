@@ -1,0 +1,259 @@
+"""Short user prompts built combinatorially: question templates x topics x prompt styles.
+
+Topics come in four kinds, each with its own templates (a "how does" template does not fit a
+"why do cats purr" topic). Every topic is assigned once and for all to one **split** by a
+stable hash of its name: ``"demo"`` topics (about a quarter) only ever appear in the demo
+preference set, ``"sae"`` topics only in the SAE's training corpus. The two sets of prompts are
+therefore disjoint, and so are their topics: the SAE never saw a demo question's subject.
+
+Example
+-------
+>>> ps = prompts_for("demo")
+>>> all(p.split == "demo" for p in ps), len({p.text for p in ps}) == len(ps)
+(True, True)
+>>> {p.topic for p in ps}.isdisjoint({p.topic for p in prompts_for("sae")})
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+# Things to explain. The subject phrase is used verbatim inside templates and styled text.
+CONCEPTS = (
+    "photosynthesis", "inflation", "black holes", "the water cycle", "compound interest", "vaccines",
+    "volcanoes", "the stock market", "machine learning", "democracy", "plate tectonics",
+    "the immune system", "gravity", "climate change", "recycling", "electricity", "the internet",
+    "DNA", "earthquakes", "the phases of the moon", "the greenhouse effect", "supply and demand",
+    "the human heart", "rainbows", "tides", "solar panels", "antibiotics", "the French Revolution",
+    "the Roman Empire", "the printing press", "evolution", "atoms", "the periodic table", "magnets",
+    "sound waves", "the speed of light", "hurricanes", "coral reefs", "the ozone layer",
+    "blockchain", "encryption", "cloud computing", "nuclear power", "wind turbines", "batteries",
+    "the digestive system", "sleep cycles", "memory", "habits", "procrastination", "stress",
+    "meditation", "the placebo effect", "opportunity cost", "taxes", "credit scores", "interest rates",
+    "budgeting", "the Pythagorean theorem", "prime numbers", "probability", "statistics",
+    "algorithms", "operating systems", "computer viruses", "search engines", "GPS", "satellites",
+    "the Big Bang", "the solar system", "Mars", "comets", "the Milky Way", "dinosaurs", "fossils",
+    "glaciers", "deserts", "rainforests", "bees", "migration of birds", "octopuses", "whales",
+    "mushrooms", "bread baking", "fermentation", "coffee", "chocolate", "the Olympic Games",
+    "jazz music", "impressionist painting", "Shakespeare's plays", "poetry", "the scientific method",
+    "critical thinking", "renewable energy", "water treatment", "bridges", "skyscrapers",
+    "airplane flight", "rockets", "submarines", "3D printing", "robots", "the human brain",
+    "muscles", "bones", "vitamins", "allergies", "the common cold", "hydration", "exercise",
+    "photography", "the camera obscura", "maps", "time zones", "calendars", "leap years",
+    "the metric system", "languages", "grammar", "libraries", "museums", "elections",
+    "the United Nations", "trade", "globalization", "cities", "public transport", "electric cars",
+)  # fmt: skip
+
+# Things to do (how-to questions).
+ACTIVITIES = (
+    "learning to cook", "saving money", "improving my sleep", "running a first 5k",
+    "learning a new language", "starting a vegetable garden", "studying for exams",
+    "writing a cover letter", "preparing for a job interview", "learning to play the guitar",
+    "keeping a houseplant alive", "reducing screen time", "starting to meditate", "learning to swim",
+    "planning a trip on a budget", "organizing my closet", "making new friends as an adult",
+    "learning to code", "public speaking", "taking better photos", "reading more books",
+    "drinking more water", "waking up earlier", "training a puppy", "baking bread at home",
+    "managing my time", "staying focused while working from home", "learning to draw",
+    "writing a short story", "starting a small business", "paying off debt", "cooking for one",
+    "getting into cycling", "learning chess", "keeping a journal", "reducing food waste",
+    "decluttering my home", "learning to type faster", "stretching after exercise",
+    "choosing a first laptop", "preparing for a marathon", "making a monthly budget",
+    "caring for a cat", "brewing tea properly", "learning to knit", "camping for the first time",
+    "giving feedback to a colleague", "negotiating a salary", "building a morning routine",
+    "memorizing vocabulary", "painting with watercolors", "hosting a dinner party",
+    "volunteering in my community", "learning basic first aid", "fixing a flat bike tire",
+    "composting at home", "writing clear emails", "learning to juggle", "growing herbs indoors",
+    "starting a podcast", "saving for retirement", "eating more vegetables", "learning sign language",
+)  # fmt: skip
+
+# Pairs to compare.
+COMPARISONS = (
+    ("a virus", "a bacterium"), ("weather", "climate"), ("an alligator", "a crocodile"),
+    ("a comet", "an asteroid"), ("baking soda", "baking powder"), ("a frog", "a toad"),
+    ("speed", "velocity"), ("a democracy", "a republic"), ("RAM", "storage"),
+    ("a hurricane", "a tornado"), ("stocks", "bonds"), ("a lake", "a pond"),
+    ("mitosis", "meiosis"), ("a simile", "a metaphor"), ("an ocean", "a sea"),
+    ("a butterfly", "a moth"), ("a planet", "a star"), ("empathy", "sympathy"),
+    ("a rabbit", "a hare"), ("a debit card", "a credit card"), ("Wi-Fi", "Bluetooth"),
+    ("a violin", "a viola"), ("a monkey", "an ape"), ("a mountain", "a hill"),
+    ("an atom", "a molecule"), ("a fruit", "a vegetable"), ("a cold", "the flu"),
+    ("a dolphin", "a porpoise"), ("latitude", "longitude"), ("a bug", "a feature"),
+    ("renting", "buying a home"), ("an essay", "a report"), ("weight", "mass"),
+    ("a crow", "a raven"), ("a bay", "a gulf"), ("tea", "coffee"), ("AC", "DC electricity"),
+    ("a hypothesis", "a theory"), ("a village", "a town"), ("a cyclone", "a typhoon"),
+)  # fmt: skip
+
+# "Why" facts: the subject completes "Why do/does ..." style questions.
+WHYS = (
+    "cats purr", "leaves change color in autumn", "we dream", "birds migrate", "the sky looks blue",
+    "onions make us cry", "bread rises", "ice float on water", "we yawn", "the ocean is salty",
+    "bees make honey", "we get goosebumps", "stars twinkle", "cats land on their feet",
+    "metal feel cold", "we have fingerprints", "the moon change shape", "popcorn pop",
+    "dogs wag their tails", "our ears pop on planes", "zebras have stripes", "we hiccup",
+    "leaves fall in autumn", "planes leave white trails", "thunder follow lightning",
+    "cold air feel dry", "our stomachs growl", "camels have humps", "owls hunt at night",
+    "sunsets look red", "flamingos stand on one leg", "the seasons change", "soap remove grease",
+    "we need sleep", "plants need sunlight", "fireflies glow", "apples turn brown when cut",
+    "hair turn gray", "bubbles look round", "mirrors reverse left and right",
+)  # fmt: skip
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "concept": (
+        "What {is} {s}?",
+        "Explain {s} in simple terms.",
+        "How {does} {s} work?",
+        "Can you tell me about {s}?",
+        "Why {does} {s} matter?",
+        "Give me a short overview of {s}.",
+        "What are the basics of {s}?",
+        "Describe {s} to a beginner.",
+        "What should everyone know about {s}?",
+        "Summarize what {s} {is}.",
+    ),
+    "activity": (
+        "How do I get started with {s}?",
+        "Give me some tips for {s}.",
+        "What is the best way to approach {s}?",
+        "I want to get better at {s}. Any advice?",
+        "How can a beginner make progress with {s}?",
+        "What should I know before {s}?",
+    ),
+    "comparison": (
+        "What is the difference between {a} and {b}?",
+        "How do {a} and {b} compare?",
+        "Can you explain how {a} differs from {b}?",
+        "Is {a} the same as {b}?",
+    ),
+    "why": (
+        "Why do {s}?",
+        "Can you explain why {s}?",
+        "What is the reason {s}?",
+        "Is there a simple explanation for why {s}?",
+    ),
+}
+
+# Prompt styles: what a user appends. The demo uses only the first three (short prompts).
+PROMPT_STYLES = (
+    "",
+    " Keep it short.",
+    " Please answer in a few sentences.",
+    " I'm a student.",
+    " Explain it like I'm ten.",
+    " I have always wondered about this.",
+)
+DEMO_PROMPT_STYLES = PROMPT_STYLES[:3]
+
+# Fraction of topics reserved for the demo set, by stable hash (not Python's salted hash()).
+DEMO_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One user prompt and what it is about.
+
+    ``subject`` is the phrase styled text refers to (``"photosynthesis"``, ``"why cats purr"``,
+    ``"the difference between weather and climate"``).
+    """
+
+    text: str
+    topic: str
+    kind: str
+    subject: str
+    template: int
+    style: int
+    split: str
+
+
+def topic_split(topic: str) -> str:
+    """``"demo"`` or ``"sae"``: a fixed function of the topic's name."""
+    h = int(hashlib.sha256(topic.encode()).hexdigest()[:8], 16)
+    return "demo" if h / 0xFFFFFFFF < DEMO_FRACTION else "sae"
+
+
+def _fix_why(s: str, template: str) -> str:
+    # WHYS are written for "Why do ...?"; other templates need the declarative form.
+    if template.startswith("Why do"):
+        return s
+    fixes = {"ice float": "ice floats", "metal feel": "metal feels", "the moon change": "the moon changes",
+             "popcorn pop": "popcorn pops", "thunder follow": "thunder follows", "cold air feel": "cold air feels",
+             "soap remove": "soap removes", "hair turn": "hair turns"}  # fmt: skip
+    for bad, good in fixes.items():
+        if s.startswith(bad):
+            return good + s[len(bad) :]
+    return s
+
+
+def _does(subject: str) -> str:
+    """``"do"`` for plural subjects ("black holes", "the phases of the moon"), else ``"does"``."""
+    head = subject.split(" of ")[0].split()[-1]
+    plural = head.lower().endswith("s") and not head.endswith(("ss", "sis")) and head not in ("Mars", "GPS")
+    return "do" if plural else "does"
+
+
+def _verbs(subject: str) -> dict[str, str]:
+    plural = _does(subject) == "do"
+    return {"does": "do" if plural else "does", "is": "are" if plural else "is"}
+
+
+# "Why" subjects that do not read after "Why do" ("Why do the ocean is salty?"). The generator
+# still produces those prompts, because cached generated corpora are keyed by the exact prompt
+# texts; the SAE corpus keeps them (harmless for activations), the demo build skips them.
+_NOT_AFTER_WHY_DO = (
+    "ice float", "metal feel", "the moon change", "popcorn pop", "thunder follow", "cold air feel",
+    "soap remove", "hair turn", "bread rises", "the sky looks", "the ocean is",
+)  # fmt: skip
+
+
+def is_grammatical(prompt: Prompt) -> bool:
+    """False for the few "Why do ..." prompts whose subject needs "does" (see ``_NOT_AFTER_WHY_DO``)."""
+    return not (prompt.kind == "why" and prompt.template == 0 and prompt.topic.startswith(_NOT_AFTER_WHY_DO))
+
+
+def _topics() -> list[tuple[str, str, dict[str, str]]]:
+    """``(kind, topic, template fields)`` for every topic."""
+    out: list[tuple[str, str, dict[str, str]]] = []
+    out += [("concept", t, {"s": t, **_verbs(t)}) for t in CONCEPTS]
+    out += [("activity", t, {"s": t}) for t in ACTIVITIES]
+    out += [("comparison", f"{a} vs {b}", {"a": a, "b": b}) for a, b in COMPARISONS]
+    out += [("why", t, {"s": t}) for t in WHYS]
+    return out
+
+
+def _subject(kind: str, fields: dict[str, str], template: str) -> str:
+    if kind == "comparison":
+        return f"the difference between {fields['a']} and {fields['b']}"
+    if kind == "why":
+        return "why " + _fix_why(fields["s"], "")
+    return fields["s"]
+
+
+def _first_upper(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def prompts_for(split: str, *, styles: tuple[str, ...] | None = None) -> list[Prompt]:
+    """Every prompt (template x topic x style) of a split, in a fixed order.
+
+    Parameters
+    ----------
+    split : {"demo", "sae"}
+    styles : tuple of str, optional
+        Prompt suffixes to combine with; default all for ``"sae"``, the short ones for ``"demo"``.
+    """
+    if split not in ("demo", "sae"):
+        raise ValueError(f"split must be 'demo' or 'sae', not {split!r}")
+    styles = styles if styles is not None else (DEMO_PROMPT_STYLES if split == "demo" else PROMPT_STYLES)
+    out = []
+    for kind, topic, fields in _topics():
+        if topic_split(topic) != split:
+            continue
+        for ti, template in enumerate(TEMPLATES[kind]):
+            f = dict(fields)
+            if kind == "why":
+                f["s"] = _fix_why(f["s"], template)
+            text = _first_upper(template.format(**f))
+            for si, style in enumerate(styles):
+                out.append(Prompt(text + style, topic, kind, _subject(kind, fields, template), ti, si, split))
+    return out

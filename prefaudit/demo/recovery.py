@@ -1,0 +1,174 @@
+"""Did the audit recover what was planted? The operational definitions used by tests and benchmarks.
+
+An SAE feature **belongs to** a planted concept when, among the responses where it fires most
+strongly (its ``n_top`` largest pooled values over both sides), the token at which it peaked
+(``SidePooled.top_pos``, aligned with ``values.data``) lies inside that concept's planted
+character span in at least ``min_fraction`` of them. A token lies inside a span when their
+character ranges overlap (tokens often carry a leading space or newline).
+
+A planted concept is **recovered** when some feature that belongs to it is significant
+(``q < alpha``) in the planted direction and ranks among the top ``top`` SAE features by ``|d_z|``.
+
+Example
+-------
+>>> rows = recovery_table(session, pairs)   # doctest: +SKIP
+>>> rows.set_index("concept").loc["flattery", "best_rank"] <= 20   # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .design import CONCEPT_OF, PLANTED
+
+SIDES = ("chosen", "rejected")
+
+
+def token_offsets(tokenizer: Any, text: str, max_tokens: int) -> list[tuple[int, int]]:
+    """Character range of each response token, tokenised as :meth:`Backbone.response_ids` does."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [tuple(o) for o in enc["offset_mapping"][:max_tokens]]
+
+
+def _entries(side: Any, feature: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, pooled values and peak positions of one feature's non-zero entries on one side."""
+    v = side.values
+    rows = np.repeat(np.arange(v.shape[0]), np.diff(v.indptr))
+    hit = v.indices == feature
+    return rows[hit], v.data[hit], side.top_pos[hit]
+
+
+def peak_span_fraction(
+    encoded: Any,
+    df: pd.DataFrame,
+    tokenizer: Any,
+    feature: int,
+    concept: str,
+    *,
+    n_top: int = 20,
+    max_tokens: int = 256,
+) -> tuple[float, int]:
+    """Fraction of the feature's ``n_top`` strongest responses whose peak token is in a ``concept`` span.
+
+    Returns ``(fraction, n)`` where ``n`` is how many responses were examined (fewer than
+    ``n_top`` when the feature rarely fires).
+    """
+    hits = []
+    for side in SIDES:
+        rows, vals, pos = _entries(encoded.side(side), feature)
+        hits += [(float(val), side, int(r), int(p)) for r, val, p in zip(rows, vals, pos, strict=True)]
+    hits.sort(key=lambda h: -h[0])
+    top = hits[:n_top]
+    inside = 0
+    for _, side, r, p in top:
+        text = df[side].iloc[r]
+        offsets = token_offsets(tokenizer, text, max_tokens)
+        a, b = offsets[p]
+        spans = df[f"{side}_spans"].iloc[r].get(concept, [])
+        inside += any(a < e and s < b for s, e in spans)
+    return (inside / len(top) if top else 0.0), len(top)
+
+
+def recovery_table(
+    session: Any,
+    *,
+    concepts: Sequence[str] = PLANTED,
+    top: int = 20,
+    alpha: float = 0.05,
+    n_top: int = 20,
+    min_fraction: float = 0.5,
+    search: int = 200,
+) -> pd.DataFrame:
+    """One row per planted concept: its text concepts' d_z/q and the best SAE feature that belongs to it.
+
+    ``session`` is an encoded and tested :class:`~prefaudit.session.AuditSession` on demo pairs.
+    SAE features are examined in order of ``|d_z|`` among those with ``q < alpha`` and positive
+    d_z (the planted direction), up to ``search`` of them.
+    """
+    res = session.results
+    df = session.data.df
+    sae = res[res["source"] == "sae"].copy()
+    sae["abs_dz"] = sae["d_z"].abs()
+    sae = sae.sort_values("abs_dz", ascending=False).reset_index(drop=True)
+    sae["rank"] = np.arange(1, len(sae) + 1)
+    candidates = sae[(sae["q"] < alpha) & (sae["d_z"] > 0)].head(search)
+    tok = session.backbone.tokenizer
+    max_tokens = session.backbone.max_response_tokens
+    concept_rows = res.set_index("feature")
+    out = []
+    for concept in concepts:
+        row: dict[str, Any] = {"concept": concept}
+        for name in CONCEPT_OF[concept]:
+            c = concept_rows.loc[f"concept:{name}"]
+            row[f"{name}_d_z"], row[f"{name}_q"] = float(c["d_z"]), float(c["q"])
+        best = None
+        for cand in candidates.itertuples():
+            f = int(str(cand.feature).split(":")[1])
+            frac, n = peak_span_fraction(
+                session.encoded, df, tok, f, concept, n_top=n_top, max_tokens=max_tokens
+            )
+            if frac >= min_fraction and n >= min(n_top, 5):
+                best = (cand, frac)
+                break
+        if best is not None:
+            cand, frac = best
+            row.update(
+                feature=cand.feature,
+                label=cand.label,
+                best_rank=int(cand.rank),
+                d_z=float(cand.d_z),
+                q=float(cand.q),
+                peak_in_span=frac,
+            )
+        else:
+            row.update(feature=None, label="", best_rank=None, d_z=np.nan, q=np.nan, peak_in_span=np.nan)
+        row["recovered"] = best is not None and row["best_rank"] <= top
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def swap_encoded(encoded: Any, mask: Sequence[bool]) -> Any:
+    """Pooled features with chosen and rejected exchanged in the pairs where ``mask`` is true.
+
+    Each response is read after its own prompt whichever side it is on, so swapping the labels
+    of a pair swaps its pooled rows exactly: the null check needs no second model pass.
+    """
+    import scipy.sparse as sp
+
+    from ..features.encoded import EncodedFeatures, SidePooled
+
+    mask = np.asarray(mask, dtype=bool)
+    a, b = encoded.chosen, encoded.rejected
+
+    def pick(first: Any, second: Any) -> Any:
+        parts = {k: [] for k in ("data", "indices", "top_pos", "top_token")}
+        indptr = [0]
+        for i, use_second in enumerate(mask):
+            src = second if use_second else first
+            lo, hi = src.values.indptr[i], src.values.indptr[i + 1]
+            parts["data"].append(src.values.data[lo:hi])
+            parts["indices"].append(src.values.indices[lo:hi])
+            parts["top_pos"].append(src.top_pos[lo:hi])
+            parts["top_token"].append(src.top_token[lo:hi])
+            indptr.append(indptr[-1] + hi - lo)
+        rows = np.where(mask, 1, 0)
+        return SidePooled(
+            values=sp.csr_matrix(
+                (np.concatenate(parts["data"]), np.concatenate(parts["indices"]), np.asarray(indptr)),
+                shape=first.values.shape,
+            ),
+            top_token=np.concatenate(parts["top_token"]),
+            top_pos=np.concatenate(parts["top_pos"]),
+            mean_act=np.where(rows[:, None] == 1, second.mean_act, first.mean_act),
+            n_tokens=np.where(mask, second.n_tokens, first.n_tokens),
+            truncated=np.where(mask, second.truncated, first.truncated),
+        )
+
+    return EncodedFeatures(
+        chosen=pick(a, b), rejected=pick(b, a), pooling=encoded.pooling, meta=dict(encoded.meta)
+    )

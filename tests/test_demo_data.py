@@ -1,0 +1,126 @@
+"""The shipped demo set (no model): loads cleanly, planted rates and spans are as documented."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from prefaudit.demo import DEMO_PATH, DESIGN, PLANTED, load_demo_pairs, swap_sides
+from prefaudit.demo.build import assemble_pairs, write_jsonl_gz
+from prefaudit.demo.prompts import prompts_for, topic_split
+from prefaudit.demo.styles import FLATTERY_OPENERS, split_sentences
+from prefaudit.features.concepts import builtin_concepts
+
+CONCEPTS = {c.name: c for c in builtin_concepts()}
+SIDES = ("chosen", "rejected")
+
+
+@pytest.fixture(scope="module")
+def pairs():  # type: ignore[no-untyped-def]
+    return load_demo_pairs()
+
+
+def test_loads_without_rejected_rows(pairs) -> None:  # type: ignore[no-untyped-def]
+    assert DEMO_PATH.stat().st_size < 1_000_000
+    assert len(pairs) == DESIGN.n_pairs and pairs.format == "text"
+    assert pairs.report.rejected == [] and pairs.report.n_read == DESIGN.n_pairs
+    assert any("planted" in n for n in pairs.report.notes)
+    assert load_demo_pairs(limit=25).df["prompt"].tolist() == pairs.df["prompt"].head(25).tolist()
+
+
+def test_rates_match_the_design(pairs) -> None:  # type: ignore[no-untyped-def]
+    df = pairs.df
+    n = len(df)
+    # Exact counts by construction: allow only rounding.
+    assert abs(df["chosen_is_direct"].mean() - DESIGN.direct_chosen_rate) <= 1 / n
+    for concept in PLANTED:
+        for j, side in enumerate(SIDES):
+            assert abs(df[f"{side}_{concept}"].mean() - DESIGN.rates[concept][j]) <= 1 / n, (concept, side)
+    # Assigned independently: no planted flag is strongly tied to another or to quality.
+    flags = df[[f"{s}_{c}" for s in SIDES for c in PLANTED] + ["chosen_is_direct"]].astype(float)
+    corr = np.corrcoef(flags.to_numpy().T)
+    assert np.abs(corr[np.triu_indices_from(corr, 1)]).max() < 0.15
+
+
+def test_text_matches_ground_truth(pairs) -> None:  # type: ignore[no-untyped-def]
+    """The built-in concepts see a planted element exactly where the metadata says it is."""
+    df = pairs.df
+    for side in SIDES:
+        texts = df[side]
+        assert (texts.map(CONCEPTS["flattery"]) > 0).tolist() == df[f"{side}_flattery"].tolist()
+        assert (texts.map(CONCEPTS["url"]) > 0).tolist() == df[f"{side}_url"].tolist()
+        for name in ("markdown_headers", "list_items", "bold"):
+            assert (texts.map(CONCEPTS[name]) > 0).tolist() == df[f"{side}_markdown"].tolist(), name
+        direct = df["chosen_is_direct"] if side == "chosen" else ~df["chosen_is_direct"]
+        # The direct side carries the model's answer; the other side does not.
+        has_answer = [
+            all(x in t for x in split_sentences(a)) for a, t in zip(df["answer"], texts, strict=True)
+        ]
+        assert has_answer == direct.tolist()
+
+
+def test_spans_point_at_the_planted_text(pairs) -> None:  # type: ignore[no-untyped-def]
+    df = pairs.df
+    for side in SIDES:
+        for text, spans, *flags in zip(
+            df[side], df[f"{side}_spans"], *(df[f"{side}_{c}"] for c in PLANTED), strict=True
+        ):
+            assert set(spans) == set(PLANTED)
+            for concept, flag in zip(PLANTED, flags, strict=True):
+                assert bool(spans[concept]) == bool(flag)
+                for s, e in spans[concept]:
+                    assert 0 <= s < e <= len(text)
+                    piece = text[s:e]
+                    if concept == "flattery":
+                        assert s == 0 and piece.startswith(FLATTERY_OPENERS)
+                    elif concept == "url":
+                        assert re.search(r"https://www\.\S+", piece) and piece.endswith(".")
+                    else:
+                        assert re.fullmatch(r"#{2,3} .+|- |\d+\. |\*\*[^*]+\*\*", piece), piece
+
+
+def test_lengths_are_short(pairs) -> None:  # type: ignore[no-untyped-def]
+    words = np.array([len(t.split()) for s in SIDES for t in pairs.df[s]])
+    assert words.min() >= 25 and words.max() <= 130
+    assert pairs.df["prompt"].map(lambda p: len(p.split())).max() <= 20
+
+
+def test_prompts_disjoint_from_the_sae_corpus(pairs) -> None:  # type: ignore[no-untyped-def]
+    sae = prompts_for("sae")
+    assert set(pairs.df["prompt"]).isdisjoint({p.text for p in sae})
+    assert set(pairs.df["topic"]).isdisjoint({p.topic for p in sae})
+    assert all(topic_split(t) == "demo" for t in pairs.df["topic"])
+
+
+def test_file_is_rebuilt_exactly_from_the_answers(pairs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """assemble_pairs on the stored model answers reproduces the shipped bytes."""
+    by_text = {p.text: p for p in prompts_for("demo")}
+    rows = assemble_pairs([by_text[t] for t in pairs.df["prompt"]], pairs.df["answer"].tolist())
+    out = tmp_path / "rebuilt.jsonl.gz"
+    write_jsonl_gz(rows, out)
+    assert out.read_bytes() == DEMO_PATH.read_bytes()
+
+
+def test_null_swap_is_seeded_reported_and_consistent(pairs) -> None:  # type: ignore[no-untyped-def]
+    a, b = load_demo_pairs(null=True), load_demo_pairs(null=True)
+    other = load_demo_pairs(null=True, seed=1)
+    mask = a.df["swapped"].to_numpy()
+    assert mask.tolist() == b.df["swapped"].tolist()
+    assert mask.tolist() != other.df["swapped"].tolist()
+    assert 0.4 < mask.mean() < 0.6
+    note = [n for n in a.report.notes if "swapped" in n]
+    assert note and f"{int(mask.sum())} of {len(mask)}" in note[0]
+    orig = pairs.df
+    for col in ("chosen", "chosen_flattery", "chosen_spans"):
+        other_col = col.replace("chosen", "rejected")
+        assert a.df.loc[mask, col].tolist() == orig.loc[mask, other_col].tolist()
+        assert a.df.loc[~mask, col].tolist() == orig.loc[~mask, col].tolist()
+    assert (a.df.loc[mask, "chosen_is_direct"] == ~orig.loc[mask, "chosen_is_direct"]).all()
+    # Swapping twice with the same mask gives the original back.
+    assert (
+        swap_sides(a.df, mask)
+        .drop(columns="swapped")
+        .equals(orig.assign(swapped=mask).drop(columns="swapped"))
+    )
