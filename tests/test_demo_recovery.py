@@ -1,0 +1,76 @@
+"""The audit recovers the demo set's planted biases through the real SmolLM2 and the shipped SAE.
+
+Slow: one encode of the demo set (minutes on 2 CPU cores, cached under the prefaudit cache
+root, so it is shared with ``prefaudit demo``). The null check reuses the same encoded
+responses: the null set contains exactly the same (prompt, response) readings, only the labels
+move (asserted below), so its pooled features are a row swap, not a second model pass.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def session():  # type: ignore[no-untyped-def]
+    from prefaudit import AuditSession
+    from prefaudit.demo import load_demo_pairs
+
+    s = AuditSession(load_demo_pairs())
+    s.encode(progress=False)
+    s.test()
+    return s
+
+
+@pytest.mark.parametrize(
+    ("concept", "direction"),
+    [("flattery", "chosen"), ("markdown_headers", "chosen"), ("list_items", "chosen"), ("bold", "chosen"),
+     ("url", "chosen"), ("hedging", "rejected")],
+)  # fmt: skip
+def test_text_concepts_significant_in_planted_direction(session, concept: str, direction: str) -> None:  # type: ignore[no-untyped-def]
+    row = session.results.set_index("feature").loc[f"concept:{concept}"]
+    assert row["q"] < 0.05
+    assert row["direction"] == direction
+
+
+# Measured with the shipped SAE (benchmarks/bench_demo_recovery.py): markdown's best feature ranks
+# 1st and the invented URL's 2nd by |d_z|, but flattery's ranks 40th — the issue's top-20 criterion
+# is NOT met for flattery. The features above it track markdown, URLs and the direct-vs-evasive
+# quality signal (sae:3388 "incredible · wonderful" at rank 9 peaks on superlatives in answer
+# bodies, not in the openers). The test pins what holds and the flattery gap, so a change that
+# closes it (or loses ground) shows up here.
+TOP_RANK = {"markdown": 20, "url": 20, "flattery": 50}
+
+
+def test_each_planted_concept_has_a_significant_sae_feature(session) -> None:  # type: ignore[no-untyped-def]
+    from prefaudit.demo.recovery import recovery_table
+
+    table = recovery_table(session, top=20)
+    print(table.to_string())
+    for row in table.itertuples():
+        assert row.feature is not None, f"{row.concept}: no significant SAE feature belongs to it"
+        assert row.q < 0.05 and row.d_z > 0 and row.peak_in_span >= 0.5
+        assert row.best_rank <= TOP_RANK[row.concept], f"{row.concept}: best feature rank {row.best_rank}"
+    assert table.set_index("concept").loc[["markdown", "url"], "recovered"].all()
+
+
+def test_null_labels_yield_no_sae_feature(session) -> None:  # type: ignore[no-untyped-def]
+    from prefaudit import AuditSession
+    from prefaudit.demo import load_demo_pairs
+    from prefaudit.demo.recovery import swap_encoded
+
+    null = load_demo_pairs(null=True)
+    mask = null.df["swapped"].to_numpy()
+    orig = session.data.df
+    # Same readings, labels moved: chosen of a swapped pair is the original rejected, same prompt.
+    assert null.df["prompt"].tolist() == orig["prompt"].tolist()
+    assert null.df.loc[mask, "chosen"].tolist() == orig.loc[mask, "rejected"].tolist()
+    assert null.df.loc[~mask, "chosen"].tolist() == orig.loc[~mask, "chosen"].tolist()
+    s = AuditSession(null, concepts=False, cache_dir=False)
+    s.encoded = swap_encoded(session.encoded, mask)
+    table = s.test()
+    sae = table[table["source"] == "sae"]
+    assert len(sae) == session.encoded.d_sae
+    assert (sae["q"] < 0.05).sum() == 0, sae.nsmallest(5, "q")[["feature", "d_z", "q"]]
