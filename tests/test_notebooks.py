@@ -65,21 +65,10 @@ def views_in_outputs(nb) -> int:
     )
 
 
-def _need_demo_and_default_sae() -> None:
-    from prefaudit.demo import DEMO_PATH
-    from prefaudit.features.sae import DEFAULT_SAE_DIR
-
-    if not DEMO_PATH.is_file():
-        pytest.skip(f"demo data not built yet ({DEMO_PATH})")
-    if not (DEFAULT_SAE_DIR / "cfg.json").is_file():
-        pytest.skip(f"embedded default SAE not built yet ({DEFAULT_SAE_DIR})")
-
-
 # ---------------------------------------------------------------------- the shipped notebooks
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_quickstart_notebook_runs_and_saves_widget_state(tmp_path):
-    _need_demo_and_default_sae()
     nb = run(NOTEBOOKS / "01_quickstart_audit.ipynb", tmp_path)
     assert_clean(nb)
     state = widget_state(nb)
@@ -98,7 +87,6 @@ def test_quickstart_notebook_runs_and_saves_widget_state(tmp_path):
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_what_if_notebook_runs_and_saves_widget_state(tmp_path):
-    _need_demo_and_default_sae()
     nb = run(NOTEBOOKS / "02_what_if_shaping.ipynb", tmp_path)
     assert_clean(nb)
     state = widget_state(nb)
