@@ -198,7 +198,7 @@ def write_report(
     effect : str
         Effect column of the volcano's x axis and of the ranking.
     examples : sequence of feature ids, optional
-        Show snippets for these features instead of the top ones.
+        Show snippets for these features instead of the session's selection followed by the top ones.
     title : str
 
     Example
@@ -214,7 +214,9 @@ def write_report(
     more_c = _top_features(results, "chosen", top, effect)
     more_r = _top_features(results, "rejected", top, effect)
     if examples is None:
-        example_ids = [*more_c["feature"].head(example_features), *more_r["feature"].head(example_features)]
+        # What the person selected comes first: the report is about what they were looking at.
+        top_ids = [*more_c["feature"].head(example_features), *more_r["feature"].head(example_features)]
+        example_ids = list(dict.fromkeys([*session.selection, *top_ids]))
     else:
         example_ids = [session.feature_id(f) for f in examples]
     cfg = session.config

@@ -114,3 +114,15 @@ def test_report_of_an_sae_session_marks_peak_tokens(tiny_session, tmp_path):
     assert example, "the SAE feature has no examples"
     assert "<mark>" in example.group(1)  # its peak token is marked
     assert parse(text).loads == []
+
+
+def test_report_examples_start_with_the_selection(tmp_path):
+    s = pa.AuditSession(pa.load_pairs(tiny.planted_pairs(40)), sae=False, cache_dir=False)
+    s.test(n_boot=50)
+    weakest = s.results.sort_values("q")["feature"].iloc[-1]  # never among the top features
+    top = write_report(s, tmp_path / "a.html", example_features=1).read_text()
+    assert f"<h3><code>{weakest}</code>" not in top
+    s.select_feature(weakest)
+    text = write_report(s, tmp_path / "b.html", example_features=1).read_text()
+    examples = re.findall(r"<h3><code>([^<]+)</code>", text)
+    assert examples[0] == weakest and len(examples) == len(set(examples)) >= 2
