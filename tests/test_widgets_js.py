@@ -82,17 +82,16 @@ window.loadModule = async (src) => import(URL.createObjectURL(new Blob([src], { 
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(playwright_sync):
     if not CHROMIUM.is_file():
         message = "Chromium missing: apt-get install -y --no-install-recommends chromium fonts-liberation"
         if os.environ.get("PREFAUDIT_REQUIRE_BROWSER") == "1":  # CI must not skip these
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    b = playwright_sync.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    try:
         yield b
+    finally:
         b.close()
 
 

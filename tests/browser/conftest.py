@@ -119,17 +119,8 @@ def jupyter(request: pytest.FixtureRequest) -> h.JupyterServer:
 
 
 # --------------------------------------------------------------------------- browser
-@pytest.fixture(scope="session")
-def playwright_sync() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    try:
-        yield pw
-    finally:
-        pw.stop()
-
-
+# ``playwright_sync`` (one Playwright per test session) lives in tests/conftest.py: a second
+# sync Playwright in the same thread fails, and tests/test_widgets_js.py drives Chromium too.
 @pytest.fixture(scope="session")
 def browser(playwright_sync: Any) -> Iterator[Any]:
     b = h.launch_chromium(playwright_sync)
