@@ -1,0 +1,96 @@
+"""The whole loop, timed: run notebooks/03_dpo_and_verify.ipynb in a kernel and print its numbers.
+
+    .venv/bin/python benchmarks/bench_loop.py                  # the notebook as shipped (~15 min, 2 cores)
+    .venv/bin/python benchmarks/bench_loop.py --set SEED=1     # another seed (split, LoRA init, data order)
+    .venv/bin/python benchmarks/bench_loop.py --set STEPS=2 --set N_PROMPTS=4   # a smoke run
+    .venv/bin/python benchmarks/bench_loop.py --save out.ipynb --json out.json
+
+``--set NAME=VALUE`` overrides one of the notebook's knobs (a cell inserted right after the knob
+cell; the notebook file is not changed). Prints, per run (vanilla, shaped): the flattery rate in
+held-out generations (base -> trained) and its standardised shift ± standard error; on held-out
+pairs that differ in quality but not in flattery, how often the implicit reward prefers the direct
+answer and its mean margin toward it; the held-out accuracy against the labels; r / R² / sign
+agreement of observed vs predicted shift; and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_dpo_and_verify.ipynb"
+KNOB_MARKER = "STEPS, BATCH, LEARNING_RATE"
+COLUMNS = [
+    ("flattery_base", "{:.2f}"),
+    ("flattery_trained", "{:.2f}"),
+    ("flattery_shift_z", "{:+.2f}"),
+    ("flattery_shift_se_z", "{:.2f}"),
+    ("quality_pairs", "{:d}"),
+    ("quality_accuracy", "{:.2f}"),
+    ("quality_margin", "{:+.2f}"),
+    ("heldout_accuracy", "{:.2f}"),
+    ("r", "{:+.2f}"),
+    ("r2", "{:.2f}"),
+    ("sign_agreement", "{:.2f}"),
+]
+
+
+def with_overrides(nb, overrides: list[str]):
+    """Insert ``NAME = VALUE`` lines in a cell right after the knob cell."""
+    if not overrides:
+        return nb
+    import nbformat
+
+    for o in overrides:
+        name, sep, _value = o.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise SystemExit(f"--set needs NAME=VALUE, got {o!r}")
+    index = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and KNOB_MARKER in c.source)
+    source = "\n".join(f"{o.partition('=')[0].strip()} = {o.partition('=')[2].strip()}" for o in overrides)
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a knob")
+    ap.add_argument("--save", help="write the executed notebook here")
+    ap.add_argument("--json", help="write the notebook's numbers (and the wall time) here")
+    args = ap.parse_args()
+    import nbformat
+    from nbclient import NotebookClient
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
+    results = tmp / "loop.json"
+    nb = with_overrides(nbformat.read(NOTEBOOK, as_version=4), args.set)
+    os.environ["PREFAUDIT_LOOP_RESULTS"] = str(results)
+    # The kernel's OpenMP threads sleep instead of spinning while they wait: on a CPU shared with other
+    # jobs, spinning threads measured up to 15x slower for small matmuls (read when torch loads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    t0 = time.time()
+    NotebookClient(
+        nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(tmp)}}
+    ).execute()
+    wall = time.time() - t0
+    if args.save:
+        nbformat.write(nb, args.save)
+    out = json.loads(results.read_text())
+    out["notebook_wall_s"] = wall
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    print(
+        f"seed {out['seed']}, {out['steps']} steps per run; notebook wall time {wall / 60:.1f} min "
+        f"(training done at {out['train_s'] / 60:.1f} min){'; overrides: ' + ' '.join(args.set) if args.set else ''}"
+    )
+    print("run      " + " ".join(f"{c:>19}" for c, _ in COLUMNS))
+    for row in out["runs"]:
+        print(f"{row['run']:<8} " + " ".join(f"{fmt.format(row[c]):>19}" for c, fmt in COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

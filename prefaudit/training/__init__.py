@@ -1,0 +1,19 @@
+"""Shaped DPO training: a config, a background run with a live panel, and a cluster export.
+
+``trl`` is imported only when a run starts (``from trl import DPOTrainer`` costs ~6 s), so
+``import prefaudit.training`` stays fast.
+
+Example
+-------
+>>> import prefaudit as pa
+>>> run = session.train(pa.DPORunConfig(intervention="margin", max_steps=30))  # doctest: +SKIP
+>>> run.wait()                                                                 # doctest: +SKIP
+'finished'
+"""
+
+from __future__ import annotations
+
+from .config import DPORunConfig
+from .run import DPORun, start_run
+
+__all__ = ["DPORun", "DPORunConfig", "start_run"]

@@ -1,0 +1,447 @@
+"""``DPORun``: one shaped DPO run training in a background thread, observable and cancellable.
+
+``start_run`` does everything that can fail fast on the calling thread — validate the config,
+resolve weights, split off the held-out pairs, shape the dataset, collect ablation directions,
+copy the model — and then trains in a daemon thread, so a notebook stays usable. Runs queue on
+one lock: two runs never train at once (they would share two CPU cores and trl's global seeding).
+
+Whatever happens in the thread ends on the run: ``status`` becomes ``finished``, ``cancelled`` or
+``failed``; a failure keeps the exception on ``run.exception`` and its traceback text on
+``run.error`` (and in the panel) — nothing is lost in the thread.
+
+Example
+-------
+>>> run = session.train(pa.DPORunConfig(intervention="margin", max_steps=30))  # doctest: +SKIP
+>>> run                      # live panel: loss, reward margins, accuracy, time left, Stop  # doctest: +SKIP
+>>> run.wait()                                                                 # doctest: +SKIP
+'finished'
+>>> run.history[["step", "loss", "rewards/margins"]].tail(3)                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import itertools
+import json
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from .config import DPORunConfig
+
+STATUSES = ("queued", "preparing", "running", "finished", "cancelled", "failed")
+DONE = ("finished", "cancelled", "failed")
+_TRAIN_LOCK = threading.Lock()
+_COUNTER = itertools.count(1)
+
+
+class DPORun:
+    """A DPO run in the background. Create it with :func:`start_run` / ``session.train``.
+
+    Attributes
+    ----------
+    name : str
+    config : DPORunConfig
+    shaped : ShapedPairs
+        The training set and what the intervention did to it.
+    weights : dict[str, float]
+        The weights the run was shaped with (a copy; later slider moves do not change it).
+    train_positions, heldout_positions : ndarray[int]
+        Rows of ``session.data.df`` trained on (before filtering) and held out for verification.
+    status : str
+        ``queued``, ``preparing`` (tokenising, reference log-probs), ``running``, ``finished``,
+        ``cancelled`` or ``failed``.
+    error : str or None
+        Traceback text of the exception that ended the run.
+    model : PreTrainedModel or PeftModel
+        The policy (trained once the run is done); ``output_dir`` holds its saved copy.
+
+    Example
+    -------
+    >>> run.cancel(); run.wait(); run.status      # doctest: +SKIP
+    'cancelled'
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: DPORunConfig,
+        shaped: Any,
+        model: Any,
+        tokenizer: Any,
+        output_dir: Path,
+        train_positions: np.ndarray,
+        heldout_positions: np.ndarray,
+        ablation: tuple[np.ndarray, int] | None = None,
+        callbacks: Sequence[Any] = (),
+        source: dict[str, Any] | None = None,
+        session: Any = None,
+    ) -> None:
+        self.name = name
+        self.session = session
+        self.config = config
+        self.shaped = shaped
+        self.weights = dict(shaped.weights)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.output_dir = Path(output_dir)
+        self.train_positions = np.asarray(train_positions, dtype=np.int64)
+        self.heldout_positions = np.asarray(heldout_positions, dtype=np.int64)
+        self.ablation = ablation
+        self.source = dict(source or {})
+        self.error: str | None = None
+        self.exception: BaseException | None = None
+        self.step = 0
+        self.max_steps = int(config.max_steps)
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.verification: Any = None
+        self.trainer: Any = None
+        self.train_summary: dict[str, Any] = {}
+        self._status = "queued"
+        self._logs: list[dict[str, Any]] = []
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._observers: list[Callable[[dict[str, Any]], None]] = []
+        self._callbacks = list(callbacks)
+        self._thread: threading.Thread | None = None
+        self._panel: Any = None
+        self.observer_errors: list[str] = []
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every logged metric, one row per log event (``step`` first)."""
+        with self._lock:
+            rows = list(self._logs)
+        if not rows:
+            return pd.DataFrame({"step": pd.Series(dtype="int64")})
+        df = pd.DataFrame(rows)
+        return df[["step", *[c for c in df.columns if c != "step"]]]
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since training began (0 before)."""
+        if self.started_at is None:
+            return 0.0
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    @property
+    def remaining(self) -> float | None:
+        """Estimated seconds left (from the mean step time so far), ``None`` before the first step."""
+        if self.done:
+            return 0.0
+        if self.step < 1 or self.started_at is None:
+            return None
+        return self.elapsed / self.step * max(0, self.max_steps - self.step)
+
+    def latest(self) -> dict[str, Any]:
+        """The last logged value of each metric."""
+        out: dict[str, Any] = {}
+        with self._lock:
+            for row in self._logs:
+                out.update(row)
+        return out
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> DPORun:
+        if self._thread is not None:
+            raise ConfigError(f"Run {self.name!r} was already started.")
+        self._thread = threading.Thread(target=self._main, name=f"prefaudit-dpo-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the run to stop; training ends cleanly after the step in progress."""
+        self._cancel.set()
+        self._emit({"type": "cancel"})
+
+    def wait(self, timeout: float | None = None, *, raise_on_error: bool = True) -> str:
+        """Block until the run ends (or ``timeout`` seconds pass); return the status.
+
+        A failed run raises ``RuntimeError`` carrying the training traceback unless
+        ``raise_on_error=False``.
+        """
+        self._done.wait(timeout)
+        if raise_on_error and self._status == "failed":
+            raise RuntimeError(f"DPO run {self.name!r} failed:\n{self.error}") from self.exception
+        return self._status
+
+    def observe(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` on every event (from the training thread); returns an unsubscribe function."""
+        with self._lock:
+            self._observers.append(fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if fn in self._observers:
+                    self._observers.remove(fn)
+
+        return unsubscribe
+
+    def record(self) -> dict[str, Any]:
+        """What the run was, JSON-able: config, weights, shaping summary, which pairs trained and status."""
+        return {
+            "name": self.name,
+            "status": self._status,
+            "config": self.config.to_dict(),
+            "weights": dict(self.weights),
+            "shaping": self.shaped.to_dict(),
+            "train_positions": [int(x) for x in self.train_positions],
+            "heldout_positions": [int(x) for x in self.heldout_positions],
+            "steps": self.step,
+            "elapsed_s": round(self.elapsed, 2),
+            "error": self.error,
+            "source": self.source,
+        }
+
+    # ------------------------------------------------------------------ display
+    def panel(self) -> Any:
+        """The live panel (built once; every display shows the same widget)."""
+        if self._panel is None:
+            from ..views.run_panel import RunPanel
+
+            self._panel = RunPanel(self)
+        return self._panel
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        return self.panel()._repr_mimebundle_(include=include, exclude=exclude)
+
+    def __repr__(self) -> str:
+        loss = self.latest().get("loss")
+        loss_s = f", loss {loss:.4f}" if isinstance(loss, float) else ""
+        return f"DPORun({self.name!r}, {self.config.intervention}, {self._status}, step {self.step}/{self.max_steps}{loss_s})"
+
+    # ------------------------------------------------------------------ events (training thread)
+    def _emit(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            observers = list(self._observers)
+        for fn in observers:
+            try:
+                fn(event)
+            except Exception:  # a broken view must not stop training; keep what it said
+                self.observer_errors.append(traceback.format_exc())
+
+    def _set_status(self, status: str) -> None:
+        self._status = status
+        self._emit({"type": "status", "status": status})
+
+    def _on_train_begin(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+        self.started_at = time.monotonic()
+        self._emit({"type": "begin", "max_steps": max_steps})
+
+    def _on_step(self, step: int) -> None:
+        self.step = step
+        self._emit({"type": "step", "step": step})
+
+    def _on_log(self, step: int, logs: dict[str, Any]) -> None:
+        row = {"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        if "train_runtime" in row:  # the trainer's closing summary, not a training step
+            self.train_summary = row
+            return
+        with self._lock:
+            self._logs.append(row)
+        self._emit({"type": "log", "step": step, "logs": row})
+
+    def _on_train_end(self, step: int) -> None:
+        self.step = step
+
+    # ------------------------------------------------------------------ the thread
+    def _main(self) -> None:
+        try:
+            with _TRAIN_LOCK:
+                if self._cancel.is_set():
+                    self._set_status("cancelled")
+                    return
+                self._set_status("preparing")
+                self._write_record()
+                trainer = self._build_trainer()
+                self.trainer = trainer
+                if self._cancel.is_set():
+                    self._set_status("cancelled")
+                    return
+                self._set_status("running")
+                trainer.train()
+                trainer.remove_ablation()
+                model = trainer.accelerator.unwrap_model(trainer.model)
+                model.eval()
+                self.model = model
+                if self.config.save_model:
+                    trainer.save_model(str(self.output_dir))
+                # Optimizer state is not needed after training (and is 2x the weights for a full fine-tune).
+                trainer.optimizer = trainer.lr_scheduler = None
+                self._set_status("cancelled" if self._cancel.is_set() else "finished")
+        except BaseException as err:  # everything, even a KeyboardInterrupt, must reach run.error
+            self.exception = err
+            self.error = traceback.format_exc()
+            self._set_status("failed")
+        finally:
+            self.ended_at = time.monotonic() if self.started_at is not None else None
+            with contextlib.suppress(Exception):
+                self._write_record()
+            self._done.set()
+            self._emit({"type": "end", "status": self._status})
+
+    def _build_trainer(self) -> Any:
+        import torch
+        from transformers.trainer_callback import PrinterCallback
+
+        from .callbacks import RunProgressCallback
+        from .trainer import ShapedDPOTrainer
+
+        cfg = self.config
+        n_train = len(self.shaped.dataset)
+        args = cfg.dpo_config(self.output_dir, n_train=n_train)
+        ref_model = None
+        if not cfg.lora and not cfg.precompute_for(n_train):
+            # The policy exists only in memory: trl would reload the reference from _name_or_path.
+            ref_model = copy.deepcopy(self.model).eval()
+        directions, layer = (None, None)
+        if self.ablation is not None:
+            directions, layer = torch.as_tensor(self.ablation[0], dtype=torch.float32), int(self.ablation[1])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(deprecated|tokenized prompt is not a prefix).*")
+            trainer = ShapedDPOTrainer(
+                self.model,
+                ref_model=ref_model,
+                args=args,
+                train_dataset=self.shaped.dataset,
+                processing_class=self.tokenizer,
+                peft_config=cfg.peft_config(),
+                callbacks=[RunProgressCallback(self), *self._callbacks],
+                ablation_directions=directions,
+                ablation_layer=layer,
+            )
+        # With tqdm disabled, Trainer prints every log dict; the panel and run.history show them instead.
+        trainer.remove_callback(PrinterCallback)
+        return trainer
+
+    def _write_record(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "run.json").write_text(json.dumps(self.record(), indent=2, default=str))
+
+
+def split_positions(n_pairs: int, config: DPORunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) rows: a seeded permutation; the first ``n_holdout`` are held out."""
+    k = config.n_holdout(n_pairs)
+    perm = np.random.default_rng(config.seed).permutation(n_pairs)
+    held, train = np.sort(perm[:k]), perm[k:]
+    if config.max_train_pairs is not None:
+        train = train[: config.max_train_pairs]
+    return np.sort(train), held
+
+
+def _resolve_config(config: Any, overrides: dict[str, Any]) -> DPORunConfig:
+    if config is None:
+        return DPORunConfig(**overrides)
+    if isinstance(config, dict):
+        return DPORunConfig(**{**config, **overrides})
+    if not isinstance(config, DPORunConfig):
+        raise ConfigError(
+            f"config must be a DPORunConfig (or a dict of its fields), got {type(config).__name__}."
+        )
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """Everything decided before training: config, weights, split, shaped data, ablation."""
+
+    config: DPORunConfig
+    shaped: Any
+    train_positions: np.ndarray
+    heldout_positions: np.ndarray
+    ablation: tuple[np.ndarray, int] | None
+
+
+def prepare_run(session: Any, config: Any = None, **overrides: Any) -> PreparedRun:
+    """Validate the config and shape the session's training pairs (shared by runs and exports)."""
+    from ..interventions import ablation_directions, resolve_weights, shape_pairs
+
+    try:
+        cfg = _resolve_config(config, overrides)
+    except TypeError as err:
+        raise ConfigError(f"Unknown DPORunConfig field: {err}") from err
+    weights = {} if cfg.intervention == "none" else resolve_weights(session, cfg.weights)
+    train, held = split_positions(len(session.data), cfg)
+    shaped = shape_pairs(
+        session, cfg.intervention, weights=weights, positions=train, threshold=cfg.filter_threshold
+    )
+    ablation = None
+    if cfg.intervention == "ablate":
+        backbone = session.backbone
+        dirs = ablation_directions(session, shaped.ablate_features)
+        if dirs.shape[1] != backbone.d_model:
+            raise ConfigError(
+                f"Ablation directions have {dirs.shape[1]} dimensions, the model {backbone.d_model}."
+            )
+        ablation = (dirs, backbone.layer)
+    cfg.dpo_config("unused")  # validates dpo_kwargs now, not in the thread
+    return PreparedRun(cfg, shaped, train, held, ablation)
+
+
+def start_run(session: Any, config: Any = None, *, callbacks: Sequence[Any] = (), **overrides: Any) -> DPORun:
+    """Shape the session's pairs, copy its model and start a DPO run in the background.
+
+    Parameters
+    ----------
+    session : AuditSession
+    config : DPORunConfig or dict, optional
+        Keyword ``overrides`` replace its fields (``session.train(max_steps=10)``).
+    callbacks : sequence of transformers.TrainerCallback
+        Extra callbacks for the trainer.
+
+    Returns
+    -------
+    DPORun (already started)
+
+    Example
+    -------
+    >>> run = start_run(session, DPORunConfig(intervention="reweight"), max_steps=5)  # doctest: +SKIP
+    """
+    prep = prepare_run(session, config, **overrides)
+    cfg, backbone = prep.config, session.backbone
+    # Train a copy: the session's model stays the base model for reading features and for verification.
+    model = copy.deepcopy(backbone.model).float()
+    name = cfg.name or f"{cfg.intervention}-{next(_COUNTER)}"
+    out_dir = cfg.default_output_dir(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
+    run = DPORun(
+        name=name,
+        config=cfg,
+        shaped=prep.shaped,
+        model=model,
+        tokenizer=backbone.tokenizer,
+        output_dir=out_dir,
+        train_positions=prep.train_positions,
+        heldout_positions=prep.heldout_positions,
+        ablation=prep.ablation,
+        callbacks=callbacks,
+        source={"model": backbone.name, "layer": backbone.layer, "pairs": len(session.data)},
+        session=session,
+    )
+    return run.start()

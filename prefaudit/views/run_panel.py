@@ -1,0 +1,153 @@
+"""``RunPanel``: the live view of a :class:`~prefaudit.training.run.DPORun`.
+
+Shows status, progress (step, elapsed, estimated time left), the latest loss, reward margin and
+accuracy (unshaped, plus the shaped margin when a margin is trained), a sparkline of loss and
+reward margin, and a Stop button. It observes the run (events arrive from the training thread)
+and sends one intent up: ``run.cancel()``. A failed run shows its traceback here and on
+``run.error``.
+
+Example
+-------
+>>> run = session.train(max_steps=20)   # doctest: +SKIP
+>>> run                                 # displays RunPanel(run)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as w
+
+from .base import SessionView
+
+_COLORS = {"queued": "#777", "preparing": "#b58900", "running": "#268bd2", "finished": "#2aa198",
+           "cancelled": "#cb4b16", "failed": "#dc322f"}  # fmt: skip
+_METRICS = (
+    ("loss", "loss", "{:.4f}"),
+    ("rewards/margins", "reward margin", "{:+.4f}"),
+    ("rewards/accuracies", "accuracy", "{:.0%}"),
+    ("rewards/shaped_margins", "shaped margin β·h − m", "{:+.4f}"),
+    ("shaping/margin", "mean m (batch)", "{:+.3f}"),
+)
+
+
+def fmt_seconds(s: float | None) -> str:
+    """``75.2`` -> ``'1:15'``; ``None`` -> ``'–'``."""
+    if s is None or not math.isfinite(s):
+        return "–"
+    s = round(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def sparkline_svg(series: dict[str, Sequence[float]], *, width: int = 320, height: int = 70) -> str:
+    """Inline SVG with one polyline per series (each scaled to its own range), with a legend."""
+    colors = ("#268bd2", "#d33682", "#859900")
+    parts = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    parts.append(f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ddd"/>')
+    for k, (name, values) in enumerate(series.items()):
+        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        color = colors[k % len(colors)]
+        parts.append(
+            f'<text x="{6 + 110 * k}" y="12" font-size="10" fill="{color}">{html.escape(name)}</text>'
+        )
+        if len(vals) < 2:
+            continue
+        lo, hi = min(vals), max(vals)
+        span = hi - lo or 1.0
+        n = len(vals)
+        pts = " ".join(
+            f"{4 + (width - 8) * i / (n - 1):.1f},{height - 4 - (height - 20) * (v - lo) / span:.1f}"
+            for i, v in enumerate(vals)
+        )
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+class RunPanel(SessionView):
+    """Live panel of one DPO run: progress, metrics, sparkline, Stop.
+
+    Parameters
+    ----------
+    run : DPORun
+    """
+
+    css_class = "prefaudit-run-panel"
+
+    def __init__(self, run: Any, **kwargs: Any) -> None:
+        super().__init__(run.session, **kwargs)
+        self.run = run
+        self.title = w.HTML()
+        self.shaping = w.HTML(f"<small>{html.escape(run.shaped.summary())}</small>")
+        self.progress = w.IntProgress(
+            value=0, min=0, max=max(1, run.max_steps), layout=w.Layout(width="320px")
+        )
+        self.timing = w.HTML()
+        self.metrics = w.HTML()
+        self.chart = w.HTML()
+        self.error = w.HTML()
+        self.stop = w.Button(
+            description="Stop", icon="stop", button_style="warning", tooltip="stop after the current step"
+        )
+        self.stop.add_class("pa-run-stop")
+        self.stop.on_click(self.guard(lambda _b: self.run.cancel()))
+        self.set_body(
+            self.title,
+            self.shaping,
+            w.HBox([self.progress, self.timing, self.stop]),
+            w.HBox([self.metrics, self.chart]),
+            self.error,
+        )
+        self._unsubscribe = run.observe(self.guard(self._on_event))
+        self.redraw()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        # Metrics change on log events; the rest on any event. Cheap enough to redraw everything.
+        self.redraw(metrics=event.get("type") in ("log", "end", "status"))
+
+    def redraw(self, metrics: bool = True) -> None:
+        run = self.run
+        color = _COLORS.get(run.status, "#777")
+        self.title.value = (
+            f"<b>{html.escape(run.name)}</b> · {html.escape(run.config.intervention)} · "
+            f'<span style="color:{color};font-weight:600">{html.escape(run.status)}</span>'
+            + (" · stopping after this step" if run.cancel_requested and not run.done else "")
+        )
+        self.progress.max = max(1, run.max_steps)
+        self.progress.value = min(run.step, self.progress.max)
+        self.timing.value = (
+            f"&nbsp;step {run.step}/{run.max_steps} · {fmt_seconds(run.elapsed)} elapsed · "
+            f"{fmt_seconds(run.remaining)} left&nbsp;"
+        )
+        self.stop.disabled = run.done or run.cancel_requested
+        if metrics:
+            latest = run.latest()
+            rows = "".join(
+                f"<tr><td>{label}</td><td style='text-align:right'>{fmt.format(latest[key])}</td></tr>"
+                for key, label, fmt in _METRICS
+                if isinstance(latest.get(key), (int, float))
+                and (key != "rewards/shaped_margins" or run.config.intervention == "margin")
+                and (key != "shaping/margin" or run.config.intervention == "margin")
+            )
+            self.metrics.value = (
+                f"<table class='pa-run-metrics'>{rows}</table>" if rows else "<i>no metrics yet</i>"
+            )
+            hist = run.history
+            series = {k: hist[k].tolist() for k in ("loss", "rewards/margins") if k in hist.columns}
+            self.chart.value = sparkline_svg(series) if series else ""
+        if run.status == "failed" and run.error:
+            self.error.value = (
+                f"<div class='pa-error'><b>training failed</b>: {html.escape(str(run.exception))}"
+                f"<details open><summary>traceback</summary><pre>{html.escape(run.error)}</pre></details></div>"
+            )
+
+    def close(self) -> None:
+        unsubscribe = getattr(self, "_unsubscribe", None)  # absent when __init__ failed early
+        if unsubscribe is not None:
+            unsubscribe()
+        super().close()

@@ -1,0 +1,173 @@
+"""Verification: generation, observed vs predicted shift, comparison and views (tiny model + SAE)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import prefaudit as pa
+from prefaudit.features.concepts import builtin_concepts, concept_matrix
+from prefaudit.verify import GenerationSettings, agreement, generate, predicted_signal
+from tests import tiny
+
+GEN = {"max_new_tokens": 12, "n_prompts": 6, "batch_size": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny matrices gain nothing from a second thread, and OpenMP barriers cost 10x on a busy CPU.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
+    """A tiny session with two finished runs (margin-shaped and vanilla)."""
+    tmp = tmp_path_factory.mktemp("verify")
+    session = pa.AuditSession(
+        pa.load_pairs(tiny.planted_pairs(40)), model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tmp / "cache",
+        batch_size=4, shard_size=16,
+    )  # fmt: skip
+    session.encode(progress=False)
+    session.set_weights({"concept:flattery": -2.0, "sae:5": -1.0})
+    common = {
+        "max_steps": 3,
+        "learning_rate": 5e-2,
+        "lora_r": 4,
+        "max_length": 96,
+        "save_model": False,
+        "holdout": 10,
+    }
+    shaped = session.train(pa.DPORunConfig(intervention="margin", output_dir=str(tmp / "a"), **common))
+    vanilla = session.train(pa.DPORunConfig(intervention="none", output_dir=str(tmp / "b"), **common))
+    assert shaped.wait(300) == "finished" and vanilla.wait(300) == "finished"
+    return session, shaped, vanilla
+
+
+def test_generation_is_seeded_and_coupled(trained):
+    session, _run, _ = trained
+    bb = session.backbone
+    prompts = [session.data.messages(i) for i in range(5)]
+    s = GenerationSettings(max_new_tokens=10, batch_size=2, seed=3)
+    a = generate(bb.model, bb, prompts, s)
+    assert a == generate(bb.model, bb, prompts, s)
+    assert a != generate(bb.model, bb, prompts, GenerationSettings(max_new_tokens=10, batch_size=2, seed=4))
+    assert all(isinstance(x, str) for x in a)
+
+
+def test_verify_reports_observed_against_predicted(trained):
+    session, run, _ = trained
+    res = session.verify(run, **GEN)
+    assert run.verification is res
+    assert res.n_prompts == 6 and len(res.generations) == 6
+    # Default prompts are the held-out pairs' prompts, never a trained one.
+    held = {session.data.df["prompt"].iloc[i] for i in run.heldout_positions}
+    assert set(res.generations["prompt"]) <= held
+    assert not set(run.heldout_positions) & set(run.train_positions)
+    # Prediction: the preview's signal at the run's weights, standardised.
+    pv = session.predict(run.weights).set_index("feature")
+    feats = res.features.set_index("feature")
+    assert np.allclose(feats["predicted_z"], pv["signal_after_z"].loc[feats.index])
+    # Observation: trained − base per prompt, mean, divided by the audit's sd (checked by hand for a concept).
+    excl = next(c for c in builtin_concepts() if c.name == "exclamation")
+    gens = res.generations
+    diff = (
+        concept_matrix(list(gens["trained"]), [excl])[:, 0] - concept_matrix(list(gens["base"]), [excl])[:, 0]
+    )
+    sd = pv.loc["concept:exclamation", "sd"]
+    expected = diff.mean() / sd if sd > 0 else 0.0
+    assert res.shift("exclamation") == pytest.approx(expected)
+    # The analysed table starts with the weighted features.
+    assert list(res.table["feature"][:2]) == ["concept:flattery", "sae:5"]
+    assert res.n_features == len(res.table) <= 2 + 50
+    assert math.isnan(res.r) or -1 <= res.r <= 1
+    assert math.isnan(res.r) or res.r2 == pytest.approx(res.r**2)
+    assert res.generations["trained"].tolist() != res.generations["base"].tolist()
+
+
+def test_verify_with_explicit_prompts_and_samples(trained):
+    session, run, _ = trained
+    res = session.verify(run, prompts=["hello there", [{"role": "user", "content": "what is a word"}]], max_new_tokens=8,
+                         samples_per_prompt=2)  # fmt: skip
+    assert (
+        res.n_prompts == 4 and list(res.generations["prompt"]) == ["hello there"] * 2 + ["what is a word"] * 2
+    )
+
+
+def test_verify_refuses_runs_that_did_not_finish(trained):
+    session, run, _ = trained
+
+    class Busy:
+        name, status, model, error = "busy", "running", None, None
+
+    with pytest.raises(pa.ConfigError, match=r"call run\.wait"):
+        session.verify(Busy())
+    Busy.status, Busy.error = "failed", "Traceback: boom"
+    with pytest.raises(pa.ConfigError, match="boom"):
+        session.verify(Busy())
+    with pytest.raises(pa.ConfigError, match="prompts must be"):
+        session.verify(run, prompts="just a string")
+
+
+def test_compare_puts_two_runs_side_by_side(trained):
+    session, shaped, vanilla = trained
+    cmp = session.compare(vanilla, shaped, **GEN)
+    assert list(cmp.summary["intervention"]) == ["none", "margin"]
+    assert cmp.same_prompts
+    row = cmp.table.set_index("feature").loc["concept:flattery"]
+    assert row["difference"] == pytest.approx(row["observed_z_b"] - row["observed_z_a"])
+    # Same prompts and seed: the base generations are shared (cached), so the comparison is paired.
+    assert cmp.a.generations["base"].tolist() == cmp.b.generations["base"].tolist()
+
+
+def test_views_render_scatter_with_diagonal_and_tables(trained):
+    from prefaudit.views.verify_view import CompareView, VerifyView
+
+    session, shaped, vanilla = trained
+    res = session.verify(shaped, **GEN)
+    view = res.view()
+    assert isinstance(view, VerifyView)
+    assert "pa-diagonal" in view.scatter.value and view.scatter.value.count("<circle") == len(res.table)
+    assert "concept:flattery" in view.table.value and "sign agreement" in view.summary.value
+    cv = session.compare(vanilla, shaped, **GEN).view()
+    assert isinstance(cv, CompareView) and "pa-diagonal" in cv.scatter.value
+    assert "text/plain" in res._repr_mimebundle_()
+
+
+def test_predicted_signal_per_intervention(trained):
+    session, _run, _ = trained
+    w = {"concept:flattery": -2.0}
+    pv = session.predict(w).set_index("feature")
+    delta = session._delta_matrix().toarray()
+    m = np.asarray(pv.attrs["margins"])
+    sd = pv["sd"].to_numpy()
+    j = list(pv.index).index("concept:url")
+    keep = m > -1.0
+    filt = predicted_signal(session, "filter", w).set_index("feature")
+    assert filt.loc["concept:url", "predicted"] == pytest.approx(delta[keep, j].mean())
+    flip = predicted_signal(session, "flip", w).set_index("feature")
+    assert flip.loc["concept:url", "predicted"] == pytest.approx(np.where(keep, 1, -1) @ delta[:, j] / len(m))
+    assert flip.loc["concept:url", "predicted_z"] == pytest.approx(
+        flip.loc["concept:url", "predicted"] / sd[j]
+    )
+    abl = predicted_signal(session, "ablate", {"sae:5": -1.0}, ablated=["sae:5"]).set_index("feature")
+    assert abl.loc["sae:5", "predicted"] == 0.0
+    assert abl.loc["concept:url", "predicted"] == pytest.approx(delta[:, j].mean())
+    none = predicted_signal(session, "none", w).set_index("feature")
+    assert none.loc["concept:flattery", "predicted"] == pytest.approx(
+        delta[:, list(pv.index).index("concept:flattery")].mean()
+    )
+
+
+def test_agreement_statistics():
+    r, r2, sign, n = agreement(np.array([1.0, 2.0, -1.0, 0.0]), np.array([2.0, 3.0, -0.5, 0.4]))
+    assert r == pytest.approx(np.corrcoef([1, 2, -1, 0], [2, 3, -0.5, 0.4])[0, 1])
+    assert r2 == pytest.approx(r * r)
+    assert (sign, n) == (1.0, 3)  # the zero prediction does not count for signs
+    r, r2, sign, n = agreement(np.zeros(3), np.ones(3))
+    assert math.isnan(r) and math.isnan(r2) and math.isnan(sign) and n == 0
