@@ -9,9 +9,19 @@ import pytest
 
 from tests import tiny
 
-HH_PATH = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test-first1000.jsonl.gz"
-)
+_HH_NAME = "hh-rlhf-harmless-base-test-first1000.jsonl.gz"
+# The shared data sits beside the repository; a clone elsewhere finds it through the env var or
+# the workspace's fixed location.
+_HH_CANDIDATES = [
+    *(
+        [Path(os.environ["PREFAUDIT_SHARED_DATA"]) / _HH_NAME]
+        if os.environ.get("PREFAUDIT_SHARED_DATA")
+        else []
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "data" / _HH_NAME,
+    Path("/work/shared/data") / _HH_NAME,
+]
+HH_PATH = next((p for p in _HH_CANDIDATES if p.is_file()), _HH_CANDIDATES[0])
 
 
 @pytest.fixture(scope="session")

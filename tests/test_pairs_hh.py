@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 
 from prefaudit.pairs import PreferencePairs, load_pairs
 from prefaudit.pairs.hh import split_dialogue
+from tests.conftest import HH_PATH
 
-HH_FILE = Path("/work/shared/data/hh-rlhf-harmless-base-test-first1000.jsonl.gz")
+HH_FILE = HH_PATH
 MARK = "\n\nAssistant:"
 needs_file = pytest.mark.skipif(not HH_FILE.exists(), reason=f"{HH_FILE} not present")
 
