@@ -3,7 +3,8 @@
 On the embedded SmolLM2 and demo set (two LoRA DPO runs of 40 steps, verification, comparison,
 export), about 12-15 minutes on 2 CPU cores (15.2 min measured with another job running).
 The assertions are about the direction of effects, with margins that held at seed 0 (vanilla flattery 0.00 -> 0.52, shaped 0.00 -> 0.00, quality accuracy
-0.87 / 0.92 on 63 held-out quality-only pairs):
+0.87 / 0.92 on 63 held-out quality-only pairs). At seed 1 vanilla flattery only reached 0.04:
+the effect is seed-fragile at 40 steps, so this pins the seed-0 result, not robustness:
 
 * the vanilla run learns the planted flattery opener (its rate in held-out generations rises);
 * the shaped run (flattery weight −2, margin in the DPO logit) rises clearly less;
