@@ -3,7 +3,7 @@
 On the embedded SmolLM2 and demo set (two LoRA DPO runs of 40 steps at beta 0.02, verification,
 comparison, export), 14-16 minutes on 2 CPU cores. Measured (held-out generations, 48 prompts):
 vanilla flattery 0.00 -> 0.15 at seed 0 (shift +0.26 sd, se 0.09), 0.10 at seed 1 (+0.19, se 0.08),
-0.88 at seed 2 (vanilla run only); the shaped run stayed at 0.00 at seeds 0 and 1. The size of the
+0.88 at seed 2 (+1.59, se 0.09); the shaped run stayed at 0.00 at all three. The size of the
 rise varies a lot with the seed; its direction did not. So the assertions are about direction and
 measurability, with thresholds below the weakest seed measured:
 
