@@ -147,15 +147,7 @@ def check_intervention(intervention: str) -> str:
 
 def resolve_weights(session: Any, weights: dict[Any, float] | None) -> dict[str, float]:
     """Feature id -> finite non-zero weight (``None``: the session's current weights)."""
-    raw = dict(session.weights) if weights is None else dict(weights)
-    out: dict[str, float] = {}
-    for f, w in raw.items():
-        fid, w = session.feature_id(f), float(w)
-        if not np.isfinite(w):
-            raise ConfigError(f"Weight for {fid} must be a finite number, got {w!r}.")
-        if w != 0.0:
-            out[fid] = w
-    return out
+    return session.checked_weights(session.weights if weights is None else weights)
 
 
 def pair_margins(session: Any, weights: dict[str, float]) -> np.ndarray:

@@ -496,7 +496,8 @@ class AuditSession(t.HasTraits):
             weights[fid] = w
         self.weights = weights
 
-    def set_weights(self, weights: dict[int | str, float]) -> None:
+    def checked_weights(self, weights: dict[int | str, float]) -> dict[str, float]:
+        """Feature id -> finite non-zero weight (zeros dropped; a non-finite weight is an error)."""
         new = {}
         for f, w in weights.items():
             fid, w = self.feature_id(f), float(w)
@@ -504,7 +505,10 @@ class AuditSession(t.HasTraits):
                 raise ConfigError(f"Weight for {fid} must be a finite number, got {w!r}.")
             if w != 0.0:
                 new[fid] = w
-        self.weights = new
+        return new
+
+    def set_weights(self, weights: dict[int | str, float]) -> None:
+        self.weights = self.checked_weights(weights)
 
     def set_verdict(self, feature: int | str, verdict: str | None) -> None:
         """Record a person's verdict; a weight still at zero (or of the opposite sign) follows it.
