@@ -131,18 +131,7 @@ class VerifyView(SessionView):
         self.scatter = w.HTML(
             scatter_svg(t["predicted_z"], t["observed_z"], list(t["feature"]), highlight=list(result.weights))
         )
-        cols = [
-            "feature",
-            "label",
-            "weight",
-            "predicted_z",
-            "observed_z",
-            "observed_se_z",
-            "base_mean",
-            "trained_mean",
-            "agree",
-        ]
-        self.table = w.HTML(table_html(t, cols, max_rows=max_rows))
+        self.table = w.HTML(table_html(t, list(t.columns), max_rows=max_rows))
         self.set_body(self.summary, w.HBox([self.scatter, self.table]))
 
 
