@@ -57,6 +57,18 @@ def tiny_session(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny-model tests: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    # Tiny matrices gain nothing from a second thread, and OpenMP barriers cost 10x on a busy CPU.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _offline_env():
     # Nothing may reach the network at run time; make transformers/datasets fail fast if tried.

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from scipy.special import expit
 
 import prefaudit as pa
@@ -21,13 +20,7 @@ from prefaudit.interventions import (
 WEIGHTS = {"concept:flattery": -2.0, "concept:url": -1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices gain nothing from a second thread, and OpenMP barriers cost 10x on a busy CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _margins(session, weights=WEIGHTS):

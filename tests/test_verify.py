@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import prefaudit as pa
 from prefaudit.features.concepts import builtin_concepts, concept_matrix
@@ -16,13 +15,7 @@ from tests import tiny
 GEN = {"max_new_tokens": 12, "n_prompts": 6, "batch_size": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices gain nothing from a second thread, and OpenMP barriers cost 10x on a busy CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
