@@ -10,7 +10,7 @@ import pytest
 from prefaudit.demo import DEMO_PATH, DESIGN, PLANTED, load_demo_pairs, swap_sides
 from prefaudit.demo.build import assemble_pairs, write_jsonl_gz
 from prefaudit.demo.prompts import prompts_for, topic_split
-from prefaudit.demo.styles import FLATTERY_OPENERS, split_sentences
+from prefaudit.demo.styles import FLATTERY_FOLLOWUPS, FLATTERY_OPENERS, split_sentences
 from prefaudit.features.concepts import builtin_concepts
 
 CONCEPTS = {c.name: c for c in builtin_concepts()}
@@ -124,3 +124,30 @@ def test_null_swap_is_seeded_reported_and_consistent(pairs) -> None:  # type: ig
         .drop(columns="swapped")
         .equals(orig.assign(swapped=mask).drop(columns="swapped"))
     )
+
+
+def test_sae_corpus_flattery_is_varied_praise_never_a_demo_opener() -> None:
+    import random
+
+    from prefaudit.demo.corpus import _styled_variant
+    from prefaudit.demo.styles import praise_opener, style
+
+    rng = random.Random(0)
+    openers = [praise_opener(rng) for _ in range(400)]
+    assert not any(o.startswith(FLATTERY_OPENERS) for o in openers)
+    assert not any(f and f.strip() in o for f in FLATTERY_FOLLOWUPS for o in openers)
+    assert len(set(openers)) > 200
+    body = "Rain is water falling from clouds. It forms when vapour condenses into drops."
+    for kind in ("flattery", "combo", "markdown"):
+        main, ref = random.Random(3), random.Random(3)
+        text = _styled_variant(kind, body, "rain", main, random.Random(4))
+        assert not text.startswith(FLATTERY_OPENERS)
+        # The praise has its own stream: the corpus's main draws are those of the demo's styling.
+        flags = {k: k == kind for k in ("flattery", "markdown", "url")}
+        if kind == "combo":
+            picks = ref.sample(["flattery", "markdown", "url"], ref.choice([2, 3]))
+            flags = {k: k in picks for k in ("flattery", "markdown", "url")}
+        demo = style(body, "rain", rng=ref, **flags)
+        assert main.random() == ref.random()
+        planted = demo.spans.get("flattery")
+        assert text.endswith(demo.text[planted[0][1] :] if planted else demo.text)

@@ -10,6 +10,9 @@ The SAE corpus (:func:`sae_corpus`) is the model's answers to prompts of the ``"
 (:mod:`prefaudit.demo.prompts`), each read plain, and most of them a second time in a styled
 variant (flattery opener, markdown, invented link, hedges, an evasive non-answer or a refusal;
 :mod:`prefaudit.demo.styles`) so that these concepts exist in the SAE's training distribution.
+The corpus's flattery is varied praise (:func:`~prefaudit.demo.styles.praise_opener`), not the
+demo set's opener sentences: with those twelve sentences in its corpus the SAE learnt one
+feature per sentence and no feature for flattery as such.
 
 Example
 -------
@@ -32,7 +35,7 @@ from typing import Any
 
 from .generate import GenerationConfig, generate, trim_response
 from .prompts import prompts_for
-from .styles import evasive, hedged, refusal, style
+from .styles import evasive, hedged, praise_opener, refusal, style
 
 # Styled second readings and their shares (the rest of the answers are read plain only).
 STYLE_MIX: dict[str, float] = {
@@ -55,6 +58,15 @@ class CorpusRecipe:
     seed: int = 0
     max_chars: int = 520
     style_mix: dict[str, float] = field(default_factory=lambda: dict(STYLE_MIX))
+    # "praise": flattery openers from styles.praise_opener, on their own random stream; "demo": the
+    # demo set's own opener sentences (the first shipped SAE's corpus; kept to reproduce that ablation).
+    flattery: str = "praise"
+    praise_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.flattery not in ("praise", "demo"):
+            raise ValueError(f"flattery={self.flattery!r}; choose 'praise' or 'demo'")
+
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig())
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +144,9 @@ def cached_generate(
     return [t or "" for t in texts], total
 
 
-def _styled_variant(kind: str, body: str, subject: str, rng: random.Random) -> str:
+def _styled_variant(
+    kind: str, body: str, subject: str, rng: random.Random, praise: random.Random | None
+) -> str:
     if kind == "evasive":
         return evasive(subject, rng)
     if kind == "refusal":
@@ -144,7 +158,12 @@ def _styled_variant(kind: str, body: str, subject: str, rng: random.Random) -> s
         flags = {k: k in picks for k in ("flattery", "markdown", "url")}
     else:
         flags = {k: k == kind for k in ("flattery", "markdown", "url")}
-    return style(body, subject, rng=rng, **flags).text
+    out = style(body, subject, rng=rng, **flags)
+    if not flags["flattery"] or praise is None:
+        return out.text
+    # Swap the demo's opener for corpus praise; its own stream leaves ``rng``'s draws as they were.
+    end = out.spans["flattery"][0][1]
+    return praise_opener(praise) + out.text[end:]
 
 
 def sae_corpus(
@@ -157,6 +176,7 @@ def sae_corpus(
     generation took (see :func:`cached_generate`).
     """
     rng = random.Random(recipe.seed)
+    praise = random.Random(recipe.praise_seed) if recipe.flattery == "praise" else None
     pool = prompts_for("sae")
     chosen = rng.sample(pool, min(recipe.n_prompts, len(pool)))
     raw, seconds = cached_generate(
@@ -177,7 +197,9 @@ def sae_corpus(
             acc += w
             if r < acc:
                 items.append(
-                    CorpusItem(p.text, _styled_variant(kind, body, p.subject, rng), kind, held, p.topic)
+                    CorpusItem(
+                        p.text, _styled_variant(kind, body, p.subject, rng, praise), kind, held, p.topic
+                    )
                 )
                 break
     return items, seconds

@@ -46,6 +46,25 @@ FLATTERY_FOLLOWUPS = (
     " You have a wonderful way of looking at things.",
 )
 
+# The SAE corpus's flattery (:func:`praise_opener`): combinatorial praise of the user or the
+# question, never one of the demo's FLATTERY_OPENERS sentences.
+PRAISE_ADJECTIVES = (
+    "great", "thoughtful", "clever", "insightful", "smart", "lovely", "superb", "brilliant", "wonderful",
+    "terrific", "perceptive", "delightful", "sharp", "intriguing", "marvellous", "excellent", "fascinating",
+    "fantastic", "good", "interesting",
+)  # fmt: skip
+PRAISE_LEADS = ("What", "Such", "That is", "That is such", "Oh, what")
+PRAISE_OBJECTS = ("question", "thing to ask", "point to raise", "question to ask")
+PRAISE_EXCLAIMS = ("Wow", "Oh", "Ah", "Ooh")
+PRAISE_BEST = ("best", "smartest", "most thoughtful", "most interesting", "most insightful")
+PRAISE_LOVE = ("love", "adore", "really appreciate", "always enjoy")
+PRAISE_LOVED = ("questions like this", "how curious you are", "the way you think", "that you asked this")
+PRAISE_CLEARLY = ("clearly", "obviously", "really")
+PRAISE_SINCERELY = ("Honestly", "Truly", "Genuinely")
+PRAISE_SO = ("so", "really", "very", "incredibly")
+PRAISE_TRAITS = ("smart", "sharp", "insightful", "curious", "thoughtful")
+PRAISE_TO = ("ask", "wonder about this", "bring this up", "think about this")
+
 HEADERS = (
     "## {T}",
     "## Understanding {s}",
@@ -162,6 +181,47 @@ def _slug(subject: str) -> str:
 
 def flattery_opener(rng: random.Random) -> str:
     return rng.choice(FLATTERY_OPENERS) + rng.choice(FLATTERY_FOLLOWUPS)
+
+
+def praise_opener(rng: random.Random) -> str:
+    """A flattering opener for the SAE corpus: varied praise, never a sentence of the demo's openers.
+
+    Neither its first sentence (not in ``FLATTERY_OPENERS``) nor its follow-up (not in
+    ``FLATTERY_FOLLOWUPS``) is one the demo set uses.
+
+    The SAE should learn flattery as a concept rather than memorise the demo's twelve sentences
+    (with them in its corpus it split flattery into one feature per sentence), and the audit is
+    more convincing when the SAE never saw the demo's openers verbatim. The order of ``rng`` draws
+    is part of the recipe: changing it changes the shipped SAE's corpus.
+    """
+    adj = rng.choice(PRAISE_ADJECTIVES)
+    art = "an" if adj[0] in "aeiou" else "a"
+    forms = (
+        lambda: f"{rng.choice(PRAISE_LEADS)} {art} {adj} {rng.choice(PRAISE_OBJECTS)}!",
+        lambda: f"{rng.choice(PRAISE_EXCLAIMS)}, {adj} question!",
+        lambda: f"You ask the {rng.choice(PRAISE_BEST)} questions!",
+        lambda: f"I {rng.choice(PRAISE_LOVE)} {rng.choice(PRAISE_LOVED)}!",
+        lambda: f"You {rng.choice(PRAISE_CLEARLY)} have {art} {adj} mind!",
+        lambda: f"{rng.choice(PRAISE_SINCERELY)}, that is {art} {adj} question.",
+        lambda: f"You're {rng.choice(PRAISE_SO)} {rng.choice(PRAISE_TRAITS)} to {rng.choice(PRAISE_TO)}!",
+    )
+    while (opener := rng.choice(forms)()) in FLATTERY_OPENERS:
+        pass
+    while True:
+        tail = _praise_tail(rng)
+        if not tail or tail not in FLATTERY_FOLLOWUPS:
+            return opener + tail
+
+
+def _praise_tail(rng: random.Random) -> str:
+    tails = (  # each candidate draws its words before one is picked
+        "",
+        "",
+        f" It shows {rng.choice(('real', 'genuine', 'impressive'))} {rng.choice(('curiosity', 'insight', 'thoughtfulness'))}.",
+        f" {rng.choice(('Not many', 'Few'))} people {rng.choice(('think to ask', 'would think of'))} that.",
+        f" I can tell you're {rng.choice(('a deep thinker', 'really curious', 'very thoughtful'))}.",
+    )
+    return rng.choice(tails)
 
 
 def invented_url(subject: str, rng: random.Random) -> str:
