@@ -9,7 +9,8 @@ The whole pipeline runs offline on CPU::
    :mod:`prefaudit.demo.corpus`). Generated text is cached under the prefaudit cache root.
 2. **Activations** — :meth:`prefaudit.backbone.Backbone.read_responses`: response tokens read
    after their chat-templated prompt, exactly as the audit reads them (position 0, the attention
-   sink, is always a prompt token and never read). Cached as float16.
+   sink, is always a prompt token and never read). Cached as float16, one file per response, so
+   a changed corpus re-reads only the responses that changed.
 3. **Training** — sae-lens's own classes: ``TopKTrainingSAEConfig`` + ``TopKTrainingSAE`` trained
    by ``SAETrainer`` from an iterator of shuffled activation batches. Activations are normalised
    to mean norm ``sqrt(d_in)`` (``expected_average_only_in``); ``SAETrainer.fit`` folds that
@@ -214,15 +215,15 @@ def save_sae(sae: Any, out: Path, *, check: Any | None = None) -> Path:
 # ---------------------------------------------------------------------------- activations
 
 
-def read_activations(
+def read_response_chunks(
     backbone: Any,
     prompts: Sequence[str],
     responses: Sequence[str],
     *,
     batch_size: int = 32,
     progress: bool = True,
-) -> Any:
-    """Layer activations of every response token (float16, ``(n_tokens, d_model)``), in order."""
+) -> list[Any]:
+    """Layer activations of each response's tokens (float16 ``(n_tokens, d_model)``), in order."""
     import torch
 
     order = np.argsort([len(r) for r in responses], kind="stable")
@@ -242,74 +243,104 @@ def read_activations(
                 file=sys.stderr,
                 flush=True,
             )
-    return torch.cat(chunks)
+    return chunks
 
 
-def cached_activations(
-    backbone: Any, items: Sequence[Any], key: str, *, progress: bool = True
-) -> tuple[Any, Any, float | None]:
-    """Training and held-out activations of corpus ``items``, cached as ``.npy`` under the cache root.
+def read_activations(
+    backbone: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Any:
+    """Layer activations of every response token (float16, ``(n_tokens, d_model)``), in order."""
+    import torch
 
-    Also returns the seconds the reading took when it ran (kept in the cache's ``meta.json``).
+    return torch.cat(
+        read_response_chunks(backbone, prompts, responses, batch_size=batch_size, progress=progress)
+    )
+
+
+def response_store(backbone: Any) -> Path:
+    """Where per-response activations of this model and layer are kept (under the cache root)."""
+    from .default_model import cache_root
+
+    key = hashlib.sha256(f"{backbone.fingerprint()}|{backbone.hook_name}".encode()).hexdigest()[:16]
+    return cache_root() / "sae_acts" / "responses" / key
+
+
+def _response_file(store: Path, prompt: str, response: str) -> Path:
+    return store / f"{hashlib.sha256(json.dumps([prompt, response]).encode()).hexdigest()[:24]}.npy"
+
+
+def cached_response_activations(
+    backbone: Any, prompts: Sequence[str], responses: Sequence[str], *, progress: bool = True
+) -> tuple[Any, int, float]:
+    """Activations of every response token, in order; each (prompt, response) is read only once.
+
+    Each response's activations are kept as a float16 ``.npy`` named by a hash of its prompt and
+    text (:func:`response_store`), so a corpus that changes some responses re-reads only those.
+    Returns the ``(n_tokens, d_model)`` tensor, how many responses this call read and the
+    seconds it spent reading them.
     """
     import torch
 
-    from .default_model import cache_root
-
-    folder = cache_root() / "sae_acts" / key
-    paths = {s: folder / f"{s}.npy" for s in ("train", "heldout")}
-    meta = folder / "meta.json"
-    if all(p.is_file() for p in paths.values()):
-        seconds = json.loads(meta.read_text()).get("read_s") if meta.is_file() else None
-        train, held = (torch.from_numpy(np.load(paths[s])) for s in ("train", "heldout"))
-        return train, held, seconds
-    folder.mkdir(parents=True, exist_ok=True)
+    store = response_store(backbone)
+    files = [_response_file(store, p, r) for p, r in zip(prompts, responses, strict=True)]
+    todo = list({f: i for i, f in enumerate(files) if not f.is_file()}.values())
     t0 = time.perf_counter()
-    out = []
-    for split, held in (("train", False), ("heldout", True)):
-        sel = [it for it in items if it.heldout == held]
+    if todo:
         if progress:
-            print(f"prefaudit: reading {split} activations of {len(sel)} responses", file=sys.stderr)
-        acts = read_activations(
+            print(f"prefaudit: reading activations of {len(todo)} responses into {store}", file=sys.stderr)
+        store.mkdir(parents=True, exist_ok=True)
+        chunks = read_response_chunks(
+            backbone, [prompts[i] for i in todo], [responses[i] for i in todo], progress=progress
+        )
+        for i, chunk in zip(todo, chunks, strict=True):
+            tmp = files[i].with_name(f".{files[i].name}.tmp.npy")
+            np.save(tmp, chunk.numpy())
+            tmp.replace(files[i])
+    seconds = time.perf_counter() - t0
+    acts = torch.cat([torch.from_numpy(np.load(f)) for f in files])
+    return acts, len(todo), round(seconds, 1)
+
+
+def cached_activations(
+    backbone: Any, items: Sequence[Any], *, progress: bool = True
+) -> tuple[Any, Any, dict]:
+    """Training and held-out activations of corpus ``items`` (:func:`cached_response_activations`).
+
+    Also returns what reading cost this call: ``{"read_s": seconds, "responses_read": n}``.
+    """
+    out, cost = [], {"read_s": 0.0, "responses_read": 0}
+    for held in (False, True):
+        sel = [it for it in items if it.heldout == held]
+        acts, n, seconds = cached_response_activations(
             backbone, [it.prompt for it in sel], [it.response for it in sel], progress=progress
         )
-        tmp = folder / f".{split}.tmp.npy"
-        np.save(tmp, acts.numpy())
-        tmp.replace(paths[split])
         out.append(acts)
-    seconds = round(time.perf_counter() - t0, 1)
-    meta.write_text(json.dumps({"read_s": seconds, "n_responses": len(items)}))
-    return out[0], out[1], seconds
+        cost["read_s"] += seconds
+        cost["responses_read"] += n
+    return out[0], out[1], cost
 
 
 # ---------------------------------------------------------------------------- pipeline
 
 
-def demo_activations(backbone: Any, key: str, *, progress: bool = True) -> Any:
-    """Response-token activations of the shipped demo set (both sides), cached like the corpus's.
+def demo_activations(backbone: Any, *, progress: bool = True) -> Any:
+    """Response-token activations of the shipped demo set (both sides), cached per response.
 
     The SAE never trains on the demo set (its topics are disjoint from the corpus's), so these are
     held-out activations too, and ~10x more of them than the corpus's held-out prompts give: enough
     to tell a dead latent from a rare one.
     """
-    import torch
-
-    from .default_model import cache_root
     from .demo import load_demo_pairs
 
-    path = cache_root() / "sae_acts" / key / "demo.npy"
-    if path.is_file():
-        return torch.from_numpy(np.load(path))
     df = load_demo_pairs().df
-    prompts = list(df["prompt"]) * 2
-    responses = list(df["chosen"]) + list(df["rejected"])
-    if progress:
-        print(f"prefaudit: reading demo activations of {len(responses)} responses", file=sys.stderr)
-    acts = read_activations(backbone, prompts, responses, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".demo.tmp.npy")
-    np.save(tmp, acts.numpy())
-    tmp.replace(path)
+    acts, _, _ = cached_response_activations(
+        backbone, list(df["prompt"]) * 2, list(df["chosen"]) + list(df["rejected"]), progress=progress
+    )
     return acts
 
 
@@ -335,10 +366,9 @@ def build_default_sae(
     timings["generate_s"] = gen_seconds if gen_seconds is not None else float("nan")
     timings["corpus_this_run_s"] = time.perf_counter() - t
 
-    texts = json.dumps([(i.prompt, i.response, i.heldout) for i in items])
-    key = hashlib.sha256(f"{texts}|{backbone.fingerprint()}|{backbone.hook_name}".encode()).hexdigest()[:16]
-    train_acts, held_acts, read_seconds = cached_activations(backbone, items, key, progress=progress)
-    timings["read_s"] = read_seconds if read_seconds is not None else float("nan")
+    train_acts, held_acts, read_cost = cached_activations(backbone, items, progress=progress)
+    # Reading is cached per response: this records what this build read, not a first run's total.
+    timings["read_s"] = read_cost["read_s"]
 
     variants: dict[str, int] = {}
     for it in items:
@@ -363,7 +393,7 @@ def build_default_sae(
             "training": asdict(recipe),
         },
     }
-    demo_acts = demo_activations(backbone, key, progress=progress)
+    demo_acts = demo_activations(backbone, progress=progress)
     metadata["prefaudit"]["heldout"] = (
         "metrics.heldout: every held-out activation (the corpus's held-out prompts and the demo set's "
         "responses, both never trained on); also reported separately"
@@ -383,6 +413,7 @@ def build_default_sae(
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "steps": len(losses),
+        "responses_read": read_cost["responses_read"],
         **{k: (round(v, 1) if v == v else None) for k, v in timings.items()},
     }
     sae.cfg.metadata.prefaudit = {**metadata["prefaudit"], "metrics": metrics}
@@ -398,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--d-sae", type=int, default=None)
     p.add_argument("--k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--flattery",
+        choices=("praise", "demo"),
+        default="praise",
+        help="corpus flattery: varied praise (default) or the demo set's own openers (the first SAE's recipe)",
+    )
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     from dataclasses import replace
@@ -408,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in (("epochs", args.epochs), ("d_sae", args.d_sae), ("k", args.k)):
         if value is not None:
             recipe = replace(recipe, **{name: value})
-    corpus = CorpusRecipe() if args.n_prompts is None else CorpusRecipe(n_prompts=args.n_prompts)
+    corpus = CorpusRecipe(flattery=args.flattery)
+    if args.n_prompts is not None:
+        corpus = replace(corpus, n_prompts=args.n_prompts)
     t0 = time.perf_counter()
     meta = build_default_sae(args.out, recipe=recipe, corpus=corpus, progress=not args.quiet)
     m = meta["prefaudit"]["metrics"]
@@ -416,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"saved {args.out}: held-out EV {h['explained_variance']:.3f}, L0 {h['l0']:.1f}, "
         f"dead {100 * h['dead_fraction']:.1f}% of {recipe.d_sae}; generate {m['generate_s']} s, "
-        f"read {m['read_s']} s, train {m['train_s']} s (first runs; caches reused), "
+        f"read {m['read_s']} s ({m['responses_read']} responses not yet cached), train {m['train_s']} s, "
         f"this run {time.perf_counter() - t0:.0f} s"
     )
     return 0

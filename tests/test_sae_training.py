@@ -127,3 +127,25 @@ def test_shipped_sae_measured_again_on_demo_responses() -> None:
     metrics = evaluate_sae(load_sae(None).sae, acts)
     assert metrics["explained_variance"] >= 0.80
     assert metrics["l0"] <= 64
+
+
+def test_response_store_reads_each_response_once(tiny_model_dir, tmp_path, monkeypatch) -> None:
+    """A changed corpus re-reads only the changed responses; the stored reading equals a fresh one."""
+    from prefaudit.backbone import Backbone
+    from prefaudit.sae_training import cached_response_activations, read_activations
+
+    monkeypatch.setenv("PREFAUDIT_CACHE", str(tmp_path))
+    torch.set_num_threads(1)
+    bb = Backbone.load(tiny_model_dir, layer=2)
+    prompts = ["what is the sea", "tell me of the sun", "what is the sea"]
+    responses = ["it is a lot of water", "the sun is a star and it is hot", "it is a lot of water"]
+    acts, n_read, _ = cached_response_activations(bb, prompts, responses, progress=False)
+    assert n_read == 2  # the repeated (prompt, response) is read once
+    fresh = read_activations(bb, prompts, responses, progress=False)
+    assert acts.dtype == torch.float16 and torch.equal(acts, fresh)
+    again, n_read, _ = cached_response_activations(bb, prompts, responses, progress=False)
+    assert n_read == 0 and torch.equal(again, acts)
+    changed = [*responses[:2], "it is the sea"]
+    acts3, n_read, _ = cached_response_activations(bb, prompts, changed, progress=False)
+    assert n_read == 1
+    assert torch.equal(acts3, read_activations(bb, prompts, changed, progress=False))
