@@ -3,8 +3,9 @@
 Writes ``docs/gallery.md`` and the gallery section of ``README.md`` (between the
 ``<!-- gallery:start -->`` / ``<!-- gallery:end -->`` markers, fewer contexts). Features are picked by a fixed rule, not by hand:
 
-* the ``n_dz`` SAE features with the largest ``|d_z|`` among those with ``q < 0.05`` (what the
-  audit puts first), and
+* on demo data, each planted concept's best feature (:func:`prefaudit.demo.recovery.recovery_table`);
+* then, up to ``n_dz`` in all, the SAE features with the largest ``|d_z|`` among those with
+  ``q < 0.05`` (what the audit puts first), and
 * the ``n_freq`` most frequently active features among those active in at most half of the
   responses (features active everywhere mostly track position or format).
 
@@ -41,9 +42,21 @@ def md_escape(text: str) -> str:
 def pick_features(session: Any, *, n_dz: int = 7, n_freq: int = 3) -> list[tuple[int, str]]:
     """``(feature index, why picked)`` by the module's rule."""
     res = session.results
+    picked: list[tuple[int, str]] = []
+    if all(f"{side}_spans" in session.data.df for side in SIDES):  # demo data: planted ground truth
+        from .recovery import recovery_table
+
+        for row in recovery_table(session).itertuples():
+            if row.feature is not None:
+                picked.append(
+                    (int(str(row.feature).split(":")[1]), f"best feature of planted *{row.concept}*")
+                )
     sae = res[(res["source"] == "sae") & (res["q"] < 0.05)]
-    top = sae.reindex(sae["d_z"].abs().sort_values(ascending=False).index).head(n_dz)
-    picked = [(int(f.split(":")[1]), "top |d_z|") for f in top["feature"]]
+    for f in sae.reindex(sae["d_z"].abs().sort_values(ascending=False).index)["feature"]:
+        if len(picked) >= n_dz:
+            break
+        if int(f.split(":")[1]) not in {g for g, _ in picked}:
+            picked.append((int(f.split(":")[1]), "top |d_z|"))
     enc = session.encoded
     active = np.asarray((enc.chosen.values > 0).sum(0) + (enc.rejected.values > 0).sum(0)).ravel()
     share = active / (2 * enc.n_pairs)
@@ -113,7 +126,8 @@ def gallery_markdown(
         f"{session.sae.hook_name}`; held-out explained variance {held.get('explained_variance', float('nan')):.3f}, "
         f"L0 {held.get('l0', float('nan')):.1f}. Demo set: {len(session.data)} pairs, max-pooled per response.",
         "",
-        f"**Rule**: the {n_dz} features with the largest |d_z| among those with q < 0.05, then the {n_freq} most "
+        "**Rule**: for each planted concept, the best SAE feature that belongs to it (`prefaudit.demo.recovery`); "
+        f"then, up to {n_dz} in all, the features with the largest |d_z| among those with q < 0.05; then the {n_freq} most "
         "frequently active features among those active in at most half of the responses. Bold marks the peak "
         "token; the tag says when it falls inside a planted element of the demo set.",
         "",
