@@ -1,6 +1,9 @@
 """Does the audit recover the demo set's planted biases? Ranks, d_z and q per planted concept.
 
-    .venv/bin/python benchmarks/bench_demo_recovery.py [--limit N] [--ev-pairs 100]
+    .venv/bin/python benchmarks/bench_demo_recovery.py [--limit N] [--ev-pairs 100] [--sae DIR]
+
+``--sae DIR`` audits with another SAE, e.g. a recipe variant built by
+``python -m prefaudit.sae_training --out DIR --seed 1 --flattery demo``.
 
 Runs the audit of the embedded demo set with the real SmolLM2-135M-Instruct and the shipped SAE
 (the encode is cached under the prefaudit cache root, shared with ``prefaudit demo``), then prints:
@@ -51,10 +54,15 @@ def main() -> int:
         "--ev-pairs", type=int, default=100, help="pairs whose activations re-measure EV (0: skip)"
     )
     p.add_argument("--top", type=int, default=20)
+    p.add_argument(
+        "--sae",
+        default=None,
+        help="an SAE directory to audit with instead of the shipped one (e.g. a recipe variant)",
+    )
     args = p.parse_args()
 
     pairs = load_demo_pairs(limit=args.limit)
-    session = AuditSession(pairs)
+    session = AuditSession(pairs, sae=args.sae)
     t0 = time.perf_counter()
     session.encode(progress=False)
     t1 = time.perf_counter()

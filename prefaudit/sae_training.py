@@ -431,9 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--flattery",
-        choices=("praise", "demo"),
+        choices=("praise", "praise-strict", "demo"),
         default="praise",
-        help="corpus flattery: varied praise (default) or the demo set's own openers (the first SAE's recipe)",
+        help="corpus flattery: varied praise (default), praise sharing no sentence with the demo's "
+        "openers, or the demo's own openers (the first SAE's recipe)",
     )
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)

@@ -132,11 +132,16 @@ def test_sae_corpus_flattery_is_varied_praise_never_a_demo_opener() -> None:
     from prefaudit.demo.corpus import _styled_variant
     from prefaudit.demo.styles import praise_opener, style
 
+    def shares_a_follow_up(o: str) -> bool:
+        return any(f and f.strip() in o for f in FLATTERY_FOLLOWUPS)
+
     rng = random.Random(0)
     openers = [praise_opener(rng) for _ in range(400)]
     assert not any(o.startswith(FLATTERY_OPENERS) for o in openers)
-    assert not any(f and f.strip() in o for f in FLATTERY_FOLLOWUPS for o in openers)
     assert len(set(openers)) > 200
+    assert any(map(shares_a_follow_up, openers))  # the default recipe's documented overlap
+    strict = [praise_opener(rng, new_follow_ups_only=True) for _ in range(400)]
+    assert not any(o.startswith(FLATTERY_OPENERS) or shares_a_follow_up(o) for o in strict)
     body = "Rain is water falling from clouds. It forms when vapour condenses into drops."
     for kind in ("flattery", "combo", "markdown"):
         main, ref = random.Random(3), random.Random(3)

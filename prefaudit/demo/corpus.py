@@ -49,6 +49,9 @@ STYLE_MIX: dict[str, float] = {
 }
 
 
+FLATTERY_RECIPES = ("praise", "praise-strict", "demo")
+
+
 @dataclass(frozen=True)
 class CorpusRecipe:
     """What the SAE's training text is made of (recorded in the SAE's metadata)."""
@@ -58,14 +61,15 @@ class CorpusRecipe:
     seed: int = 0
     max_chars: int = 520
     style_mix: dict[str, float] = field(default_factory=lambda: dict(STYLE_MIX))
-    # "praise": flattery openers from styles.praise_opener, on their own random stream; "demo": the
-    # demo set's own opener sentences (the first shipped SAE's corpus; kept to reproduce that ablation).
+    # "praise": openers from styles.praise_opener on their own random stream; "praise-strict": the
+    # same, sharing no sentence with the demo's openers; "demo": the demo's own opener sentences
+    # (the first shipped SAE's corpus). The last two reproduce the README's ablation.
     flattery: str = "praise"
     praise_seed: int = 1234
 
     def __post_init__(self) -> None:
-        if self.flattery not in ("praise", "demo"):
-            raise ValueError(f"flattery={self.flattery!r}; choose 'praise' or 'demo'")
+        if self.flattery not in FLATTERY_RECIPES:
+            raise ValueError(f"flattery={self.flattery!r}; choose one of {', '.join(FLATTERY_RECIPES)}")
 
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig())
 
@@ -145,7 +149,13 @@ def cached_generate(
 
 
 def _styled_variant(
-    kind: str, body: str, subject: str, rng: random.Random, praise: random.Random | None
+    kind: str,
+    body: str,
+    subject: str,
+    rng: random.Random,
+    praise: random.Random | None,
+    *,
+    strict: bool = False,
 ) -> str:
     if kind == "evasive":
         return evasive(subject, rng)
@@ -163,7 +173,7 @@ def _styled_variant(
         return out.text
     # Swap the demo's opener for corpus praise; its own stream leaves ``rng``'s draws as they were.
     end = out.spans["flattery"][0][1]
-    return praise_opener(praise) + out.text[end:]
+    return praise_opener(praise, new_follow_ups_only=strict) + out.text[end:]
 
 
 def sae_corpus(
@@ -176,7 +186,8 @@ def sae_corpus(
     generation took (see :func:`cached_generate`).
     """
     rng = random.Random(recipe.seed)
-    praise = random.Random(recipe.praise_seed) if recipe.flattery == "praise" else None
+    praise = random.Random(recipe.praise_seed) if recipe.flattery != "demo" else None
+    strict = recipe.flattery == "praise-strict"
     pool = prompts_for("sae")
     chosen = rng.sample(pool, min(recipe.n_prompts, len(pool)))
     raw, seconds = cached_generate(
@@ -198,7 +209,11 @@ def sae_corpus(
             if r < acc:
                 items.append(
                     CorpusItem(
-                        p.text, _styled_variant(kind, body, p.subject, rng, praise), kind, held, p.topic
+                        p.text,
+                        _styled_variant(kind, body, p.subject, rng, praise, strict=strict),
+                        kind,
+                        held,
+                        p.topic,
                     )
                 )
                 break

@@ -183,16 +183,14 @@ def flattery_opener(rng: random.Random) -> str:
     return rng.choice(FLATTERY_OPENERS) + rng.choice(FLATTERY_FOLLOWUPS)
 
 
-def praise_opener(rng: random.Random) -> str:
-    """A flattering opener for the SAE corpus: varied praise, never a sentence of the demo's openers.
+def praise_opener(rng: random.Random, *, new_follow_ups_only: bool = False) -> str:
+    """A flattering opener for the SAE corpus: varied praise whose first sentence is never a demo opener.
 
-    Neither its first sentence (not in ``FLATTERY_OPENERS``) nor its follow-up (not in
-    ``FLATTERY_FOLLOWUPS``) is one the demo set uses.
-
-    The SAE should learn flattery as a concept rather than memorise the demo's twelve sentences
-    (with them in its corpus it split flattery into one feature per sentence), and the audit is
-    more convincing when the SAE never saw the demo's openers verbatim. The order of ``rng`` draws
-    is part of the recipe: changing it changes the shipped SAE's corpus.
+    The SAE should learn flattery as a concept rather than memorise the demo's twelve opener
+    sentences (with them in its corpus it split flattery into one feature per sentence). The
+    follow-up templates can produce three of the demo's follow-ups verbatim (" It shows real
+    curiosity." ...); ``new_follow_ups_only`` redraws those too, so that no sentence is shared.
+    The order of ``rng`` draws is part of the recipe: changing it changes the shipped SAE's corpus.
     """
     adj = rng.choice(PRAISE_ADJECTIVES)
     art = "an" if adj[0] in "aeiou" else "a"
@@ -209,7 +207,7 @@ def praise_opener(rng: random.Random) -> str:
         pass
     while True:
         tail = _praise_tail(rng)
-        if not tail or tail not in FLATTERY_FOLLOWUPS:
+        if not new_follow_ups_only or not tail or tail not in FLATTERY_FOLLOWUPS:
             return opener + tail
 
 
