@@ -35,25 +35,24 @@ def test_text_concepts_significant_in_planted_direction(session, concept: str, d
     assert row["direction"] == direction
 
 
-# Measured with the shipped SAE (benchmarks/bench_demo_recovery.py): markdown's best feature ranks
-# 1st and the invented URL's 2nd by |d_z|, but flattery's ranks 40th — the top-20 criterion
-# is NOT met for flattery. The features above it track markdown, URLs and the direct-vs-evasive
-# quality signal (sae:3388 "incredible · wonderful" at rank 9 peaks on superlatives in answer
-# bodies, not in the openers). The test pins what holds and the flattery gap, so a change that
-# closes it (or loses ground) shows up here.
-TOP_RANK = {"markdown": 20, "url": 20, "flattery": 50}
+# The criterion, for every planted concept: a feature that belongs to it is significant in
+# the planted direction and ranks in the top 20 by |d_z|. Measured with the shipped SAE
+# (benchmarks/bench_demo_recovery.py): flattery 12th, markdown 5th, URL 2nd. Flattery's rank moves a
+# lot with the SAE's seed and corpus (README model card: 4 to 76), so this guards the shipped
+# weights, not every SAE the recipe could train.
+TOP = 20
 
 
 def test_each_planted_concept_has_a_significant_sae_feature(session) -> None:  # type: ignore[no-untyped-def]
     from prefaudit.demo.recovery import recovery_table
 
-    table = recovery_table(session, top=20)
+    table = recovery_table(session, top=TOP)
     print(table.to_string())
     for row in table.itertuples():
         assert row.feature is not None, f"{row.concept}: no significant SAE feature belongs to it"
         assert row.q < 0.05 and row.d_z > 0 and row.peak_in_span >= 0.5
-        assert row.best_rank <= TOP_RANK[row.concept], f"{row.concept}: best feature rank {row.best_rank}"
-    assert table.set_index("concept").loc[["markdown", "url"], "recovered"].all()
+        assert row.best_rank <= TOP, f"{row.concept}: best feature rank {row.best_rank}"
+    assert table["recovered"].all()
 
 
 def test_null_labels_yield_no_sae_feature(session) -> None:  # type: ignore[no-untyped-def]
@@ -74,3 +73,14 @@ def test_null_labels_yield_no_sae_feature(session) -> None:  # type: ignore[no-u
     sae = table[table["source"] == "sae"]
     assert len(sae) == session.encoded.d_sae
     assert (sae["q"] < 0.05).sum() == 0, sae.nsmallest(5, "q")[["feature", "d_z", "q"]]
+
+
+def test_gallery_opens_with_each_planted_concepts_feature(session) -> None:  # type: ignore[no-untyped-def]
+    from prefaudit.demo.gallery import pick_features
+    from prefaudit.demo.recovery import recovery_table
+
+    best = recovery_table(session).set_index("concept")["feature"]
+    picks = pick_features(session)
+    assert [f"sae:{f}" for f, _ in picks[:3]] == list(best)
+    assert [why for _, why in picks[:3]] == [f"best feature of planted *{c}*" for c in best.index]
+    assert len({f for f, _ in picks}) == len(picks) == 10
