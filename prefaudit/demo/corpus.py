@@ -66,12 +66,11 @@ class CorpusRecipe:
     # (the first shipped SAE's corpus). The last two reproduce the README's ablation.
     flattery: str = "praise"
     praise_seed: int = 1234
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig())
 
     def __post_init__(self) -> None:
         if self.flattery not in FLATTERY_RECIPES:
             raise ValueError(f"flattery={self.flattery!r}; choose one of {', '.join(FLATTERY_RECIPES)}")
-
-    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
