@@ -422,6 +422,8 @@ def build_default_sae(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .demo.corpus import FLATTERY_RECIPES, CorpusRecipe
+
     p = argparse.ArgumentParser(prog="python -m prefaudit.sae_training", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     p.add_argument("--n-prompts", type=int, default=None, help="prompts to generate answers for")
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--flattery",
-        choices=("praise", "praise-strict", "demo"),
+        choices=FLATTERY_RECIPES,
         default="praise",
         help="corpus flattery: varied praise (default), praise sharing no sentence with the demo's "
         "openers, or the demo's own openers (the first SAE's recipe)",
@@ -439,8 +441,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     from dataclasses import replace
-
-    from .demo.corpus import CorpusRecipe
 
     recipe = SAETrainingRecipe(seed=args.seed)
     for name, value in (("epochs", args.epochs), ("d_sae", args.d_sae), ("k", args.k)):

@@ -128,6 +128,7 @@ def test_null_swap_is_seeded_reported_and_consistent(pairs) -> None:  # type: ig
 
 def test_sae_corpus_flattery_is_varied_praise_never_a_demo_opener() -> None:
     import random
+    from functools import partial
 
     from prefaudit.demo.corpus import _styled_variant
     from prefaudit.demo.styles import praise_opener, style
@@ -145,7 +146,7 @@ def test_sae_corpus_flattery_is_varied_praise_never_a_demo_opener() -> None:
     body = "Rain is water falling from clouds. It forms when vapour condenses into drops."
     for kind in ("flattery", "combo", "markdown"):
         main, ref = random.Random(3), random.Random(3)
-        text = _styled_variant(kind, body, "rain", main, random.Random(4))
+        text = _styled_variant(kind, body, "rain", main, partial(praise_opener, random.Random(4)))
         assert not text.startswith(FLATTERY_OPENERS)
         # The praise has its own stream: the corpus's main draws are those of the demo's styling.
         flags = {k: k == kind for k in ("flattery", "markdown", "url")}

@@ -28,8 +28,9 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +153,9 @@ def _styled_variant(
     body: str,
     subject: str,
     rng: random.Random,
-    praise: random.Random | None,
-    *,
-    strict: bool = False,
+    opener: Callable[[], str] | None = None,
 ) -> str:
+    """One styled reading of ``body``; ``opener`` (if given) replaces the demo's flattering opener."""
     if kind == "evasive":
         return evasive(subject, rng)
     if kind == "refusal":
@@ -168,11 +168,11 @@ def _styled_variant(
     else:
         flags = {k: k == kind for k in ("flattery", "markdown", "url")}
     out = style(body, subject, rng=rng, **flags)
-    if not flags["flattery"] or praise is None:
+    if not flags["flattery"] or opener is None:
         return out.text
     # Swap the demo's opener for corpus praise; its own stream leaves ``rng``'s draws as they were.
     end = out.spans["flattery"][0][1]
-    return praise_opener(praise, new_follow_ups_only=strict) + out.text[end:]
+    return opener() + out.text[end:]
 
 
 def sae_corpus(
@@ -185,8 +185,13 @@ def sae_corpus(
     generation took (see :func:`cached_generate`).
     """
     rng = random.Random(recipe.seed)
-    praise = random.Random(recipe.praise_seed) if recipe.flattery != "demo" else None
-    strict = recipe.flattery == "praise-strict"
+    opener = None
+    if recipe.flattery != "demo":
+        opener = partial(
+            praise_opener,
+            random.Random(recipe.praise_seed),
+            new_follow_ups_only=recipe.flattery == "praise-strict",
+        )
     pool = prompts_for("sae")
     chosen = rng.sample(pool, min(recipe.n_prompts, len(pool)))
     raw, seconds = cached_generate(
@@ -209,7 +214,7 @@ def sae_corpus(
                 items.append(
                     CorpusItem(
                         p.text,
-                        _styled_variant(kind, body, p.subject, rng, praise, strict=strict),
+                        _styled_variant(kind, body, p.subject, rng, opener),
                         kind,
                         held,
                         p.topic,

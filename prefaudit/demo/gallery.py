@@ -39,6 +39,11 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text).replace("\r", "").replace("\n", " ⏎ ")
 
 
+def _index(feature_id: str) -> int:
+    """``"sae:12"`` -> 12."""
+    return int(str(feature_id).split(":")[1])
+
+
 def pick_features(session: Any, *, n_dz: int = 7, n_freq: int = 3) -> list[tuple[int, str]]:
     """``(feature index, why picked)`` by the module's rule."""
     res = session.results
@@ -46,17 +51,15 @@ def pick_features(session: Any, *, n_dz: int = 7, n_freq: int = 3) -> list[tuple
     if all(f"{side}_spans" in session.data.df for side in SIDES):  # demo data: planted ground truth
         from .recovery import recovery_table
 
-        for row in recovery_table(session).itertuples():
-            if row.feature is not None:
-                picked.append(
-                    (int(str(row.feature).split(":")[1]), f"best feature of planted *{row.concept}*")
-                )
+        table = recovery_table(session)
+        for row in table[table["feature"].notna()].itertuples():
+            picked.append((_index(row.feature), f"best feature of planted *{row.concept}*"))
     sae = res[(res["source"] == "sae") & (res["q"] < 0.05)]
-    for f in sae.reindex(sae["d_z"].abs().sort_values(ascending=False).index)["feature"]:
+    for f in map(_index, sae.reindex(sae["d_z"].abs().sort_values(ascending=False).index)["feature"]):
         if len(picked) >= n_dz:
             break
-        if int(f.split(":")[1]) not in {g for g, _ in picked}:
-            picked.append((int(f.split(":")[1]), "top |d_z|"))
+        if f not in {g for g, _ in picked}:
+            picked.append((f, "top |d_z|"))
     enc = session.encoded
     active = np.asarray((enc.chosen.values > 0).sum(0) + (enc.rejected.values > 0).sum(0)).ravel()
     share = active / (2 * enc.n_pairs)
