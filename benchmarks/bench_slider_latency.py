@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.browser import helpers as h  # noqa: E402
+from tests.browser import harness as h  # noqa: E402
 
 FEATURES = ("length", "url", "flattery", "apology", "exclamation")
 DRAGGED = "concept:length"

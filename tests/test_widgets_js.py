@@ -2,7 +2,9 @@
 
 The harness loads each anywidget module from a Blob URL into a blank page and calls
 ``render({model, el})`` with a fake model that records ``set`` / ``save_changes`` / ``send``,
-then clicks and inspects the DOM. No Jupyter, no network.
+then clicks and inspects the DOM. No Jupyter, no network. Chromium is found and launched by
+the browser harness (``tests/browser/harness/chromium.py``: ``PREFAUDIT_CHROMIUM``, same
+arguments as the JupyterLab tests).
 """
 
 from __future__ import annotations
@@ -18,15 +20,11 @@ import playwright
 import pytest
 
 from prefaudit.views._assets import widgets_dir
+from tests.browser import harness
 
 WIDGETS = widgets_dir()
 MODULES = sorted(WIDGETS.glob("*.js"))
 NODE = Path(playwright.__file__).parent / "driver" / "node"
-CHROMIUM = Path("/usr/lib/chromium/chromium")
-ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
 
 SCRIPT = "<script>window.__pwned = 1</script>"
 IMG = '<img src=x onerror="window.__pwned = 2">'
@@ -83,12 +81,12 @@ window.loadModule = async (src) => import(URL.createObjectURL(new Blob([src], { 
 
 @pytest.fixture(scope="module")
 def browser(playwright_sync):
-    if not CHROMIUM.is_file():
-        message = "Chromium missing: apt-get install -y --no-install-recommends chromium fonts-liberation"
+    problem = harness.chromium_problem()
+    if problem:
         if os.environ.get("PREFAUDIT_REQUIRE_BROWSER") == "1":  # CI must not skip these
-            pytest.fail(message)
-        pytest.skip(message)
-    b = playwright_sync.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            pytest.fail(f"browser tests required (PREFAUDIT_REQUIRE_BROWSER=1) but {problem}")
+        pytest.skip(f"browser tests skipped: {problem}")
+    b = harness.launch_chromium(playwright_sync)
     try:
         yield b
     finally:

@@ -7,7 +7,7 @@ aborts requests leaving the machine and fails the test that made them.
 Fixtures
 --------
 ``lab_server`` / ``notebook_server`` (session)
-    :class:`~tests.browser.helpers.JupyterServer`, started once, stopped at the end.
+    :class:`~tests.browser.harness.JupyterServer`, started once, stopped at the end.
 ``jupyter`` (function, parametrised ``lab`` / ``notebook``)
     One of the two servers: a test that takes it runs in both front ends.
 ``browser`` (session)
@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import helpers as h
+from tests.browser import harness as h
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import helpers as h
-from tests.browser.helpers import expect
+from tests.browser import harness as h
+from tests.browser.harness import expect
 
 pytestmark = pytest.mark.browser
 

@@ -16,8 +16,8 @@ import math
 
 import pytest
 
-from tests.browser import helpers as h
-from tests.browser.helpers import expect
+from tests.browser import harness as h
+from tests.browser.harness import expect
 
 pytestmark = pytest.mark.browser
 
