@@ -63,6 +63,9 @@ def test_export_writes_dataset_config_script_and_a_verbatim_trainer(tiny_session
     }
     assert "prefaudit" not in _imports(out / "train_dpo.py")
     assert "MULTI_GPU" in (out / "accelerate_config.yaml").read_text()
+    # README.md is the package-data template (prefaudit/training/templates) with the summary filled in.
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# Shaped DPO run exported by prefaudit\n\nmargin: 30 pairs")
 
 
 def test_export_ablation_writes_directions(tiny_session, tmp_path):

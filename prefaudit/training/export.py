@@ -11,6 +11,9 @@
       shaped_trainer.py         verbatim copy of prefaudit/training/trainer.py
       README.md                 how to launch it
 
+``train_dpo.py``, ``README.md`` (its ``{summary}`` filled in) and ``accelerate_config.yaml`` are
+the files in ``prefaudit/training/templates/`` (``*.tmpl``), read as package data.
+
 **Self-contained, by design.** ``shaped_trainer.py`` is a byte-for-byte copy of the module the
 notebook trains with (it imports only torch, transformers and trl — no prefaudit, no sae-lens), so
 the cluster needs ``trl``, ``peft`` and ``accelerate`` only, and runs the very code the fast tests
@@ -26,128 +29,22 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..interventions import export_jsonl
+from .files import export_jsonl
 from .run import prepare_run
 
-_SCRIPT = '''#!/usr/bin/env python
-"""Shaped DPO exported by prefaudit: trl DPOTrainer with the audit's shaping (see README.md).
-
-    accelerate launch --config_file accelerate_config.yaml train_dpo.py [--model PATH] [--max_steps N]
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-from pathlib import Path
-
-import numpy as np
-import torch
-from datasets import load_dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import DPOConfig
-
-from shaped_trainer import ShapedDPOTrainer
-
-HERE = Path(__file__).resolve().parent
+_TEMPLATES = "templates"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(HERE / "config.json"))
-    parser.add_argument("--model", help="model directory or hub name (default: config.json's)")
-    parser.add_argument("--output_dir", help="where the trained adapter/model goes")
-    parser.add_argument("--max_steps", type=int)
-    parser.add_argument("--per_device_train_batch_size", type=int)
-    parser.add_argument("--learning_rate", type=float)
-    args = parser.parse_args()
-
-    cfg = json.loads(Path(args.config).read_text())
-    dpo = dict(cfg["dpo"])
-    for key in ("output_dir", "max_steps", "per_device_train_batch_size", "learning_rate"):
-        if getattr(args, key) is not None:
-            dpo[key] = getattr(args, key)
-    dpo.setdefault("use_cpu", not torch.cuda.is_available())
-    model_path = args.model or cfg["model"]
-    tokenizer = AutoTokenizer.from_pretrained(cfg.get("tokenizer") or model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    data = load_dataset("json", data_files=str(HERE / cfg["data"]), split="train")
-
-    peft_config = None
-    if cfg.get("lora"):
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(**cfg["lora"])
-    directions, layer = None, None
-    if cfg.get("ablation"):
-        directions = torch.from_numpy(np.load(HERE / cfg["ablation"]["file"])).float()
-        layer = int(cfg["ablation"]["layer"])
-
-    # With a full fine-tune and no precomputed reference, trl loads the reference from model_path.
-    trainer = ShapedDPOTrainer(
-        model,
-        args=DPOConfig(**dpo),
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        ablation_directions=directions,
-        ablation_layer=layer,
-    )
-    trainer.train()
-    trainer.remove_ablation()  # CAFT: the trained policy runs without the ablation
-    trainer.save_model(dpo["output_dir"])
-    if trainer.accelerator.is_main_process:
-        history = [h for h in trainer.state.log_history if "loss" in h]
-        (Path(dpo["output_dir"]) / "history.json").write_text(json.dumps(history, indent=1))
-
-
-if __name__ == "__main__":
-    main()
-'''
-
-_ACCELERATE = """# accelerate config for train_dpo.py: one machine, 8 GPUs. Edit num_processes (GPUs in total),
-# num_machines / machine_rank / main_process_ip for several nodes. On CPU (for a smoke test):
-#   accelerate launch --cpu --num_processes 2 train_dpo.py --max_steps 2
-compute_environment: LOCAL_MACHINE
-distributed_type: MULTI_GPU
-num_machines: 1
-machine_rank: 0
-num_processes: 8
-gpu_ids: all
-mixed_precision: bf16
-main_training_function: main
-same_network: true
-rdzv_backend: static
-use_cpu: false
-"""
-
-_README = """# Shaped DPO run exported by prefaudit
-
-{summary}
-
-Launch (one node, 8 GPUs as in accelerate_config.yaml):
-
-    accelerate launch --config_file accelerate_config.yaml train_dpo.py
-
-Several nodes: set `num_machines`, `num_processes` (all GPUs), `machine_rank`, `main_process_ip`
-in accelerate_config.yaml (or pass `--num_machines/--machine_rank/--main_process_ip`) and run the
-same command on every node. Smoke test on a CPU:
-
-    accelerate launch --cpu --num_processes 2 train_dpo.py --max_steps 2 --output_dir /tmp/smoke
-
-Needs `trl`, `peft`, `accelerate`, `datasets` (not prefaudit). `shaped_trainer.py` is a verbatim
-copy of `prefaudit/training/trainer.py`: the margin mᵢ enters trl's sigmoid loss as
-−log σ(β·hᵢ − mᵢ) through the reference log-probs (see its docstring). `config.json` records the
-trl `DPOConfig` arguments, the LoRA settings, the model and the shaping (weights, dropped/flipped
-pairs). Per-device batch size × processes × gradient accumulation is the global batch: scale
-`max_steps` or the learning rate when you change it.
-"""
+def _template(name: str) -> str:
+    """The text of ``prefaudit/training/templates/<name>`` (read as package data, so it works from a wheel)."""
+    return (resources.files("prefaudit.training") / _TEMPLATES / name).read_text(encoding="utf-8")
 
 
 def _model_path(session: Any, directory: Path) -> tuple[str, str | None]:
@@ -166,9 +63,10 @@ def _model_path(session: Any, directory: Path) -> tuple[str, str | None]:
         session.backbone.model.save_pretrained(path)
         session.backbone.tokenizer.save_pretrained(path)
         return path, None
-    if session._tokenizer is not None:
+    # Only a tokenizer the caller passed to the session (not the model's own) travels with the export.
+    if session.tokenizer is not None:
         tokenizer = str(directory / "tokenizer")
-        session._tokenizer.save_pretrained(tokenizer)
+        session.tokenizer.save_pretrained(tokenizer)
     return path, tokenizer
 
 
@@ -226,8 +124,8 @@ def export_training(session: Any, directory: Path, config: Any = None, **overrid
         "heldout_positions": [int(x) for x in prep.heldout_positions],
     }
     (directory / "config.json").write_text(json.dumps(record, indent=2, default=str))
-    (directory / "accelerate_config.yaml").write_text(_ACCELERATE)
-    (directory / "train_dpo.py").write_text(_SCRIPT)
+    (directory / "accelerate_config.yaml").write_text(_template("accelerate_config.yaml.tmpl"))
+    (directory / "train_dpo.py").write_text(_template("train_dpo.py.tmpl"))
     shutil.copyfile(Path(__file__).with_name("trainer.py"), directory / "shaped_trainer.py")
-    (directory / "README.md").write_text(_README.format(summary=prep.shaped.summary()))
+    (directory / "README.md").write_text(_template("README.md.tmpl").format(summary=prep.shaped.summary()))
     return directory
