@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +130,30 @@ def test_report_examples_start_with_the_selection(tmp_path):
     text = write_report(s, tmp_path / "b.html", example_features=1).read_text()
     examples = re.findall(r"<h3><code>([^<]+)</code>", text)
     assert examples[0] == weakest and len(examples) == len(set(examples)) >= 2
+
+
+def test_report_needs_no_widget_library(tmp_path):
+    # The report draws with the pure prefaudit.views.figures: no notebook, no widget module.
+    code = f"""
+import sys
+import prefaudit as pa
+import prefaudit.report
+from tests import tiny
+s = pa.AuditSession(pa.load_pairs(tiny.planted_pairs(20)), sae=False, cache_dir=False)
+s.test(n_boot=20)
+s.set_weight("concept:url", -1.0)
+prefaudit.report.write_report(s, {str(tmp_path / "r.html")!r})
+print(sorted(m for m in ("ipywidgets", "anywidget") if m in sys.modules))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "Plotly.newPlot" in (tmp_path / "r.html").read_text(encoding="utf-8")

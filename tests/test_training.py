@@ -373,7 +373,8 @@ def test_exception_in_the_data_lands_on_run_error(tiny_session, tmp_path, monkey
 
 
 def test_panel_shows_progress_and_metrics(tiny_session, tmp_path):
-    from prefaudit.views.run_panel import RunPanel, fmt_seconds, sparkline_svg
+    from prefaudit.views.figures import fmt_seconds, sparkline_svg
+    from prefaudit.views.run_panel import RunPanel
 
     run = tiny_session.train(_cfg(tmp_path, intervention="none"))
     run.wait(300)

@@ -44,27 +44,37 @@ Errors
 
 from __future__ import annotations
 
-from .base import SessionView
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Dashboard", "PairsView", "SessionView", "ShaperView", "VolcanoView"]
 
+# Public name -> submodule that defines it. Every view imports ipywidgets (and plotly or
+# anywidget): load it on first use, not with the package, so that the pure
+# ``prefaudit.views.figures`` (used by the static report) imports without a widget library.
+_LAZY = {
+    "SessionView": "base",
+    "VolcanoView": "volcano",
+    "PairsView": "drilldown",
+    "ShaperView": "shaper",
+    "Dashboard": "dashboard",
+}
 
-def __getattr__(name: str):
-    # Views import plotly / anywidget: load them on first use, not with the package.
-    if name == "VolcanoView":
-        from .volcano import VolcanoView
 
-        return VolcanoView
-    if name == "PairsView":
-        from .drilldown import PairsView
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-        return PairsView
-    if name == "ShaperView":
-        from .shaper import ShaperView
-
-        return ShaperView
-    if name == "Dashboard":
-        from .dashboard import Dashboard
-
-        return Dashboard
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'prefaudit.views' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import SessionView
+    from .dashboard import Dashboard
+    from .drilldown import PairsView
+    from .shaper import ShaperView
+    from .volcano import VolcanoView

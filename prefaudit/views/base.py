@@ -1,6 +1,7 @@
 """``SessionView``: the base of every notebook view (volcano, drill-down, shaper, run panel, ...).
 
-A view is an ``ipywidgets.VBox`` bound to one :class:`~prefaudit.session.AuditSession`. It
+A view is an ``ipywidgets.VBox`` bound to one audit: a :class:`~prefaudit.audit.core.AuditCore`
+(an :class:`~prefaudit.session.AuditSession` is one). It
 
 * **rejects unknown keyword arguments** with a message that lists the accepted ones (ipywidgets
   would otherwise swallow a typo like ``efect="q"`` silently);
@@ -50,10 +51,14 @@ __all__ = ["SessionView", "check_session"]
 
 
 def check_session(session: Any) -> Any:
-    """Return ``session`` if it is an :class:`AuditSession`, else raise a ``TypeError`` that says so."""
-    from ..session import AuditSession
+    """Return ``session`` if it is an audit (an :class:`~prefaudit.audit.core.AuditCore`, such as
+    an ``AuditSession``), else raise a ``TypeError`` that says so.
 
-    if not isinstance(session, AuditSession):
+    Views need only the core's traits and intents, never the session facade.
+    """
+    from ..audit.core import AuditCore  # here, not at the top: views load without the session
+
+    if not isinstance(session, AuditCore):
         raise TypeError(f"A view needs a prefaudit AuditSession, not {type(session).__name__}.")
     return session
 

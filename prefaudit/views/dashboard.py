@@ -29,7 +29,7 @@ class Dashboard(SessionView):
     ----------
     session : AuditSession
     effect : str
-        Initial x axis of the volcano (see :data:`prefaudit.views.volcano.EFFECTS`).
+        Initial x axis of the volcano (see :data:`prefaudit.views.figures.EFFECTS`).
     page_size : int
         Pairs per drill-down page.
 

@@ -19,15 +19,16 @@ Example
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import anywidget
 import numpy as np
 import traitlets as t
 
+from .. import ids
 from ._assets import asset
 from .base import SessionView
+from .figures import _finite, concept_regex, regex_segments, token_segments
 
 SORTS = ("abs_delta", "delta", "chosen", "rejected")
 
@@ -53,43 +54,6 @@ class PairsWidget(anywidget.AnyWidget):
     pinned = t.Bool(False).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
     version = t.Int(0).tag(sync=True)
-
-
-def concept_regex(session: Any, fid: str) -> re.Pattern[str] | None:
-    """The compiled regex whose matches a text concept counts, or ``None`` if it has none."""
-    name = fid.split(":", 1)[1]
-    concept = next((c for c in session.concepts if c.name == name), None)
-    return getattr(concept, "regex", None)
-
-
-def regex_segments(text: str, rx: re.Pattern[str]) -> list[list[Any]]:
-    """``[[text, 1.0 | 0.0], ...]`` covering ``text``: matches of ``rx`` are 1."""
-    out: list[list[Any]] = []
-    pos = 0
-    for m in rx.finditer(text):
-        if m.end() == m.start():
-            continue
-        if m.start() > pos:
-            out.append([text[pos : m.start()], 0.0])
-        out.append([m.group(0), 1.0])
-        pos = m.end()
-    if pos < len(text):
-        out.append([text[pos:], 0.0])
-    return out
-
-
-def token_segments(text: str, tokens: list[str], acts: np.ndarray) -> list[list[Any]]:
-    """``[[token, act], ...]``; text beyond the model's truncation is one segment with ``act=None``."""
-    out = [[tok, round(float(a), 4)] for tok, a in zip(tokens, acts, strict=True)]
-    read = "".join(tokens)
-    if len(read) < len(text) and text.startswith(read):
-        out.append([text[len(read) :], None])
-    return out
-
-
-def _finite(x: Any) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 class PairsView(SessionView):
@@ -252,7 +216,7 @@ class PairsView(SessionView):
 
     def _shading(self, fid: str) -> tuple[dict[str, Any], Any]:
         """Legend and a ``(position, {side: text}) -> {side: segments}`` function for this feature."""
-        if fid.startswith("sae:"):
+        if ids.is_sae(fid):
 
             def sae(position: int, texts: dict[str, str]) -> dict[str, list[list[Any]]]:
                 acts = self.session.token_activations(position, fid)  # one read for both sides

@@ -15,13 +15,12 @@ Example
 from __future__ import annotations
 
 import html
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as w
 
 from .base import SessionView
+from .figures import fmt_seconds, sparkline_svg
 
 _COLORS = {"queued": "#777", "preparing": "#b58900", "running": "#268bd2", "finished": "#2aa198",
            "cancelled": "#cb4b16", "failed": "#dc322f"}  # fmt: skip
@@ -32,41 +31,6 @@ _METRICS = (
     ("rewards/shaped_margins", "shaped margin β·h − m", "{:+.4f}"),
     ("shaping/margin", "mean m (batch)", "{:+.3f}"),
 )
-
-
-def fmt_seconds(s: float | None) -> str:
-    """``75.2`` -> ``'1:15'``; ``None`` -> ``'–'``."""
-    if s is None or not math.isfinite(s):
-        return "–"
-    s = round(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def sparkline_svg(series: dict[str, Sequence[float]], *, width: int = 320, height: int = 70) -> str:
-    """Inline SVG with one polyline per series (each scaled to its own range), with a legend."""
-    colors = ("#268bd2", "#d33682", "#859900")
-    parts = [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
-    parts.append(f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ddd"/>')
-    for k, (name, values) in enumerate(series.items()):
-        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-        color = colors[k % len(colors)]
-        parts.append(
-            f'<text x="{6 + 110 * k}" y="12" font-size="10" fill="{color}">{html.escape(name)}</text>'
-        )
-        if len(vals) < 2:
-            continue
-        lo, hi = min(vals), max(vals)
-        span = hi - lo or 1.0
-        n = len(vals)
-        pts = " ".join(
-            f"{4 + (width - 8) * i / (n - 1):.1f},{height - 4 - (height - 20) * (v - lo) / span:.1f}"
-            for i, v in enumerate(vals)
-        )
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 class RunPanel(SessionView):
@@ -131,8 +95,8 @@ class RunPanel(SessionView):
                 f"<tr><td>{label}</td><td style='text-align:right'>{fmt.format(latest[key])}</td></tr>"
                 for key, label, fmt in _METRICS
                 if isinstance(latest.get(key), (int, float))
-                and (key != "rewards/shaped_margins" or run.config.intervention == "margin")
-                and (key != "shaping/margin" or run.config.intervention == "margin")
+                and (key != "rewards/shaped_margins" or run.shaped.margin_in_loss)
+                and (key != "shaping/margin" or run.shaped.margin_in_loss)
             )
             self.metrics.value = (
                 f"<table class='pa-run-metrics'>{rows}</table>" if rows else "<i>no metrics yet</i>"

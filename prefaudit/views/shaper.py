@@ -26,7 +26,7 @@ import ipywidgets as w
 import numpy as np
 import traitlets as t
 
-from ..session import VERDICTS
+from ..shaping import VERDICTS
 from ._assets import asset
 from .base import SessionView
 

@@ -13,105 +13,13 @@ Example
 from __future__ import annotations
 
 import html
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as w
-import numpy as np
 import pandas as pd
 
 from .base import SessionView
-
-
-def _fmt(x: Any, spec: str = "{:+.3f}") -> str:
-    try:
-        xf = float(x)
-    except (TypeError, ValueError):
-        return html.escape(str(x))
-    return "–" if not math.isfinite(xf) else spec.format(xf)
-
-
-def scatter_svg(
-    x: Sequence[float],
-    y: Sequence[float],
-    names: Sequence[str],
-    *,
-    highlight: Sequence[str] = (),
-    xlabel: str = "predicted (z)",
-    ylabel: str = "observed (z)",
-    size: int = 300,
-) -> str:
-    """Inline SVG scatter with the diagonal y = x; hover a point for its feature (``<title>``)."""
-    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    m, pad = 34, 8
-    lim = float(max(np.abs(xs[ok]).max(initial=0), np.abs(ys[ok]).max(initial=0), 1e-6)) * 1.1
-    inner = size - m - pad
-
-    def px(v: float) -> float:
-        return m + (v + lim) / (2 * lim) * inner
-
-    def py(v: float) -> float:
-        return pad + (lim - v) / (2 * lim) * inner
-
-    out = [
-        f'<svg class="pa-scatter" width="{size}" height="{size}" xmlns="http://www.w3.org/2000/svg" font-size="10">'
-    ]
-    out.append(f'<rect x="{m}" y="{pad}" width="{inner}" height="{inner}" fill="#fcfcfc" stroke="#ccc"/>')
-    out.append(
-        f'<line x1="{px(-lim):.1f}" y1="{py(0):.1f}" x2="{px(lim):.1f}" y2="{py(0):.1f}" stroke="#eee"/>'
-    )
-    out.append(
-        f'<line x1="{px(0):.1f}" y1="{py(-lim):.1f}" x2="{px(0):.1f}" y2="{py(lim):.1f}" stroke="#eee"/>'
-    )
-    out.append(
-        f'<line class="pa-diagonal" x1="{px(-lim):.1f}" y1="{py(-lim):.1f}" x2="{px(lim):.1f}" y2="{py(lim):.1f}" '
-        'stroke="#999" stroke-dasharray="4 3"/>'
-    )
-    hl = set(highlight)
-    for xi, yi, name, good in zip(xs, ys, names, ok, strict=True):
-        if not good:
-            continue
-        color, r = ("#dc322f", 4.5) if name in hl else ("#268bd2", 3)
-        out.append(
-            f'<circle cx="{px(xi):.1f}" cy="{py(yi):.1f}" r="{r}" fill="{color}" fill-opacity="0.75">'
-            f"<title>{html.escape(name)}: {xi:+.3f}, {yi:+.3f}</title></circle>"
-        )
-    out.append(
-        f'<text x="{m + inner / 2:.0f}" y="{size - 4}" text-anchor="middle">{html.escape(xlabel)}</text>'
-    )
-    out.append(
-        f'<text x="10" y="{pad + inner / 2:.0f}" text-anchor="middle" transform="rotate(-90 10 {pad + inner / 2:.0f})">'
-        f"{html.escape(ylabel)}</text>"
-    )
-    out.append(f'<text x="{m + 2}" y="{pad + 10}" fill="#999">±{lim:.2g}</text></svg>')
-    return "".join(out)
-
-
-def table_html(df: pd.DataFrame, columns: Sequence[str], *, max_rows: int = 25) -> str:
-    """A compact HTML table of ``columns`` (numbers signed to 3 decimals, text escaped)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for _, row in df.head(max_rows).iterrows():
-        cells = []
-        for c in columns:
-            v = row[c]
-            if isinstance(v, (bool, np.bool_)):
-                cells.append("✓" if v else "✗")
-            elif isinstance(v, (int, np.integer)):
-                cells.append(str(int(v)))
-            elif isinstance(v, (int, float, np.number)):
-                cells.append(_fmt(v))
-            else:
-                cells.append(html.escape(str(v))[:60])
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    more = (
-        f"<tr><td colspan='{len(columns)}'><i>… {len(df) - max_rows} more</i></td></tr>"
-        if len(df) > max_rows
-        else ""
-    )
-    return f"<table class='pa-verify-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}{more}</tbody></table>"
+from .figures import _fmt, scatter_svg, table_html
 
 
 class VerifyView(SessionView):

@@ -21,161 +21,14 @@ from typing import Any
 
 import ipywidgets as w
 import numpy as np
-import pandas as pd
 
+from .. import ids
 from .base import SessionView
+from .figures import CATEGORIES, EFFECTS, SIGNIFICANT, volcano_layout, volcano_points, volcano_traces
 
-#: Effect columns the x axis can show, with their axis titles.
-EFFECTS: dict[str, str] = {
-    "d_z": "Cohen's d_z (paired, chosen − rejected)",
-    "rank_biserial": "rank-biserial r (chosen − rejected)",
-    "delta_mean": "mean Δ (chosen − rejected)",
-    "delta_len_ctrl": "length-controlled Δ (chosen − rejected)",
-}
-Q_THRESHOLD = 0.05
-#: Main traces in drawing order (grey first, so coloured points sit on top).
-CATEGORIES = (
-    ("ns", "not significant", "#b4b4b4"),
-    ("rejected", "more in rejected (q < 0.05)", "#d62728"),
-    ("chosen", "more in chosen (q < 0.05)", "#1f77b4"),
-)
+#: Overlay traces after the main ones: search matches, then the selection rings.
 SEARCH_TRACE, SELECTED_TRACE = len(CATEGORIES), len(CATEGORIES) + 1
 FOCUS_COLOR, SELECTED_COLOR, SEARCH_COLOR = "#ff7f0e", "#222222", "#2ca02c"
-MAX_LABEL = 80  # hover labels are cut here: 65k long labels would bloat every redraw
-
-
-def hover_escape(text: str) -> str:
-    """Escape text for plotly hover labels, which render a subset of HTML (``<b>``, ``<br>``, ...)."""
-    return html.escape(str(text), quote=False)
-
-
-def volcano_points(results: pd.DataFrame, effect: str = "d_z") -> pd.DataFrame:
-    """The plottable rows of a results table: ``row`` (position in ``results``), ``x``, ``y``, ``category``.
-
-    Rows with a non-finite effect or q (features that never vary) are left out. ``q = 0``
-    (underflow) is drawn at the smallest positive q so that it stays on the chart.
-    """
-    if effect not in EFFECTS:
-        raise ValueError(f"effect={effect!r}; choose one of {', '.join(EFFECTS)}.")
-    if effect not in results.columns:
-        raise ValueError(f"The results table has no {effect!r} column.")
-    x = results[effect].to_numpy(dtype=np.float64)
-    q = results["q"].to_numpy(dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(q)
-    positive = q[keep & (q > 0)]
-    floor = positive.min() if positive.size else 1e-300
-    y = -np.log10(np.clip(q, floor, 1.0))
-    sig = q < Q_THRESHOLD
-    direction = results["direction"].to_numpy()
-    category = np.where(
-        sig & (direction == "chosen"), "chosen", np.where(sig & (direction == "rejected"), "rejected", "ns")
-    )
-    rows = np.flatnonzero(keep)
-    return pd.DataFrame({"row": rows, "x": x[rows], "y": y[rows], "category": category[rows]})
-
-
-def volcano_traces(
-    results: pd.DataFrame, effect: str = "d_z"
-) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """Plotly trace dicts for the three main categories, and each trace's rows in ``results``.
-
-    Coordinates are numpy arrays (plotly sends them as typed arrays); hover text is escaped.
-    """
-    pts = volcano_points(results, effect)
-    size = 9 if len(pts) < 500 else 6 if len(pts) < 5000 else 4
-    traces, rows = [], []
-    fmt = ".3f" if effect != "delta_mean" else ".3g"
-    # Numbers go into the per-point text, not a 2-D customdata: the FigureWidget echoes every
-    # trace's computed data back to Python, and 2-D typed arrays make that echo explode in size.
-    template = "%{text}<br>" + effect + ": %{x:" + fmt + "}<extra></extra>"
-    for key, name, color in CATEGORIES:
-        sub = pts[pts["category"] == key]
-        r = sub["row"].to_numpy()
-        opacity = 0.8 if key != "ns" else 0.5
-        res = results.iloc[r]
-        text = [
-            f"<b>{hover_escape(f)}</b><br>{hover_escape(lab[:MAX_LABEL] + ('…' if len(lab) > MAX_LABEL else ''))}"
-            f"<br>Δ mean {dm:.3g} · q {q:.2e} · n_active {int(na)}"
-            for f, lab, dm, q, na in zip(
-                res["feature"],
-                res["label"].fillna("").astype(str),
-                res["delta_mean"],
-                res["q"],
-                res["n_active"],
-                strict=True,
-            )
-        ]
-        traces.append(
-            {
-                "type": "scattergl",
-                "mode": "markers",
-                "name": name,
-                "x": sub["x"].to_numpy(np.float64),
-                "y": sub["y"].to_numpy(np.float64),
-                "text": text,
-                "hovertemplate": template,
-                "marker": {"color": color, "size": size, "opacity": opacity},
-                # No dimming after a box/lasso: the rings (the session's selection) are the truth.
-                "unselected": {"marker": {"opacity": opacity}},
-            }
-        )
-        rows.append(r)
-    return traces, rows
-
-
-def volcano_layout(effect: str = "d_z", *, height: int = 460) -> dict[str, Any]:
-    """Axes, threshold lines (q = 0.05 and no effect) and legend of the volcano."""
-    y_thr = -np.log10(Q_THRESHOLD)
-    return {
-        "height": height,
-        "template": "plotly_white",
-        "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
-        "xaxis": {"title": {"text": EFFECTS[effect]}, "zeroline": False},
-        "yaxis": {"title": {"text": "−log10 q (BH)"}, "rangemode": "tozero"},
-        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        "hovermode": "closest",
-        "dragmode": "zoom",
-        "shapes": [
-            {
-                "type": "line",
-                "xref": "paper",
-                "x0": 0,
-                "x1": 1,
-                "y0": y_thr,
-                "y1": y_thr,
-                "line": {"dash": "dash", "color": "#888", "width": 1},
-            },
-            {
-                "type": "line",
-                "yref": "paper",
-                "y0": 0,
-                "y1": 1,
-                "x0": 0,
-                "x1": 0,
-                "line": {"color": "#888", "width": 1},
-            },
-        ],
-        "annotations": [
-            {
-                "xref": "paper",
-                "x": 1,
-                "y": y_thr,
-                "text": "q = 0.05",
-                "showarrow": False,
-                "xanchor": "right",
-                "yanchor": "bottom",
-                "font": {"size": 10, "color": "#666"},
-            }
-        ],
-    }
-
-
-def volcano_figure(session: Any, effect: str = "d_z", *, height: int = 460) -> Any:
-    """A static ``plotly.graph_objects.Figure`` of the session's results (used by the report)."""
-    import plotly.graph_objects as go
-
-    traces, _ = volcano_traces(session._require_results(), effect)
-    return go.Figure(data=traces, layout=volcano_layout(effect, height=height))
 
 
 def _overlay(name: str, color: str, size: int) -> dict[str, Any]:
@@ -297,10 +150,10 @@ class VolcanoView(SessionView):
             self._x_all, self._y_all = np.full(len(results), np.nan), np.full(len(results), np.nan)
             self._x_all[pts["row"]], self._y_all[pts["row"]] = pts["x"], pts["y"]
             self._row_of = dict(zip(results["feature"], range(len(results)), strict=True))
-            shown, n_sig = len(pts), int((results["q"] < Q_THRESHOLD).sum())
+            shown, n_sig = len(pts), int((results["q"] < ids.ALPHA).sum())
             hidden = len(results) - shown
             self._say(
-                f"{shown:,} features shown, {n_sig:,} with q < {Q_THRESHOLD}"
+                f"{shown:,} features shown, {n_sig:,} with {SIGNIFICANT}"
                 + (f"; {hidden:,} never vary and are not drawn" if hidden else "")
                 + ". Click a point to select it, box/lasso adds several; rings mark the selection (orange: the focus)."
             )

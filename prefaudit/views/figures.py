@@ -1,0 +1,374 @@
+"""Pure figure code of the views and the report: data in, plotly dicts / SVG / HTML strings out.
+
+Nothing here imports ipywidgets, anywidget or traitlets (plotly only inside
+:func:`volcano_figure`), so the static report (``prefaudit.report``) and scripts can use it
+without a notebook. The widget modules (``volcano``, ``drilldown``, ``verify_view``,
+``run_panel``) import from here and only add the interactive parts.
+
+Where each chart is drawn: the verify scatter (:func:`scatter_svg`) and the run sparkline
+(:func:`sparkline_svg`) are built here, in Python, as static SVG strings: they change only when
+a result or a log event arrives, and the same markup can be embedded in the report. The shaper's
+preview histogram stays in ``widgets/shaper_preview.js``: it redraws in the browser from a
+binary buffer of margins at slider speed, which a round trip through Python would not keep up
+with.
+
+Example
+-------
+>>> from prefaudit.views.figures import fmt_seconds, regex_segments
+>>> fmt_seconds(75.2)
+'1:15'
+>>> import re
+>>> regex_segments("a bb a", re.compile("b+"))
+[['a ', 0.0], ['bb', 1.0], [' a', 0.0]]
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import ids
+
+__all__ = [
+    "CATEGORIES",
+    "EFFECTS",
+    "MAX_LABEL",
+    "SIGNIFICANT",
+    "concept_regex",
+    "fmt_seconds",
+    "hover_escape",
+    "regex_segments",
+    "scatter_svg",
+    "sparkline_svg",
+    "table_html",
+    "token_segments",
+    "volcano_figure",
+    "volcano_layout",
+    "volcano_points",
+    "volcano_traces",
+]
+
+# ---------------------------------------------------------------------- volcano
+#: Effect columns the x axis can show, with their axis titles.
+EFFECTS: dict[str, str] = {
+    "d_z": "Cohen's d_z (paired, chosen − rejected)",
+    "rank_biserial": "rank-biserial r (chosen − rejected)",
+    "delta_mean": "mean Δ (chosen − rejected)",
+    "delta_len_ctrl": "length-controlled Δ (chosen − rejected)",
+}
+#: How the significance threshold reads in legends and captions (``"q < 0.05"``).
+SIGNIFICANT = f"q < {ids.ALPHA}"
+#: Main traces in drawing order (grey first, so coloured points sit on top).
+CATEGORIES = (
+    ("ns", "not significant", "#b4b4b4"),
+    ("rejected", f"more in rejected ({SIGNIFICANT})", "#d62728"),
+    ("chosen", f"more in chosen ({SIGNIFICANT})", "#1f77b4"),
+)
+MAX_LABEL = 80  # hover labels are cut here: 65k long labels would bloat every redraw
+
+
+def hover_escape(text: str) -> str:
+    """Escape text for plotly hover labels, which render a subset of HTML (``<b>``, ``<br>``, ...)."""
+    return html.escape(str(text), quote=False)
+
+
+def volcano_points(results: pd.DataFrame, effect: str = "d_z") -> pd.DataFrame:
+    """The plottable rows of a results table: ``row`` (position in ``results``), ``x``, ``y``, ``category``.
+
+    Rows with a non-finite effect or q (features that never vary) are left out. ``q = 0``
+    (underflow) is drawn at the smallest positive q so that it stays on the chart.
+    """
+    if effect not in EFFECTS:
+        raise ValueError(f"effect={effect!r}; choose one of {', '.join(EFFECTS)}.")
+    if effect not in results.columns:
+        raise ValueError(f"The results table has no {effect!r} column.")
+    x = results[effect].to_numpy(dtype=np.float64)
+    q = results["q"].to_numpy(dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(q)
+    positive = q[keep & (q > 0)]
+    floor = positive.min() if positive.size else 1e-300
+    y = -np.log10(np.clip(q, floor, 1.0))
+    sig = q < ids.ALPHA
+    direction = results["direction"].to_numpy()
+    category = np.where(
+        sig & (direction == "chosen"), "chosen", np.where(sig & (direction == "rejected"), "rejected", "ns")
+    )
+    rows = np.flatnonzero(keep)
+    return pd.DataFrame({"row": rows, "x": x[rows], "y": y[rows], "category": category[rows]})
+
+
+def volcano_traces(
+    results: pd.DataFrame, effect: str = "d_z"
+) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Plotly trace dicts for the three main categories, and each trace's rows in ``results``.
+
+    Coordinates are numpy arrays (plotly sends them as typed arrays); hover text is escaped.
+    """
+    pts = volcano_points(results, effect)
+    size = 9 if len(pts) < 500 else 6 if len(pts) < 5000 else 4
+    traces, rows = [], []
+    fmt = ".3f" if effect != "delta_mean" else ".3g"
+    # Numbers go into the per-point text, not a 2-D customdata: the FigureWidget echoes every
+    # trace's computed data back to Python, and 2-D typed arrays make that echo explode in size.
+    template = "%{text}<br>" + effect + ": %{x:" + fmt + "}<extra></extra>"
+    for key, name, color in CATEGORIES:
+        sub = pts[pts["category"] == key]
+        r = sub["row"].to_numpy()
+        opacity = 0.8 if key != "ns" else 0.5
+        res = results.iloc[r]
+        text = [
+            f"<b>{hover_escape(f)}</b><br>{hover_escape(lab[:MAX_LABEL] + ('…' if len(lab) > MAX_LABEL else ''))}"
+            f"<br>Δ mean {dm:.3g} · q {q:.2e} · n_active {int(na)}"
+            for f, lab, dm, q, na in zip(
+                res["feature"],
+                res["label"].fillna("").astype(str),
+                res["delta_mean"],
+                res["q"],
+                res["n_active"],
+                strict=True,
+            )
+        ]
+        traces.append(
+            {
+                "type": "scattergl",
+                "mode": "markers",
+                "name": name,
+                "x": sub["x"].to_numpy(np.float64),
+                "y": sub["y"].to_numpy(np.float64),
+                "text": text,
+                "hovertemplate": template,
+                "marker": {"color": color, "size": size, "opacity": opacity},
+                # No dimming after a box/lasso: the rings (the session's selection) are the truth.
+                "unselected": {"marker": {"opacity": opacity}},
+            }
+        )
+        rows.append(r)
+    return traces, rows
+
+
+def volcano_layout(effect: str = "d_z", *, height: int = 460) -> dict[str, Any]:
+    """Axes, threshold lines (q = ``ids.ALPHA`` and no effect) and legend of the volcano."""
+    y_thr = -np.log10(ids.ALPHA)
+    return {
+        "height": height,
+        "template": "plotly_white",
+        "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+        "xaxis": {"title": {"text": EFFECTS[effect]}, "zeroline": False},
+        "yaxis": {"title": {"text": "−log10 q (BH)"}, "rangemode": "tozero"},
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        "hovermode": "closest",
+        "dragmode": "zoom",
+        "shapes": [
+            {
+                "type": "line",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "y0": y_thr,
+                "y1": y_thr,
+                "line": {"dash": "dash", "color": "#888", "width": 1},
+            },
+            {
+                "type": "line",
+                "yref": "paper",
+                "y0": 0,
+                "y1": 1,
+                "x0": 0,
+                "x1": 0,
+                "line": {"color": "#888", "width": 1},
+            },
+        ],
+        "annotations": [
+            {
+                "xref": "paper",
+                "x": 1,
+                "y": y_thr,
+                "text": f"q = {ids.ALPHA}",
+                "showarrow": False,
+                "xanchor": "right",
+                "yanchor": "bottom",
+                "font": {"size": 10, "color": "#666"},
+            }
+        ],
+    }
+
+
+def volcano_figure(session: Any, effect: str = "d_z", *, height: int = 460) -> Any:
+    """A static ``plotly.graph_objects.Figure`` of the session's results (used by the report)."""
+    import plotly.graph_objects as go
+
+    traces, _ = volcano_traces(session.require_results(), effect)
+    return go.Figure(data=traces, layout=volcano_layout(effect, height=height))
+
+
+# ---------------------------------------------------------------------- drill-down
+def concept_regex(session: Any, fid: str) -> re.Pattern[str] | None:
+    """The compiled regex whose matches a text concept counts, or ``None`` if it has none."""
+    if not ids.is_concept(fid):
+        return None
+    name = ids.concept_name(fid)
+    concept = next((c for c in session.concepts if c.name == name), None)
+    return getattr(concept, "regex", None)
+
+
+def regex_segments(text: str, rx: re.Pattern[str]) -> list[list[Any]]:
+    """``[[text, 1.0 | 0.0], ...]`` covering ``text``: matches of ``rx`` are 1."""
+    out: list[list[Any]] = []
+    pos = 0
+    for m in rx.finditer(text):
+        if m.end() == m.start():
+            continue
+        if m.start() > pos:
+            out.append([text[pos : m.start()], 0.0])
+        out.append([m.group(0), 1.0])
+        pos = m.end()
+    if pos < len(text):
+        out.append([text[pos:], 0.0])
+    return out
+
+
+def token_segments(text: str, tokens: list[str], acts: np.ndarray) -> list[list[Any]]:
+    """``[[token, act], ...]``; text beyond the model's truncation is one segment with ``act=None``."""
+    out = [[tok, round(float(a), 4)] for tok, a in zip(tokens, acts, strict=True)]
+    read = "".join(tokens)
+    if len(read) < len(text) and text.startswith(read):
+        out.append([text[len(read) :], None])
+    return out
+
+
+def _finite(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------- verification
+def _fmt(x: Any, spec: str = "{:+.3f}") -> str:
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return html.escape(str(x))
+    return "–" if not math.isfinite(xf) else spec.format(xf)
+
+
+def scatter_svg(
+    x: Sequence[float],
+    y: Sequence[float],
+    names: Sequence[str],
+    *,
+    highlight: Sequence[str] = (),
+    xlabel: str = "predicted (z)",
+    ylabel: str = "observed (z)",
+    size: int = 300,
+) -> str:
+    """Inline SVG scatter with the diagonal y = x; hover a point for its feature (``<title>``)."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    m, pad = 34, 8
+    lim = float(max(np.abs(xs[ok]).max(initial=0), np.abs(ys[ok]).max(initial=0), 1e-6)) * 1.1
+    inner = size - m - pad
+
+    def px(v: float) -> float:
+        return m + (v + lim) / (2 * lim) * inner
+
+    def py(v: float) -> float:
+        return pad + (lim - v) / (2 * lim) * inner
+
+    out = [
+        f'<svg class="pa-scatter" width="{size}" height="{size}" xmlns="http://www.w3.org/2000/svg" font-size="10">'
+    ]
+    out.append(f'<rect x="{m}" y="{pad}" width="{inner}" height="{inner}" fill="#fcfcfc" stroke="#ccc"/>')
+    out.append(
+        f'<line x1="{px(-lim):.1f}" y1="{py(0):.1f}" x2="{px(lim):.1f}" y2="{py(0):.1f}" stroke="#eee"/>'
+    )
+    out.append(
+        f'<line x1="{px(0):.1f}" y1="{py(-lim):.1f}" x2="{px(0):.1f}" y2="{py(lim):.1f}" stroke="#eee"/>'
+    )
+    out.append(
+        f'<line class="pa-diagonal" x1="{px(-lim):.1f}" y1="{py(-lim):.1f}" x2="{px(lim):.1f}" y2="{py(lim):.1f}" '
+        'stroke="#999" stroke-dasharray="4 3"/>'
+    )
+    hl = set(highlight)
+    for xi, yi, name, good in zip(xs, ys, names, ok, strict=True):
+        if not good:
+            continue
+        color, r = ("#dc322f", 4.5) if name in hl else ("#268bd2", 3)
+        out.append(
+            f'<circle cx="{px(xi):.1f}" cy="{py(yi):.1f}" r="{r}" fill="{color}" fill-opacity="0.75">'
+            f"<title>{html.escape(name)}: {xi:+.3f}, {yi:+.3f}</title></circle>"
+        )
+    out.append(
+        f'<text x="{m + inner / 2:.0f}" y="{size - 4}" text-anchor="middle">{html.escape(xlabel)}</text>'
+    )
+    out.append(
+        f'<text x="10" y="{pad + inner / 2:.0f}" text-anchor="middle" transform="rotate(-90 10 {pad + inner / 2:.0f})">'
+        f"{html.escape(ylabel)}</text>"
+    )
+    out.append(f'<text x="{m + 2}" y="{pad + 10}" fill="#999">±{lim:.2g}</text></svg>')
+    return "".join(out)
+
+
+def table_html(df: pd.DataFrame, columns: Sequence[str], *, max_rows: int = 25) -> str:
+    """A compact HTML table of ``columns`` (numbers signed to 3 decimals, text escaped)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for _, row in df.head(max_rows).iterrows():
+        cells = []
+        for c in columns:
+            v = row[c]
+            if isinstance(v, (bool, np.bool_)):
+                cells.append("✓" if v else "✗")
+            elif isinstance(v, (int, np.integer)):
+                cells.append(str(int(v)))
+            elif isinstance(v, (int, float, np.number)):
+                cells.append(_fmt(v))
+            else:
+                cells.append(html.escape(str(v))[:60])
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    more = (
+        f"<tr><td colspan='{len(columns)}'><i>… {len(df) - max_rows} more</i></td></tr>"
+        if len(df) > max_rows
+        else ""
+    )
+    return f"<table class='pa-verify-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}{more}</tbody></table>"
+
+
+# ---------------------------------------------------------------------- training runs
+def fmt_seconds(s: float | None) -> str:
+    """``75.2`` -> ``'1:15'``; ``None`` -> ``'–'``."""
+    if s is None or not math.isfinite(s):
+        return "–"
+    s = round(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def sparkline_svg(series: dict[str, Sequence[float]], *, width: int = 320, height: int = 70) -> str:
+    """Inline SVG with one polyline per series (each scaled to its own range), with a legend."""
+    colors = ("#268bd2", "#d33682", "#859900")
+    parts = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    parts.append(f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ddd"/>')
+    for k, (name, values) in enumerate(series.items()):
+        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        color = colors[k % len(colors)]
+        parts.append(
+            f'<text x="{6 + 110 * k}" y="12" font-size="10" fill="{color}">{html.escape(name)}</text>'
+        )
+        if len(vals) < 2:
+            continue
+        lo, hi = min(vals), max(vals)
+        span = hi - lo or 1.0
+        n = len(vals)
+        pts = " ".join(
+            f"{4 + (width - 8) * i / (n - 1):.1f},{height - 4 - (height - 20) * (v - lo) / span:.1f}"
+            for i, v in enumerate(vals)
+        )
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>')
+    parts.append("</svg>")
+    return "".join(parts)

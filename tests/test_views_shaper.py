@@ -1,0 +1,92 @@
+"""Weight sliders: rows follow selection and weights, intents up, state down, the live preview."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prefaudit.views import ShaperView
+from tests import views_fixtures
+
+session = views_fixtures.session  # shared fixtures
+
+
+# ---------------------------------------------------------------------- shaper
+def test_shaper_rows_follow_selection_and_weights(session):
+    view = ShaperView(session)
+    assert view.rows == {} and view.empty.layout.display == "flex"
+    session.select_feature("url")
+    session.select_feature("length")
+    assert list(view.rows) == ["concept:url", "concept:length"]
+    assert [r.feature for r in view.row_box.children] == ["concept:url", "concept:length"]
+    assert all(
+        "pa-weight-row" in r._dom_classes and r.tag.feature == r.feature for r in view.row_box.children
+    )
+    session.set_weight("apology", -0.5)  # weighted but not selected: still has a row
+    assert list(view.rows) == ["concept:url", "concept:length", "concept:apology"]
+    session.set_selection([])
+    assert list(view.rows) == ["concept:apology"]
+
+
+def test_shaper_controls_send_intents_and_follow_state(session):
+    session.select_feature("url")
+    view = ShaperView(session)
+    row = view.rows["concept:url"]
+    row.slider.set_state({"value": -1.25})  # what a slider release sends
+    assert session.weights == {"concept:url": -1.25}
+    session.set_weight("url", 0.75)  # state down
+    assert row.slider.value == 0.75
+    row.verdict.set_state({"index": 1})  # "suppress"
+    assert session.verdicts == {"concept:url": "suppress"} and session.weights["concept:url"] == -1.0
+    assert row.slider.value == -1.0
+    row.note.set_state({"value": "explains the length bias"})
+    assert session.notes == {"concept:url": "explains the length bias"}
+    session.set_verdict("url", "allow")
+    assert row.verdict.value == "allow" and row.slider.value == 0.0
+    row.remove.click()
+    assert session.selection == [] and "concept:url" not in session.weights and view.rows == {}
+    assert view.last_error is None
+
+
+def test_shaper_widens_rather_than_clamps_a_large_weight(session):
+    session.set_weight("url", 5.0)
+    view = ShaperView(session)
+    row = view.rows["concept:url"]
+    assert row.slider.value == 5.0 and row.slider.max >= 5.0
+    assert session.weights == {"concept:url": 5.0}
+
+
+def test_shaper_add_box(session):
+    view = ShaperView(session)
+    view.add_box.set_state({"value": "flattery"})
+    assert session.selection == ["concept:flattery"] and session.focus is None
+    assert view.add_box.value == "" and "concept:flattery" in view.rows
+
+
+def test_shaper_preview_shows_predict(session):
+    session.select_feature("url")
+    session.select_feature("flattery")
+    view = ShaperView(session)
+    p = view.preview
+    version = p.version
+    view.rows["concept:flattery"].slider.set_state({"value": -2.0})
+    assert p.version == version + 1
+    pred = session.predict(features=["concept:url", "concept:flattery"])
+    assert [f["id"] for f in p.features] == ["concept:url", "concept:flattery"]
+    np.testing.assert_allclose([f["after"] for f in p.features], pred["signal_after_z"])
+    np.testing.assert_allclose([f["before"] for f in p.features], pred["signal_before_z"])
+    margins = np.frombuffer(p.get_state()["margins"], dtype="<f4")
+    np.testing.assert_allclose(margins, pred.attrs["margins"], rtol=1e-6)
+    assert p.n_dominated == pred.attrs["n_dominated"] > 0 and p.n_pairs == 40
+    assert p.features[1]["after"] < p.features[1]["before"]  # suppressing lowers the signal
+
+
+def test_two_shapers_and_a_view_shown_twice_agree(session):
+    a, b = ShaperView(session), ShaperView(session)
+    session.select_feature("url")
+    a.rows["concept:url"].slider.set_state({"value": 1.5})
+    assert b.rows["concept:url"].slider.value == 1.5
+    b.rows["concept:url"].verdict.set_state({"index": 2})  # "amplify"
+    assert a.rows["concept:url"].verdict.value == "amplify"
+    assert a.preview.features == b.preview.features
+    # Displaying one view twice renders one model: the state is the widget's, shared.
+    assert a.rows["concept:url"].slider.model_id == a.rows["concept:url"].slider.model_id
