@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MissingDependencyError, PrefauditError
+from .ids import ALPHA
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +60,7 @@ def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: b
     table = session.results
     table.to_csv(out / "features.csv", index=False)
     table.to_parquet(out / "features.parquet", index=False)
-    sig = table[table["q"] < 0.05]
+    sig = table[table["q"] < ALPHA]
     summary.update(
         n_features=len(table),
         n_tested=int((table["n_nonzero"] > 0).sum()) if "n_nonzero" in table else None,
@@ -130,7 +131,7 @@ def run_audit(pairs: Any, args: argparse.Namespace, summary: dict[str, Any]) -> 
 def _print_summary(summary: dict[str, Any]) -> None:
     print(
         f"prefaudit: {summary['n_pairs']} pairs ({len(summary['rejected_rows'])} rows rejected), "
-        f"{summary['n_features']} features, {summary['n_significant']} with q < 0.05 "
+        f"{summary['n_features']} features, {summary['n_significant']} with q < {ALPHA:g} "
         f"(SAE {summary['n_significant_sae']}, concepts {summary['n_significant_concepts']})"
     )
     for row in summary["top_features"][:10]:

@@ -33,6 +33,9 @@ from .errors import ConfigError
 # shaping term, not the data, then decides how much the pair teaches.
 DOMINANCE_THRESHOLD = 1.0
 
+#: What a person may decide about a feature (``AuditCore.set_verdict``).
+VERDICTS = ("allow", "suppress", "amplify")
+
 
 def delta_sd(delta: np.ndarray | sp.spmatrix) -> np.ndarray:
     """Sample standard deviation (ddof=1) of each column of Δ, dense or sparse."""

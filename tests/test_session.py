@@ -50,7 +50,7 @@ def test_planted_concepts_are_found_in_the_planted_direction(tested):
 
 
 def test_session_table_equals_paired_tests_on_the_same_matrices(tested):
-    chosen, rejected = tested._pooled_matrices()
+    chosen, rejected = tested.matrix.chosen, tested.matrix.rejected
     ref = paired_tests(chosen, rejected, lengths=tested.lengths(), names=tested.feature_ids)
     pd.testing.assert_series_equal(tested.results["p"], ref["p"])
     pd.testing.assert_series_equal(tested.results["q"], ref["q"])

@@ -168,3 +168,26 @@ def make_concept(name: str, spec: Any, description: str = "") -> TextConcept:
             name=name, description=description or getattr(spec, "__name__", "callable"), fn=spec
         )
     raise ConfigError(f"Concept {name!r} must be a regex, a callable text -> float, or direction=.")
+
+
+def concept_values(
+    concept: TextConcept | DirectionConcept, texts: Sequence[str], mean_act: np.ndarray | None = None
+) -> np.ndarray:
+    """Values of one concept on ``texts`` (one per response): the only place concepts are evaluated.
+
+    A text concept reads the text; a direction concept projects the responses' mean activation
+    ``mean_act`` (``(len(texts), d_model)``) onto its direction. The audit and verification both
+    call this, so a concept means the same thing on the data and on generations.
+    """
+    if isinstance(concept, DirectionConcept):
+        if mean_act is None:
+            raise ConfigError(
+                f"Concept {concept.name!r} is a direction: it needs the responses' activations."
+            )
+        if mean_act.shape[1] != concept.direction.shape[0]:
+            raise ConfigError(
+                f"Concept {concept.name!r}: direction has {concept.direction.shape[0]} "
+                f"dimensions, the model's activations {mean_act.shape[1]}."
+            )
+        return mean_act @ concept.direction
+    return concept_matrix(texts, [concept])[:, 0]

@@ -8,7 +8,7 @@ Chromium binary other than Debian's ``/usr/lib/chromium/chromium``) reaches ever
 ``chromium_problem()``
     ``None`` when Debian's Chromium and the playwright package are usable, else the reason.
 ``launch_chromium(playwright)``
-    Chromium with the launch arguments verified on these machines (see BROWSER_TESTING.md).
+    Chromium with the launch arguments verified on these machines (see docs/BROWSER_TESTING.md).
 """
 
 from __future__ import annotations

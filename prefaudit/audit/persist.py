@@ -1,4 +1,4 @@
-"""Save and open an :class:`~prefaudit.session.AuditSession` as a directory — no pickle.
+"""Save and open an audit (:class:`~prefaudit.audit.core.AuditCore`) as a directory — no pickle.
 
 Layout::
 
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
-from .features.concepts import DirectionConcept, TextConcept, builtin_concepts, regex_concept
-from .features.encoded import EncodedFeatures
+from ..errors import ConfigError
+from ..features.concepts import DirectionConcept, TextConcept, builtin_concepts, regex_concept
+from ..features.encoded import EncodedFeatures
 
 FORMAT_VERSION = 1
 _JSON_COLS = "json_columns"
@@ -132,7 +132,7 @@ def save_session(session: Any, path: Path) -> Path:
 def load_session(cls: type, path: Path, **overrides: Any) -> Any:
     from safetensors.numpy import load_file
 
-    from .pairs import LoadReport, PreferencePairs, RejectedRow
+    from ..pairs import LoadReport, PreferencePairs, RejectedRow
 
     if not (path / "session.json").is_file():
         raise ConfigError(f"{path} is not a saved prefaudit session (no session.json).")
@@ -160,38 +160,40 @@ def load_session(cls: type, path: Path, **overrides: Any) -> Any:
 
     concept_arrays = load_file(str(path / "concepts.safetensors"))
     builtin = {b.name: b for b in builtin_concepts()}
-    for j, spec in enumerate(state["concepts"]):
+    concepts: list[Any] = []
+    for spec in state["concepts"]:
         kind = spec["kind"]
         if kind == "builtin":
-            concept: Any = builtin[spec["name"]]
+            concepts.append(builtin[spec["name"]])
         elif kind == "regex":
-            concept = regex_concept(spec["name"], spec["pattern"], spec.get("description", ""))
+            concepts.append(regex_concept(spec["name"], spec["pattern"], spec.get("description", "")))
         elif kind == "direction":
-            concept = DirectionConcept(
-                spec["name"], spec["description"], concept_arrays[f"direction/{spec['name']}"]
-            )
+            direction = concept_arrays[f"direction/{spec['name']}"]
+            concepts.append(DirectionConcept(spec["name"], spec["description"], direction))
         else:
-            concept = _values_only(spec["name"], spec.get("description", ""))
-        session.concepts.append(concept)
-        session._concept_values[spec["name"]] = (
-            concept_arrays["chosen"][:, j],
-            concept_arrays["rejected"][:, j],
-        )
+            concepts.append(_values_only(spec["name"], spec.get("description", "")))
+    values = [
+        (concept_arrays["chosen"][:, j], concept_arrays["rejected"][:, j]) for j in range(len(concepts))
+    ]
 
+    encoded = None
     if (path / "encoded.safetensors").is_file():
         arrays = load_file(str(path / "encoded.safetensors"))
         arrays["pooling"] = np.asarray(state["pooling"])
-        session.encoded = EncodedFeatures.from_arrays(arrays, state["encoded_meta"])
+        encoded = EncodedFeatures.from_arrays(arrays, state["encoded_meta"])
+    results = None
     if (path / "results.parquet").is_file():
-        session.results = _frame_from_parquet(path / "results.parquet", state["results"][_JSON_COLS])
-        session.results.attrs.update(state["results"].get("attrs") or {})
-    session.auto_labels = dict(state["auto_labels"])
-    session.labels = dict(state["labels"])
-    session.notes = dict(state["notes"])
-    session.weights = dict(state["weights"])
-    session.verdicts = dict(state["verdicts"])
-    session.selection = list(state["selection"])
-    session.focus = state["focus"]
+        results = _frame_from_parquet(path / "results.parquet", state["results"][_JSON_COLS])
+        results.attrs.update(state["results"].get("attrs") or {})
+    decisions = {k: state[k] for k in ("labels", "notes", "weights", "verdicts", "selection", "focus")}
+    session.restore(
+        concepts=concepts,
+        concept_values=values,
+        encoded=encoded,
+        results=results,
+        auto_labels=state["auto_labels"],
+        decisions=decisions,
+    )
     return session
 
 

@@ -1,0 +1,114 @@
+"""Intents: the only methods that write a person's decisions (selection, focus, weights, verdicts, labels, notes).
+
+Views call these and redraw from the traits they assign; nothing else assigns those traits
+(persistence goes through :meth:`prefaudit.audit.core.AuditCore.restore`). Mixed into
+:class:`~prefaudit.audit.core.AuditCore`, which provides ``feature_id``, ``label`` and the traits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import ConfigError
+from ..shaping import VERDICTS
+
+
+class IntentsMixin:
+    """Decisions a person makes about features; every method validates, then assigns a trait."""
+
+    selection: list[str]
+    focus: str | None
+    weights: dict[str, float]
+    verdicts: dict[str, str]
+    labels: dict[str, str]
+    notes: dict[str, str]
+    results: Any
+    results_version: int
+    # AuditCore provides feature_id(feature) -> id and label(feature) -> str.
+
+    def select_feature(self, feature: int | str, *, focus: bool = True) -> None:
+        """Add a feature to the selection (if new) and make it the drill-down's focus."""
+        fid = self.feature_id(feature)
+        if fid not in self.selection:
+            self.selection = [*self.selection, fid]
+        if focus:
+            self.focus = fid
+
+    def set_selection(self, features: Iterable[int | str]) -> None:
+        ids = list(dict.fromkeys(self.feature_id(f) for f in features))
+        self.selection = ids
+        if ids and self.focus not in ids:
+            self.focus = ids[0]
+
+    def deselect_feature(self, feature: int | str) -> None:
+        fid = self.feature_id(feature)
+        self.selection = [f for f in self.selection if f != fid]
+        if self.focus == fid:
+            self.focus = self.selection[0] if self.selection else None
+
+    def set_focus(self, feature: int | str | None) -> None:
+        self.focus = None if feature is None else self.feature_id(feature)
+
+    def set_weight(self, feature: int | str, weight: float) -> None:
+        """Reward weight in standardised units (0 removes it). Negative suppresses, positive amplifies."""
+        fid = self.feature_id(feature)
+        weights = {k: v for k, v in self.weights.items() if k != fid}
+        weights.update(self.checked_weights({fid: weight}))
+        self.weights = weights
+
+    def checked_weights(self, weights: dict[int | str, float]) -> dict[str, float]:
+        """Feature id -> finite non-zero weight (zeros dropped; a non-finite weight is an error).
+
+        The one weight check: ``set_weights``, ``predict``, the interventions and training use it.
+        """
+        new = {}
+        for f, w in weights.items():
+            fid, w = self.feature_id(f), float(w)
+            if not math.isfinite(w):
+                raise ConfigError(f"Weight for {fid} must be a finite number, got {w!r}.")
+            if w != 0.0:
+                new[fid] = w
+        return new
+
+    def set_weights(self, weights: dict[int | str, float]) -> None:
+        self.weights = self.checked_weights(weights)
+
+    def set_verdict(self, feature: int | str, verdict: str | None) -> None:
+        """Record a person's verdict; a weight still at zero (or of the opposite sign) follows it.
+
+        ``suppress`` sets weight −1 and ``amplify`` +1 unless a weight of that sign is already
+        set; ``allow`` sets the weight to 0 (the preference is legitimate); ``None`` clears.
+        """
+        fid = self.feature_id(feature)
+        if verdict is not None and verdict not in VERDICTS:
+            raise ConfigError(f"Verdict {verdict!r} for {fid}; choose one of {', '.join(VERDICTS)} or None.")
+        self.verdicts = {
+            **{k: v for k, v in self.verdicts.items() if k != fid},
+            **({fid: verdict} if verdict else {}),
+        }
+        w = self.weights.get(fid, 0.0)
+        if verdict == "suppress" and not w < 0:
+            self.set_weight(fid, -1.0)
+        elif verdict == "amplify" and not w > 0:
+            self.set_weight(fid, 1.0)
+        elif verdict == "allow":
+            self.set_weight(fid, 0.0)
+
+    def set_label(self, feature: int | str, text: str) -> None:
+        fid = self.feature_id(feature)
+        labels = {k: v for k, v in self.labels.items() if k != fid}
+        if text:
+            labels[fid] = str(text)
+        self.labels = labels
+        if self.results is not None:
+            self.results.loc[self.results["feature"] == fid, "label"] = self.label(fid)
+            self.results_version += 1
+
+    def set_note(self, feature: int | str, text: str) -> None:
+        fid = self.feature_id(feature)
+        notes = {k: v for k, v in self.notes.items() if k != fid}
+        if text:
+            notes[fid] = str(text)
+        self.notes = notes

@@ -1,0 +1,71 @@
+"""``FeatureMatrix``: pooled values of every feature of an audit, and what is derived from them.
+
+Columns are the audit's features in table order (SAE latents, then concepts); rows are pairs.
+Δ = chosen − rejected (column-major, for per-feature statistics and per-feature clicks) and its
+standard deviation sᶠ (the unit of a shaping weight) are computed once and cached here; the
+state core drops the whole matrix when features or data change.
+
+Example
+-------
+>>> import numpy as np, scipy.sparse as sp
+>>> m = FeatureMatrix(sp.csr_matrix(np.array([[1.0, 0.0], [3.0, 1.0]])), sp.csr_matrix(np.zeros((2, 2))))
+>>> m.delta.toarray().tolist(), m.column(0)[0].tolist()
+([[1.0, 0.0], [3.0, 1.0]], [1.0, 3.0])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..shaping import delta_sd
+from .encoded import EncodedFeatures
+
+
+class FeatureMatrix:
+    """Pooled chosen and rejected values ``(n_pairs, n_features)`` with Δ, sd and column access cached."""
+
+    def __init__(self, chosen: sp.csr_matrix, rejected: sp.csr_matrix) -> None:
+        if chosen.shape != rejected.shape:
+            raise ValueError(f"chosen {chosen.shape} and rejected {rejected.shape} differ in shape.")
+        self.chosen, self.rejected = chosen, rejected
+        self._delta: sp.csc_matrix | None = None
+        self._csc: tuple[sp.csc_matrix, sp.csc_matrix] | None = None
+        self._sd: np.ndarray | None = None
+
+    @classmethod
+    def from_parts(
+        cls, encoded: EncodedFeatures | None, concepts_chosen: np.ndarray, concepts_rejected: np.ndarray
+    ) -> FeatureMatrix:
+        """SAE columns from ``encoded`` (if any), then one column per concept."""
+        if encoded is None:
+            return cls(sp.csr_matrix(concepts_chosen), sp.csr_matrix(concepts_rejected))
+        return cls(
+            sp.hstack([encoded.chosen.values, sp.csr_matrix(concepts_chosen)], format="csr"),
+            sp.hstack([encoded.rejected.values, sp.csr_matrix(concepts_rejected)], format="csr"),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.chosen.shape
+
+    @property
+    def delta(self) -> sp.csc_matrix:
+        """Δ = chosen − rejected as float64 CSC."""
+        if self._delta is None:
+            self._delta = sp.csc_matrix(self.chosen - self.rejected, dtype=np.float64)
+        return self._delta
+
+    @property
+    def sd(self) -> np.ndarray:
+        """sᶠ = sd(Δᶠ) (ddof=1) per column."""
+        if self._sd is None:
+            self._sd = delta_sd(self.delta)
+        return self._sd
+
+    def column(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dense (chosen, rejected) values of column ``j`` (column slices of CSC are cheap)."""
+        if self._csc is None:
+            self._csc = (self.chosen.tocsc(), self.rejected.tocsc())
+        c, r = self._csc
+        return c[:, j].toarray().ravel(), r[:, j].toarray().ravel()
