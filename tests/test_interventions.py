@@ -9,13 +9,8 @@ import pytest
 from scipy.special import expit
 
 import prefaudit as pa
-from prefaudit.interventions import (
-    ablation_directions,
-    export_jsonl,
-    export_parquet,
-    shape_pairs,
-    shaped_dataset,
-)
+from prefaudit.interventions import ablation_directions, shape_pairs, shaped_dataset
+from prefaudit.training.files import export_jsonl, export_parquet
 
 WEIGHTS = {"concept:flattery": -2.0, "concept:url": -1.0}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..interventions import INTERVENTIONS
+from ..interventions import names as intervention_names
 from ..shaping import DOMINANCE_THRESHOLD
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -134,9 +134,9 @@ class DPORunConfig:
     dpo_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.intervention not in INTERVENTIONS:
+        if self.intervention not in intervention_names():
             raise ConfigError(
-                f"intervention={self.intervention!r}; choose one of {', '.join(INTERVENTIONS)}."
+                f"intervention={self.intervention!r}; choose one of {', '.join(intervention_names())}."
             )
         if self.weights is not None:
             if not isinstance(self.weights, dict):

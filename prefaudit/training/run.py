@@ -381,7 +381,8 @@ class PreparedRun:
 
 def prepare_run(session: Any, config: Any = None, **overrides: Any) -> PreparedRun:
     """Validate the config and shape the session's training pairs (shared by runs and exports)."""
-    from ..interventions import ablation_directions, resolve_weights, shape_pairs
+    from ..interventions import resolve_weights, shape_pairs
+    from ..interventions.ablate import training_ablation
 
     try:
         cfg = _resolve_config(config, overrides)
@@ -392,15 +393,8 @@ def prepare_run(session: Any, config: Any = None, **overrides: Any) -> PreparedR
     shaped = shape_pairs(
         session, cfg.intervention, weights=weights, positions=train, threshold=cfg.filter_threshold
     )
-    ablation = None
-    if cfg.intervention == "ablate":
-        backbone = session.backbone
-        dirs = ablation_directions(session, shaped.ablate_features)
-        if dirs.shape[1] != backbone.d_model:
-            raise ConfigError(
-                f"Ablation directions have {dirs.shape[1]} dimensions, the model {backbone.d_model}."
-            )
-        ablation = (dirs, backbone.layer)
+    # Only an intervention that names directions to ablate (``ablate``) changes the forward pass.
+    ablation = training_ablation(session, shaped.ablate_features) if shaped.ablate_features else None
     cfg.dpo_config("unused")  # validates dpo_kwargs now, not in the thread
     return PreparedRun(cfg, shaped, train, held, ablation)
 

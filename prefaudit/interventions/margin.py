@@ -1,0 +1,25 @@
+"""``margin``: mᵢ enters the Bradley–Terry logit, loss −log σ(β·hᵢ − mᵢ) (``ShapedDPOTrainer``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Intervention, RowPlan
+from .registry import register
+
+
+@register
+class Margin(Intervention):
+    name = "margin"
+    margin_in_loss = True
+
+    def rows(self, core: Any, weights: dict[str, float], margins: np.ndarray, threshold: float) -> RowPlan:
+        plan = RowPlan.unchanged(len(margins))
+        plan.loss_margin = np.asarray(margins, dtype=np.float64)
+        return plan
+
+    def summary(self, shaped: Any, head: str) -> str:
+        n = int(np.sum(np.abs(shaped.margins) >= shaped.threshold))
+        return f"{head}, {n} with |m| >= {shaped.threshold:g}"

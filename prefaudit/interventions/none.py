@@ -1,0 +1,21 @@
+"""``none``: plain DPO (the vanilla run goes through the same code as a shaped one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .base import Intervention
+from .registry import register
+
+
+@register
+class NoIntervention(Intervention):
+    name = "none"
+
+    def predict(
+        self, core: Any, weights: dict[str, float], *, threshold: float = 1.0, ablated: Any = ()
+    ) -> pd.DataFrame:
+        # Plain DPO ignores any weights: its prediction is the unweighted mean Δ.
+        return super().predict(core, {}, threshold=threshold, ablated=ablated)
