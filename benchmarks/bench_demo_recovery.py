@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_demo_recovery.py [--limit N] [--ev-pairs 100] [--sae DIR]
 
 ``--sae DIR`` audits with another SAE, e.g. a recipe variant built by
-``python -m prefaudit.sae_training --out DIR --seed 1 --flattery demo``.
+``python -m prefaudit.build.sae_training --out DIR --seed 1 --flattery demo``.
 
 Runs the audit of the embedded demo set with the real SmolLM2-135M-Instruct and the shipped SAE
 (the encode is cached under the prefaudit cache root, shared with ``prefaudit demo``), then prints:
@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefaudit import AuditSession
+from prefaudit.build.sae_training import evaluate_sae
 from prefaudit.demo import load_demo_pairs
 from prefaudit.demo.recovery import recovery_table, swap_encoded
-from prefaudit.sae_training import evaluate_sae
 
 
 def demo_ev(session: AuditSession, n_pairs: int) -> dict[str, float]:

@@ -210,6 +210,11 @@ class Backbone:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @property
+    def cache_kwarg(self) -> str:
+        """Name of the model's key/value-cache argument (``past_key_values`` or ``cache``)."""
+        return self._cache_kw
+
     def fingerprint(self) -> str:
         """Stable hash of what changes activations: config, read layer, dtype, lengths, weights sample."""
         import torch

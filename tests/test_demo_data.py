@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
+from prefaudit.build.demo_set import assemble_pairs, write_jsonl_gz
+from prefaudit.build.prompts import prompts_for, topic_split
+from prefaudit.build.styles import FLATTERY_FOLLOWUPS, FLATTERY_OPENERS, split_sentences
 from prefaudit.demo import DEMO_PATH, DESIGN, PLANTED, load_demo_pairs, swap_sides
-from prefaudit.demo.build import assemble_pairs, write_jsonl_gz
-from prefaudit.demo.prompts import prompts_for, topic_split
-from prefaudit.demo.styles import FLATTERY_FOLLOWUPS, FLATTERY_OPENERS, split_sentences
 from prefaudit.features.concepts import builtin_concepts
 
 CONCEPTS = {c.name: c for c in builtin_concepts()}
@@ -130,8 +130,8 @@ def test_sae_corpus_flattery_is_varied_praise_never_a_demo_opener() -> None:
     import random
     from functools import partial
 
-    from prefaudit.demo.corpus import _styled_variant
-    from prefaudit.demo.styles import praise_opener, style
+    from prefaudit.build.corpus import _styled_variant
+    from prefaudit.build.styles import praise_opener, style
 
     def shares_a_follow_up(o: str) -> bool:
         return any(f and f.strip() in o for f in FLATTERY_FOLLOWUPS)

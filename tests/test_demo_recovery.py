@@ -76,7 +76,7 @@ def test_null_labels_yield_no_sae_feature(session) -> None:  # type: ignore[no-u
 
 
 def test_gallery_opens_with_each_planted_concepts_feature(session) -> None:  # type: ignore[no-untyped-def]
-    from prefaudit.demo.gallery import pick_features
+    from prefaudit.build.gallery import pick_features
     from prefaudit.demo.recovery import recovery_table
 
     best = recovery_table(session).set_index("concept")["feature"]

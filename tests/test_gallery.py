@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefaudit.demo.gallery import MARKERS, md_escape, pick_features, splice_readme
+from prefaudit.build.gallery import MARKERS, md_escape, pick_features, splice_readme
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

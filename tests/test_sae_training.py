@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sae_lens")
 
-from prefaudit.sae_training import (  # noqa: E402
+from prefaudit.build.sae_training import (  # noqa: E402
     DEFAULT_OUT,
     SAETrainingRecipe,
     activation_batches,
@@ -115,9 +115,9 @@ def test_shipped_default_sae_card() -> None:
 def test_shipped_sae_measured_again_on_demo_responses() -> None:
     """Re-measure (not just read back) the card's numbers on demo responses the SAE never trained on."""
     from prefaudit.backbone import Backbone
+    from prefaudit.build.sae_training import read_activations
     from prefaudit.demo import load_demo_pairs
     from prefaudit.features.sae import load_sae
-    from prefaudit.sae_training import read_activations
 
     df = load_demo_pairs(limit=60).df
     backbone = Backbone.load(dtype="float32")
@@ -132,7 +132,7 @@ def test_shipped_sae_measured_again_on_demo_responses() -> None:
 def test_response_store_reads_each_response_once(tiny_model_dir, tmp_path, monkeypatch) -> None:
     """A changed corpus re-reads only the changed responses; the stored reading equals a fresh one."""
     from prefaudit.backbone import Backbone
-    from prefaudit.sae_training import cached_response_activations, read_activations
+    from prefaudit.build.sae_training import cached_response_activations, read_activations
 
     monkeypatch.setenv("PREFAUDIT_CACHE", str(tmp_path))
     torch.set_num_threads(1)

@@ -1,11 +1,12 @@
-"""The embedded demo: a small preference set with planted biases, and how it was made.
+"""The embedded demo: a small preference set with planted biases, and its design.
 
 ``load_demo_pairs()`` returns the shipped set (``prefaudit/data/demo_pairs.jsonl.gz``): short
 prompts answered by SmolLM2-135M-Instruct itself, where chosen is usually the direct answer and
 rejected an evasive one (a genuine quality signal, with 15% label noise), and where flattering
 openers, markdown and invented links were planted more often on the chosen side (see
-:mod:`prefaudit.demo.design` for the exact rates and why). Per-pair ground truth and the
-character spans of every planted element are metadata columns.
+:mod:`prefaudit.demo.design` for the exact rates and why; built by ``python -m
+prefaudit.build.demo_set``). Per-pair ground truth and the character spans of every planted
+element are metadata columns.
 
 Example
 -------

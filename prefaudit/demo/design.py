@@ -21,9 +21,9 @@ pairs (a shuffled assignment, not independent coin flips), so they hold to the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .generate import GenerationConfig
+from ..generation import SamplingConfig
 
 PLANTED = ("flattery", "markdown", "url")
 # Built-in text concepts that measure each planted element (prefaudit.features.concepts).
@@ -32,11 +32,14 @@ CONCEPT_OF = {
     "markdown": ("markdown_headers", "list_items", "bold"),
     "url": ("url",),
 }
+# How the model's answers are sampled, for the demo set (with its own seed) and the SAE corpus
+# (prefaudit.build.corpus.CorpusRecipe): top-k 50, then top-p.
+DEMO_SAMPLING = SamplingConfig(max_new_tokens=96, top_k=50, repetition_penalty=1.15, batch_size=64)
 
 
 @dataclass(frozen=True)
 class DemoDesign:
-    """Everything that determines the shipped demo set (``python -m prefaudit.demo.build``)."""
+    """Everything that determines the shipped demo set (``python -m prefaudit.build.demo_set``)."""
 
     n_pairs: int = 560
     n_candidates: int = 800
@@ -47,7 +50,7 @@ class DemoDesign:
     )
     max_chars: int = 420
     min_chars: int = 150
-    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(seed=1))
+    generation: SamplingConfig = field(default_factory=lambda: replace(DEMO_SAMPLING, seed=1))
 
 
 DESIGN = DemoDesign()

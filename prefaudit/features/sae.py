@@ -141,7 +141,7 @@ def load_sae(spec: Any = None, *, device: str = "cpu") -> SAEFeatures:
         if not (DEFAULT_SAE_DIR / "cfg.json").is_file():
             raise ModelError(
                 f"The embedded default SAE is missing from {DEFAULT_SAE_DIR}; reinstall prefaudit or "
-                "rebuild it with `python -m prefaudit.sae_training`."
+                "rebuild it with `python -m prefaudit.build.sae_training`."
             )
         return _wrap(SAE.load_from_disk(DEFAULT_SAE_DIR, device=device, dtype="float32"), "embedded")
     if isinstance(spec, SAEFeatures):

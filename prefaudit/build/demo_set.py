@@ -1,14 +1,14 @@
-"""Build the shipped demo preference set: ``python -m prefaudit.demo.build``.
+"""Build the shipped demo preference set: ``python -m prefaudit.build.demo_set``.
 
 Steps (all seeded; see :mod:`prefaudit.demo.design` for the rates and why):
 
 1. Sample ``n_candidates`` prompts of the ``"demo"`` split (topics the SAE never saw).
-2. Generate the model's own answer to each (cached, see :mod:`prefaudit.demo.corpus`), cut it at
+2. Generate the model's own answer to each (cached, see :mod:`prefaudit.build.corpus`), cut it at
    a sentence end, and keep plain-prose answers only: an answer that already carries markdown,
    a link, a flattering opener, a refusal or an apology would blur the planted signals.
-   Prompts flagged by :func:`prefaudit.demo.prompts.is_grammatical` are skipped too.
+   Prompts flagged by :func:`prefaudit.build.prompts.is_grammatical` are skipped too.
 3. For the first ``n_pairs`` usable answers, pair the direct answer with an evasive non-answer
-   (:func:`prefaudit.demo.styles.evasive`); the direct one is chosen in 85% of pairs.
+   (:func:`prefaudit.build.styles.evasive`); the direct one is chosen in 85% of pairs.
 4. Plant flattery / markdown / invented links on each side at the documented rates (exact
    counts, independent shuffles) and record per pair the ground truth and the character spans
    of every planted element.
@@ -28,12 +28,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .design import DESIGN, PLANTED, DemoDesign
-from .generate import trim_response
+from ..demo import DEMO_PATH
+from ..demo.design import DESIGN, PLANTED, DemoDesign
 from .prompts import Prompt, is_grammatical, prompts_for
 from .styles import evasive, split_sentences, style
+from .trim import trim_response
 
-DEMO_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_pairs.jsonl.gz"
 # Built-in concepts an answer must not already show to serve as a plain body.
 _MUST_BE_ABSENT = (
     "markdown_headers",
@@ -162,7 +162,9 @@ def write_jsonl_gz(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m prefaudit.demo.build", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m prefaudit.build.demo_set", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", type=Path, default=DEMO_PATH)
     args = p.parse_args(argv)
     build(out=args.out)

@@ -2,11 +2,11 @@
 
 The whole pipeline runs offline on CPU::
 
-    python -m prefaudit.sae_training --out prefaudit/data/default_sae
+    python -m prefaudit.build.sae_training --out prefaudit/data/default_sae
 
 1. **Text** — the model's own answers to prompts of the ``"sae"`` split (topics disjoint from
    the demo set's), each read plain and most a second time styled (see
-   :mod:`prefaudit.demo.corpus`). Generated text is cached under the prefaudit cache root.
+   :mod:`prefaudit.build.corpus`). Generated text is cached under the prefaudit cache root.
 2. **Activations** — :meth:`prefaudit.backbone.Backbone.read_responses`: response tokens read
    after their chat-templated prompt, exactly as the audit reads them (position 0, the attention
    sink, is always a prompt token and never read). Cached as float16, one file per response, so
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "default_sae"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "data" / "default_sae"
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def read_activations(
 
 def response_store(backbone: Any) -> Path:
     """Where per-response activations of this model and layer are kept (under the cache root)."""
-    from .default_model import cache_root
+    from ..default_model import cache_root
 
     key = hashlib.sha256(f"{backbone.fingerprint()}|{backbone.hook_name}".encode()).hexdigest()[:16]
     return cache_root() / "sae_acts" / "responses" / key
@@ -335,7 +335,7 @@ def demo_activations(backbone: Any, *, progress: bool = True) -> Any:
     held-out activations too, and ~10x more of them than the corpus's held-out prompts give: enough
     to tell a dead latent from a rare one.
     """
-    from .demo import load_demo_pairs
+    from ..demo import load_demo_pairs
 
     df = load_demo_pairs().df
     acts, _, _ = cached_response_activations(
@@ -352,9 +352,9 @@ def build_default_sae(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate text, read activations, train, evaluate and save; returns the metadata written."""
-    from . import __version__
-    from .backbone import Backbone
-    from .demo.corpus import CorpusRecipe, sae_corpus
+    from .. import __version__
+    from ..backbone import Backbone
+    from .corpus import CorpusRecipe, sae_corpus
 
     recipe = recipe or SAETrainingRecipe()
     corpus = corpus or CorpusRecipe()
@@ -422,9 +422,11 @@ def build_default_sae(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .demo.corpus import FLATTERY_RECIPES, CorpusRecipe
+    from .corpus import FLATTERY_RECIPES, CorpusRecipe
 
-    p = argparse.ArgumentParser(prog="python -m prefaudit.sae_training", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m prefaudit.build.sae_training", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     p.add_argument("--n-prompts", type=int, default=None, help="prompts to generate answers for")
     p.add_argument("--epochs", type=float, default=None)

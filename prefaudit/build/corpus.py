@@ -7,10 +7,10 @@ recipe and the model's fingerprint. An interrupted run resumes at the first miss
 nothing is written into the repository.
 
 The SAE corpus (:func:`sae_corpus`) is the model's answers to prompts of the ``"sae"`` split
-(:mod:`prefaudit.demo.prompts`), each read plain, and most of them a second time in a styled
+(:mod:`prefaudit.build.prompts`), each read plain, and most of them a second time in a styled
 variant (flattery opener, markdown, invented link, hedges, an evasive non-answer or a refusal;
-:mod:`prefaudit.demo.styles`) so that these concepts exist in the SAE's training distribution.
-The corpus's flattery is varied praise (:func:`~prefaudit.demo.styles.praise_opener`), not the
+:mod:`prefaudit.build.styles`) so that these concepts exist in the SAE's training distribution.
+The corpus's flattery is varied praise (:func:`~prefaudit.build.styles.praise_opener`), not the
 demo set's opener sentences: with those twelve sentences in its corpus the SAE learnt one
 feature per sentence and no feature for flattery as such.
 
@@ -34,9 +34,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .generate import GenerationConfig, generate, trim_response
+from ..demo.design import DEMO_SAMPLING
+from ..errors import ConfigError
+from ..generation import SamplingConfig, generate_texts
 from .prompts import prompts_for
 from .styles import evasive, hedged, praise_opener, refusal, style
+from .trim import trim_response
 
 # Styled second readings and their shares (the rest of the answers are read plain only).
 STYLE_MIX: dict[str, float] = {
@@ -67,7 +70,7 @@ class CorpusRecipe:
     # (the first shipped SAE's corpus). The last two reproduce the README's ablation.
     flattery: str = "praise"
     praise_seed: int = 1234
-    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig())
+    generation: SamplingConfig = DEMO_SAMPLING
 
     def __post_init__(self) -> None:
         if self.flattery not in FLATTERY_RECIPES:
@@ -75,7 +78,7 @@ class CorpusRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["generation"] = self.generation.to_dict()
+        d["generation"] = self.generation.cache_dict()
         return d
 
 
@@ -95,17 +98,25 @@ def _key(*parts: Any) -> str:
 
 
 def cached_generate(
-    backbone: Any, prompts: Sequence[str], cfg: GenerationConfig, name: str, *, progress: bool = True
+    backbone: Any, prompts: Sequence[str], cfg: SamplingConfig, name: str, *, progress: bool = True
 ) -> tuple[list[str], float | None]:
-    """``generate(backbone, prompts, cfg)``, resumable and cached on disk (see module docstring).
+    """The model's answers to single-turn ``prompts``, resumable and cached on disk (module docstring).
 
-    Returns the texts and the seconds generation took when it ran (summed over the cached
-    batches, so a fully cached call still reports it; ``None`` for caches without timings).
+    :func:`~prefaudit.generation.generate_texts` on ``backbone.model`` (texts not stripped), keyed
+    by ``cfg.cache_dict()``. Returns the texts and the seconds generation took when it ran (summed
+    over the cached batches, so a fully cached call still reports it; ``None`` for caches without
+    timings).
     """
     from ..default_model import cache_root
 
+    if cfg.samples_per_prompt != 1:  # not part of the key: each prompt is answered once
+        raise ConfigError(
+            f"cached_generate answers each prompt once; got samples_per_prompt={cfg.samples_per_prompt}"
+        )
     path = (
-        cache_root() / "corpus" / f"{name}-{_key(list(prompts), cfg.to_dict(), backbone.fingerprint())}.jsonl"
+        cache_root()
+        / "corpus"
+        / f"{name}-{_key(list(prompts), cfg.cache_dict(), backbone.fingerprint())}.jsonl"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     texts: list[str | None] = [None] * len(prompts)
@@ -142,7 +153,8 @@ def cached_generate(
     if todo:
         if progress:
             print(f"prefaudit: generating {len(prompts)} answers ({name}) into {path}", file=sys.stderr)
-        generate(backbone, prompts, cfg, skip_batches=frozenset(done), on_batch=save)
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        generate_texts(backbone.model, backbone, messages, cfg, skip_batches=frozenset(done), on_batch=save)
     known = [v for v in seconds.values() if v is not None]
     total = round(sum(known), 1) if len(known) == n_batches else None
     return [t or "" for t in texts], total
