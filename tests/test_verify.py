@@ -9,7 +9,9 @@ import pytest
 
 import prefaudit as pa
 from prefaudit.features.concepts import builtin_concepts, concept_matrix
-from prefaudit.verify import GenerationSettings, agreement, generate, predicted_signal
+from prefaudit.generation import SamplingConfig, generate_texts
+from prefaudit.interventions import get as get_intervention
+from prefaudit.verify import agreement
 from tests import tiny
 
 GEN = {"max_new_tokens": 12, "n_prompts": 6, "batch_size": 4}
@@ -46,10 +48,12 @@ def test_generation_is_seeded_and_coupled(trained):
     session, _run, _ = trained
     bb = session.backbone
     prompts = [session.data.messages(i) for i in range(5)]
-    s = GenerationSettings(max_new_tokens=10, batch_size=2, seed=3)
-    a = generate(bb.model, bb, prompts, s)
-    assert a == generate(bb.model, bb, prompts, s)
-    assert a != generate(bb.model, bb, prompts, GenerationSettings(max_new_tokens=10, batch_size=2, seed=4))
+    s = SamplingConfig(max_new_tokens=10, batch_size=2, seed=3)
+    a = generate_texts(bb.model, bb, prompts, s, strip=True)
+    assert a == generate_texts(bb.model, bb, prompts, s, strip=True)
+    assert a != generate_texts(
+        bb.model, bb, prompts, SamplingConfig(max_new_tokens=10, batch_size=2, seed=4), strip=True
+    )
     assert all(isinstance(x, str) for x in a)
 
 
@@ -132,26 +136,26 @@ def test_views_render_scatter_with_diagonal_and_tables(trained):
     assert "text/plain" in res._repr_mimebundle_()
 
 
-def test_predicted_signal_per_intervention(trained):
+def test_each_intervention_predicts_its_signal(trained):
     session, _run, _ = trained
     w = {"concept:flattery": -2.0}
     pv = session.predict(w).set_index("feature")
-    delta = session._delta_matrix().toarray()
+    delta = session.delta_matrix().toarray()
     m = np.asarray(pv.attrs["margins"])
     sd = pv["sd"].to_numpy()
     j = list(pv.index).index("concept:url")
     keep = m > -1.0
-    filt = predicted_signal(session, "filter", w).set_index("feature")
+    filt = get_intervention("filter").predict(session, w).set_index("feature")
     assert filt.loc["concept:url", "predicted"] == pytest.approx(delta[keep, j].mean())
-    flip = predicted_signal(session, "flip", w).set_index("feature")
+    flip = get_intervention("flip").predict(session, w).set_index("feature")
     assert flip.loc["concept:url", "predicted"] == pytest.approx(np.where(keep, 1, -1) @ delta[:, j] / len(m))
     assert flip.loc["concept:url", "predicted_z"] == pytest.approx(
         flip.loc["concept:url", "predicted"] / sd[j]
     )
-    abl = predicted_signal(session, "ablate", {"sae:5": -1.0}, ablated=["sae:5"]).set_index("feature")
+    abl = get_intervention("ablate").predict(session, {"sae:5": -1.0}, ablated=["sae:5"]).set_index("feature")
     assert abl.loc["sae:5", "predicted"] == 0.0
     assert abl.loc["concept:url", "predicted"] == pytest.approx(delta[:, j].mean())
-    none = predicted_signal(session, "none", w).set_index("feature")
+    none = get_intervention("none").predict(session, w).set_index("feature")
     assert none.loc["concept:flattery", "predicted"] == pytest.approx(
         delta[:, list(pv.index).index("concept:flattery")].mean()
     )
