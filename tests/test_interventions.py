@@ -10,6 +10,7 @@ from scipy.special import expit
 
 import prefaudit as pa
 from prefaudit.interventions import ablation_directions, shape_pairs, shaped_dataset
+from prefaudit.shaping import preview
 from prefaudit.training.files import export_jsonl, export_parquet
 
 WEIGHTS = {"concept:flattery": -2.0, "concept:url": -1.0}
@@ -57,6 +58,23 @@ def test_filter_drops_exactly_the_dominated_pairs(tiny_session):
     assert set(shaped.dataset["pair_id"]).isdisjoint(shaped.dropped)
     assert np.all(shaped.margins > -1.0)
     assert f"dropped {len(shaped.dropped)}" in shaped.summary()
+
+
+@pytest.mark.parametrize("threshold", [1.0, 2.5])
+def test_preview_counts_the_pairs_filter_drops_and_flip_swaps(tiny_session, threshold):
+    # One definition of "dominated" (m <= -τ): what the preview shows is what filter/flip act on.
+    delta = tiny_session.delta_matrix()  # encodes: the SAE features join feature_ids
+    w = np.zeros(delta.shape[1])
+    for f, v in WEIGHTS.items():
+        w[tiny_session.feature_ids.index(f)] = v
+    shown = preview(delta, w, threshold=threshold).n_dominated
+    dropped = shape_pairs(tiny_session, "filter", weights=WEIGHTS, threshold=threshold).dropped
+    flipped = shape_pairs(tiny_session, "flip", weights=WEIGHTS, threshold=threshold).flipped
+    summary = shape_pairs(tiny_session, "margin", weights=WEIGHTS, threshold=threshold).summary()
+    assert shown == len(dropped) == len(flipped) > 0
+    assert f", {shown} with m <= -{threshold:g}" in summary
+    if threshold == 1.0:  # the session's preview (the shaper's count) uses the default τ
+        assert tiny_session.predict(WEIGHTS).attrs["n_dominated"] == shown
 
 
 def test_flip_swaps_chosen_and_rejected_of_dominated_pairs_only(tiny_session):

@@ -201,6 +201,22 @@ def test_benjamini_hochberg_equals_scipy_with_ties():
     assert benjamini_hochberg(np.array([])).size == 0
 
 
+def test_benjamini_hochberg_leaves_nan_out_and_equals_scipy_on_the_rest():
+    # A NaN p sorts last; left in, it spread through the running minimum to every q.
+    rng = np.random.default_rng(7)
+    p = rng.uniform(size=300) ** 2
+    nan = rng.uniform(size=300) < 0.1
+    p[nan] = np.nan
+    q = benjamini_hochberg(p)
+    assert np.isnan(q[nan]).all() and np.isfinite(q[~nan]).all()
+    # m counts only the non-NaN tests (scipy raises on NaN, so compare on the rest).
+    np.testing.assert_allclose(q[~nan], stats.false_discovery_control(p[~nan], method="bh"), rtol=1e-15)
+    assert np.isnan(benjamini_hochberg(np.array([np.nan, np.nan]))).all()
+    np.testing.assert_allclose(
+        benjamini_hochberg(np.array([0.01, np.nan, 0.04, 0.03])), [0.03, np.nan, 0.04, 0.04]
+    )
+
+
 def test_rank_biserial_equals_rankdata_reference(large):
     chosen, rejected, table = large
     for j in range(chosen.shape[1]):

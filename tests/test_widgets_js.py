@@ -312,7 +312,7 @@ def preview_state(margins: list[float], **over) -> dict:
         ],
         "margins": margins,
         "n_pairs": len(margins),
-        "n_dominated": sum(abs(m) >= 1 for m in margins),
+        "n_dominated": sum(m <= -1 for m in margins),  # dominated: m <= -τ (prefaudit.shaping)
         "threshold": 1.0,
         "version": 1,
     }
@@ -345,13 +345,22 @@ def test_preview_draws_signal_histogram_and_counts_redraws(page):
         names: [...root.querySelectorAll(".pa-signal-row .pa-name")].map((t) => t.textContent),
         bins: [...root.querySelectorAll(".pa-bin")].length,
         dominated: root.querySelector(".pa-dominated").dataset.count,
+        sentence: root.querySelector(".pa-dominated").textContent,
+        zones: [...root.querySelectorAll(".pa-dominated-zone")].map((r) => +r.getAttribute("x")),
+        lines: root.querySelectorAll(".pa-threshold").length,
+        capped: root.querySelectorAll(".pa-capped").length,
         injected: root.querySelectorAll("script, img, foreignObject").length,
       };
     }"""
     )
     assert out["version"] == "1" and out["rows"] == ["concept:url", "sae:3"]
     assert out["names"][1].startswith("sae:3 <img") and out["injected"] == 0
-    assert out["bins"] >= 5 and out["dominated"] == "4"
+    assert out["bins"] >= 5 and out["dominated"] == "2"
+    # Only the dominated side (m <= -τ, left of the axis) is shaded, and the sentence says what
+    # filter and flip would do with those pairs.
+    assert out["zones"] == [0] and out["lines"] == 1 and out["capped"] == 0
+    assert out["sentence"].startswith("2 of 8 pairs (25.0%) have margin ≤ −1")
+    assert "filter would drop them, flip would swap them" in out["sentence"]
     again = page.evaluate(
         """() => {
       window.model.state.n_dominated = 0;
@@ -362,6 +371,17 @@ def test_preview_draws_signal_histogram_and_counts_redraws(page):
     }"""
     )
     assert again == ["3", "0"]
+
+
+@pytest.mark.browser
+def test_preview_reports_capped_margins(page):
+    load(page, "shaper_preview.js")
+    page.evaluate(RENDER_PREVIEW, preview_state([-4.0, -4.0, 0.5], n_capped=2, cap=4.0))
+    out = page.evaluate(
+        """() => { const c = document.querySelector(".pa-preview .pa-capped");
+                   return [c.dataset.count, c.textContent]; }"""
+    )
+    assert out == ["2", "2 pair margins reached the cap of ±4 logits."]
 
 
 @pytest.mark.browser

@@ -2,8 +2,10 @@
 // `version` change (Python sets all traits, then bumps `version`, so one redraw per update).
 //
 //   features     [{id, label, weight, before, after}]   predicted learning signal (standardised)
-//   margins      float32 bytes, one per pair            m_i = Σ_f w_f Δ_if / s_f
-//   n_dominated, n_pairs, threshold
+//   margins      float32 bytes, one per pair            m_i = clip(Σ_f w_f Δ_if / s_f, ±cap)
+//   n_dominated, n_pairs, threshold                     dominated: m_i ≤ −threshold (what filter
+//                                                       drops and flip swaps; prefaudit.shaping)
+//   n_capped, cap                                       pairs whose summed margin hit ±cap
 //
 // The root carries data-version: a counter incremented on every redraw (browser tests time
 // "slider released → preview redrawn" with it).
@@ -82,6 +84,7 @@ function marginChart(margins, threshold) {
   const h = 120;
   const top = 8;
   const bottom = h - 18;
+  // Margins arrive capped at ±cap, so the axis reaches at most max(2·threshold, cap).
   let extent = threshold * 2;
   for (const m of margins) if (Math.abs(m) > extent) extent = Math.abs(m);
   const counts = histogram(margins, -extent, extent, BINS);
@@ -89,16 +92,15 @@ function marginChart(margins, threshold) {
   const x = (v) => ((v + extent) / (2 * extent)) * W;
   const chart = svg("svg", { viewBox: `0 0 ${W} ${h}`, class: "pa-margins", role: "img" });
   chart.appendChild(svg("title", {}, "distribution of pair margins"));
-  // Shade where |m| >= threshold: there the shaping, not the data, sets the pair's weight.
+  // Shade the dominated side only, m <= -threshold: the pairs filter drops and flip swaps.
   chart.appendChild(svg("rect", { x: 0, y: top, width: x(-threshold), height: bottom - top, class: "pa-dominated-zone" }));
-  chart.appendChild(svg("rect", { x: x(threshold), y: top, width: W - x(threshold), height: bottom - top, class: "pa-dominated-zone" }));
   const bw = W / BINS;
   counts.forEach((c, k) => {
     if (!c) return;
     const hh = ((bottom - top) * c) / maxCount;
     chart.appendChild(svg("rect", { x: k * bw + 0.5, y: bottom - hh, width: bw - 1, height: hh, class: "pa-bin" }));
   });
-  for (const t of [-threshold, threshold]) chart.appendChild(svg("line", { x1: x(t), x2: x(t), y1: top, y2: bottom, class: "pa-threshold" }));
+  chart.appendChild(svg("line", { x1: x(-threshold), x2: x(-threshold), y1: top, y2: bottom, class: "pa-threshold" }));
   chart.appendChild(svg("line", { x1: 0, x2: W, y1: bottom, y2: bottom, class: "pa-axis" }));
   chart.appendChild(svg("text", { x: 0, y: h - 4, class: "pa-tick" }, fmt(-extent)));
   chart.appendChild(svg("text", { x: W / 2, y: h - 4, class: "pa-tick", "text-anchor": "middle" }, "pair margin m"));
@@ -112,6 +114,8 @@ function draw(model, root) {
   const threshold = model.get("threshold") || 1;
   const nPairs = model.get("n_pairs");
   const nDom = model.get("n_dominated");
+  const nCapped = model.get("n_capped") || 0;
+  const cap = model.get("cap");
   root.replaceChildren();
   root.appendChild(el("div", "pa-preview-title", "Predicted learning signal (standardised): before → after"));
   if (features.length) root.appendChild(signalChart(features));
@@ -125,9 +129,14 @@ function draw(model, root) {
   root.appendChild(el("div", "pa-preview-title", "Pair margins"));
   root.appendChild(marginChart(margins, threshold));
   const pct = nPairs ? ((100 * nDom) / nPairs).toFixed(1) : "0";
-  const dom = el("div", "pa-dominated", `${nDom} of ${nPairs} pairs (${pct}%) have |margin| ≥ ${threshold}: there the shaping, not the preference label, decides how much the pair teaches.`);
+  const dom = el("div", "pa-dominated", `${nDom} of ${nPairs} pairs (${pct}%) have margin ≤ −${threshold}: filter would drop them, flip would swap them.`);
   dom.dataset.count = String(nDom);
   root.appendChild(dom);
+  if (nCapped > 0) {
+    const capped = el("div", "pa-capped", `${nCapped} pair margins reached the cap of ±${cap} logits.`);
+    capped.dataset.count = String(nCapped);
+    root.appendChild(capped);
+  }
 }
 
 function render({ model, el: host }) {

@@ -368,7 +368,9 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
         Uses ``session.weights`` unless ``weights`` is given. Returns one row per feature
         (all features, or ``features``) with ``weight``, ``signal_before``, ``signal_after``
         (gradient-weighted mean Δ, raw units), their standardised versions (/sd) and ``change``.
-        ``attrs`` carries the pair margins, ``n_dominated`` and the threshold.
+        ``attrs`` carries the pair margins (scaled by ``matrix.margin_scale``, capped at ±``cap``;
+        :mod:`prefaudit.shaping`), ``gradient_weight``, ``n_dominated`` (m ≤ −threshold), the
+        threshold, ``n_capped`` (pairs whose margin hit the cap) and ``cap``.
         """
         from ..shaping import preview
 
@@ -386,7 +388,7 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
             if features is None
             else np.array([index[self.feature_id(f)] for f in features], dtype=int)
         )
-        pv = preview(m.delta, w, sd=m.sd, columns=None if features is None else cols)
+        pv = preview(m.delta, w, sd=m.sd, scale=m.margin_scale, columns=None if features is None else cols)
         sd = pv.sd
         with np.errstate(divide="ignore", invalid="ignore"):
             before_z = np.where(sd > 0, pv.signal_before / sd, 0.0)
@@ -409,6 +411,8 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
             gradient_weight=pv.gradient_weight,
             n_dominated=pv.n_dominated,
             threshold=pv.threshold,
+            n_capped=pv.n_capped,
+            cap=pv.cap,
         )
         return out
 

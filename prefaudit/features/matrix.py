@@ -2,7 +2,8 @@
 
 Columns are the audit's features in table order (SAE latents, then concepts); rows are pairs.
 Δ = chosen − rejected (column-major, for per-feature statistics and per-feature clicks) and its
-standard deviation sᶠ (the unit of a shaping weight) are computed once and cached here; the
+standard deviation sd(Δᶠ) (the unit of every standardised effect) and the margin scale sᶠ
+(the unit of a shaping weight, :func:`prefaudit.shaping.margin_scale`) are computed once and cached here; the
 state core drops the whole matrix when features or data change.
 
 Example
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..shaping import delta_sd
+from ..shaping import delta_sd, margin_scale
 from .encoded import EncodedFeatures
 
 
@@ -32,6 +33,7 @@ class FeatureMatrix:
         self._delta: sp.csc_matrix | None = None
         self._csc: tuple[sp.csc_matrix, sp.csc_matrix] | None = None
         self._sd: np.ndarray | None = None
+        self._margin_scale: np.ndarray | None = None
 
     @classmethod
     def from_parts(
@@ -58,10 +60,17 @@ class FeatureMatrix:
 
     @property
     def sd(self) -> np.ndarray:
-        """sᶠ = sd(Δᶠ) (ddof=1) per column."""
+        """sd(Δᶠ) (ddof=1) over all pairs, per column: the unit of standardised signals."""
         if self._sd is None:
             self._sd = delta_sd(self.delta)
         return self._sd
+
+    @property
+    def margin_scale(self) -> np.ndarray:
+        """The margin scale sᶠ per column (:func:`prefaudit.shaping.margin_scale`; 0 = no contribution)."""
+        if self._margin_scale is None:
+            self._margin_scale = margin_scale(self.delta)
+        return self._margin_scale
 
     def column(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Dense (chosen, rejected) values of column ``j`` (column slices of CSC are cheap)."""

@@ -3,7 +3,8 @@
 One function, :func:`shape_pairs`, covers every intervention (each one a module of this
 package behind :class:`~prefaudit.interventions.base.Intervention`, found through the registry) so that a vanilla run (``"none"``, or
 all weights zero) goes through exactly the same code as a shaped one. Margins are those of the
-shaping preview (``session.predict(weights).attrs["margins"]``): mᵢ = Σ_f wᶠ·Δᵢᶠ/sᶠ.
+shaping preview (``session.predict(weights).attrs["margins"]``): mᵢ = clip(Σ_f wᶠ·Δᵢᶠ/sᶠ, ±4)
+(:mod:`prefaudit.shaping`).
 
 =============  ===========================================================================  =======  =========
 intervention   what changes                                                                 margin   weight
@@ -37,7 +38,7 @@ Example
 -------
 >>> shaped = shape_pairs(session, "margin", weights={"concept:flattery": -2.0})  # doctest: +SKIP
 >>> print(shaped.summary())                                                       # doctest: +SKIP
-margin: 160 pairs, 1 weighted feature, 37 with |m| >= 1.0
+margin: 160 pairs, 1 weighted feature, 37 with m <= -1
 >>> shaped.dataset.column_names                                                   # doctest: +SKIP
 ['prompt', 'chosen', 'rejected', 'pair_id', 'margin', 'weight']
 """

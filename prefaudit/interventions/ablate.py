@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import ids
 from ..errors import ConfigError
-from .base import Intervention, RowPlan
+from .base import Intervention, RowPlan, weighted_mean_delta
 from .registry import register
 
 
@@ -70,8 +70,14 @@ class Ablate(Intervention):
         plan.ablate_features, plan.not_ablatable = ablate, skipped
         return plan
 
-    def signal(self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str]) -> np.ndarray:
-        raw = preview["signal_before"].to_numpy().copy()
+    def signal(
+        self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str], rows: np.ndarray | None
+    ) -> np.ndarray:
+        raw = (
+            preview["signal_before"].to_numpy().copy()
+            if rows is None
+            else weighted_mean_delta(core, rows, np.ones(len(rows)))
+        )
         index = {f: j for j, f in enumerate(preview["feature"])}
         for f in ablated:
             raw[index[f]] = 0.0

@@ -6,7 +6,9 @@ An intervention turns a person's weights into what trl trains on. Each one is a 
 ``rows`` → trl rows) and verification asks ``predict`` what the run should learn. A new
 intervention is one file plus its registration.
 
-Margins are those of the shaping preview: mᵢ = Σ_f wᶠ·Δᵢᶠ/sᶠ (``AuditCore.predict``).
+Margins are those of the shaping preview (``AuditCore.predict``): mᵢ = clip(Σ_f wᶠ·Δᵢᶠ/sᶠ, ±4) with
+the margin scale sᶠ of :func:`prefaudit.shaping.margin_scale`. "Dominated" has one definition,
+:func:`prefaudit.shaping.dominated` (mᵢ ≤ −τ), shared by ``filter``, ``flip`` and the preview.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from ..errors import ConfigError
+from .. import shaping
 from ..shaping import DOMINANCE_THRESHOLD
 
 
@@ -39,10 +42,15 @@ class RowPlan:
 
 
 def dominated(margins: np.ndarray, threshold: float = DOMINANCE_THRESHOLD) -> np.ndarray:
-    """Mask of pairs the shaping dominates in the suppressing direction: mᵢ ≤ −τ."""
-    if not threshold > 0:
-        raise ConfigError(f"threshold must be > 0 (a margin in logit units), got {threshold!r}.")
-    return np.asarray(margins) <= -float(threshold)
+    """Mask of pairs the shaping dominates against their label, mᵢ ≤ −τ (:func:`prefaudit.shaping.dominated`)."""
+    return shaping.dominated(margins, threshold)
+
+
+def weighted_mean_delta(core: Any, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σᵢ ωᵢ·Δᵢ / Σᵢ ωᵢ over ``rows`` of the audit's Δ (signed ω flips a pair; 0 drops it)."""
+    delta = sp.csr_matrix(core.delta_matrix())[rows]
+    total = float(np.sum(np.abs(weights)))
+    return np.asarray(delta.T @ np.asarray(weights, dtype=np.float64)).ravel() / max(total, 1e-300)
 
 
 class Intervention:
@@ -63,13 +71,18 @@ class Intervention:
         """Which of the requested pairs are kept or swapped, their loss margins and sampling weights."""
         return RowPlan.unchanged(len(margins))
 
-    def signal(self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str]) -> np.ndarray:
+    def signal(
+        self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str], rows: np.ndarray | None
+    ) -> np.ndarray:
         """Predicted learning signal per feature (raw units, ``feature_ids`` order).
 
-        ``preview`` is ``core.predict(weights)``; the default is its σ(mᵢ)-weighted mean Δ
-        (``signal_after``): at initialisation pair i's DPO gradient weight is σ(mᵢ).
+        ``preview`` is ``core.predict(weights)``; ``rows`` the pairs trained on (``None``: all).
+        The default is the σ(mᵢ)-weighted mean Δ over those pairs: at initialisation pair i's DPO
+        gradient weight is σ(mᵢ) (over all pairs this is the preview's ``signal_after``).
         """
-        return preview["signal_after"].to_numpy().copy()
+        if rows is None:
+            return preview["signal_after"].to_numpy().copy()
+        return weighted_mean_delta(core, rows, np.asarray(preview.attrs["gradient_weight"])[rows])
 
     def summary(self, shaped: Any, head: str) -> str:
         """One line a person can read; ``head`` already says the intervention and the pair count."""
@@ -82,15 +95,19 @@ class Intervention:
         *,
         threshold: float = DOMINANCE_THRESHOLD,
         ablated: Any = (),
+        positions: Any = None,
     ) -> pd.DataFrame:
         """Predicted learning signal per feature for this intervention at ``weights``.
 
-        Returns ``feature``, ``label``, ``weight``, ``predicted`` (raw), ``predicted_z`` (/sᶠ) and
-        ``sd``, in ``core.feature_ids`` order — what verification compares the observed shift with.
+        ``positions``: the pairs the run trains on (default: every pair of the audit). Margins and
+        the unit sᶠ are those of the whole audit, as in the preview. Returns ``feature``,
+        ``label``, ``weight``, ``predicted`` (raw), ``predicted_z`` (/sᶠ) and ``sd``, in
+        ``core.feature_ids`` order — what verification compares the observed shift with.
         """
         pv = core.predict(weights)
         sd = pv["sd"].to_numpy()
-        raw = self.signal(core, pv, threshold, list(ablated))
+        rows = None if positions is None else np.asarray(positions, dtype=np.int64)
+        raw = self.signal(core, pv, threshold, list(ablated), rows)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(sd > 0, raw / sd, 0.0)
         return pd.DataFrame(

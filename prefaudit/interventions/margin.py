@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Intervention, RowPlan
+from .base import Intervention, RowPlan, dominated
 from .registry import register
 
 
@@ -21,5 +21,6 @@ class Margin(Intervention):
         return plan
 
     def summary(self, shaped: Any, head: str) -> str:
-        n = int(np.sum(np.abs(shaped.margins) >= shaped.threshold))
-        return f"{head}, {n} with |m| >= {shaped.threshold:g}"
+        # The same pairs the preview calls dominated (and filter would drop): m <= -τ.
+        n = int(dominated(shaped.margins, shaped.threshold).sum())
+        return f"{head}, {n} with m <= -{shaped.threshold:g}"

@@ -15,7 +15,13 @@ class NoIntervention(Intervention):
     name = "none"
 
     def predict(
-        self, core: Any, weights: dict[str, float], *, threshold: float = 1.0, ablated: Any = ()
+        self,
+        core: Any,
+        weights: dict[str, float],
+        *,
+        threshold: float = 1.0,
+        ablated: Any = (),
+        positions: Any = None,
     ) -> pd.DataFrame:
         # Plain DPO ignores any weights: its prediction is the unweighted mean Δ.
-        return super().predict(core, {}, threshold=threshold, ablated=ablated)
+        return super().predict(core, {}, threshold=threshold, ablated=ablated, positions=positions)

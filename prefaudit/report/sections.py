@@ -132,7 +132,7 @@ def decisions_html(session: Any) -> str:
         for f in fids
     )
     return (
-        f"<table>{head}{body}</table><p class='small'>{n_dom} of {n} pairs have |margin| ≥ "
+        f"<table>{head}{body}</table><p class='small'>{n_dom} of {n} pairs have margin ≤ −"
         f"{num(pred.attrs['threshold'], 'g')}: for them the shaping, not the preference label, sets the gradient weight.</p>"
     )
 

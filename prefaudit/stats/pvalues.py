@@ -129,18 +129,30 @@ def t_test_pvalues(mean: np.ndarray, variance: np.ndarray, n_pairs: int) -> np.n
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values; equals ``scipy.stats.false_discovery_control(p)``.
+    """Benjamini–Hochberg adjusted p-values (q); NaN p-values are left out.
+
+    **Rule for NaN.** A NaN p is an untested hypothesis: its q is NaN and it does not count in
+    the number of tests m — the others are adjusted over the m non-NaN p-values. On those,
+    the result equals ``scipy.stats.false_discovery_control(p[~isnan(p)], method="bh")`` (scipy
+    itself raises on NaN). Without NaN this is exactly scipy's result.
 
     >>> benjamini_hochberg(np.array([0.01, 0.04, 0.03])).round(3).tolist()
     [0.03, 0.04, 0.04]
+    >>> benjamini_hochberg(np.array([0.01, np.nan, 0.04, 0.03])).round(3).tolist()
+    [0.03, nan, 0.04, 0.04]
     """
     p = np.asarray(p, dtype=np.float64)
-    m = p.size
+    out = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    pt = p[tested]
+    m = pt.size
     if m == 0:
-        return p.copy()
-    order = np.argsort(p)
-    q = p[order] * (m / np.arange(1, m + 1, dtype=np.float64))
+        return out
+    # A NaN would sort last and its NaN would spread through the running minimum to every q.
+    order = np.argsort(pt)
+    q = pt[order] * (m / np.arange(1, m + 1, dtype=np.float64))
     np.minimum.accumulate(q[::-1], out=q[::-1])
-    out = np.empty(m)
-    out[order] = q
-    return np.clip(out, 0.0, 1.0)
+    adjusted = np.empty(m)
+    adjusted[order] = q
+    out[tested] = np.clip(adjusted, 0.0, 1.0)
+    return out

@@ -35,9 +35,14 @@ Shaper
     (``.pa-verdict`` buttons allow / suppress / amplify), the note (``.pa-note input``) and
     ``.pa-remove``; the add box ``.pa-add input``; the preview root ``.pa-preview`` whose
     ``data-version`` increments on every redraw (``data-model-version`` mirrors Python's
-    counter), with ``.pa-dominated[data-count]``.
+    counter), with ``.pa-dominated[data-count]`` (pairs with margin ≤ −τ) and, when margins hit
+    the cap, ``.pa-capped[data-count]``.
 Dashboard
     root ``.prefaudit-dashboard`` containing the three roots above.
+Run panel
+    root ``.prefaudit-run-panel``; the training plan's counts line ``.pa-run-plan`` (trained,
+    held out, dropped by length, not sampled, responses and prompts cut), ``.pa-run-metrics``
+    (the metrics table) and ``button.pa-run-stop``.
 Errors
     a failing callback shows ``.pa-error`` (message and traceback) at the top of its view.
 """

@@ -1,6 +1,7 @@
 """Weights: one slider row per selected feature, verdicts, notes, and a live shaping preview.
 
-Each row holds an ipywidgets ``FloatSlider`` (reward weight in standardised units, −3…+3), a
+Each row holds an ipywidgets ``FloatSlider`` (reward weight, −3…+3: at weight w a pair where the
+feature is active moves by about w logits, see :mod:`prefaudit.shaping`), a
 verdict toggle (allow / suppress / amplify) and a note; each control calls one session intent
 (``set_weight``, ``set_verdict``, ``set_note``) and is redrawn from the session's traits, so
 every view of the session agrees. Rows are the session's selection plus any feature that carries
@@ -9,7 +10,8 @@ sets its weight to 0 and deselects it.
 
 The preview (:class:`ShaperPreview`, a small SVG anywidget) shows ``session.predict()``: the
 predicted learning signal of each row's feature before and after shaping, the histogram of pair
-margins and how many pairs the shaping dominates.
+margins with the dominated side shaded, how many pairs are dominated (m ≤ −τ: what ``filter``
+would drop and ``flip`` would swap) and how many margins hit the cap.
 
 Example
 -------
@@ -46,8 +48,10 @@ class ShaperPreview(anywidget.AnyWidget):
     features = t.List().tag(sync=True)  # [{id, label, weight, before, after}]
     margins = t.Bytes(b"").tag(sync=True)
     n_pairs = t.Int(0).tag(sync=True)
-    n_dominated = t.Int(0).tag(sync=True)
+    n_dominated = t.Int(0).tag(sync=True)  # m <= -threshold (prefaudit.shaping.dominated)
     threshold = t.Float(1.0).tag(sync=True)
+    n_capped = t.Int(0).tag(sync=True)  # pairs whose summed margin exceeded ±cap
+    cap = t.Float(4.0).tag(sync=True)
     version = t.Int(0).tag(sync=True)
 
 
@@ -167,7 +171,8 @@ class ShaperView(SessionView):
         self.preview = ShaperPreview()
         self.preview.add_class("pa-preview-widget")
         title = w.HTML(
-            "<b>Reward shaping</b> — weight in standardised units: &lt; 0 suppresses, &gt; 0 amplifies"
+            "<b>Reward shaping</b> — weight ≈ logits added where the feature is active: "
+            "&lt; 0 suppresses, &gt; 0 amplifies"
         )
         self.set_body(title, self.empty, self.row_box, self.add_box, self.preview)
         self.observe_session(
@@ -216,6 +221,8 @@ class ShaperView(SessionView):
             p.n_pairs = int(margins.size)
             p.n_dominated = int(pred.attrs["n_dominated"])
             p.threshold = float(pred.attrs["threshold"])
+            p.n_capped = int(pred.attrs["n_capped"])
+            p.cap = float(pred.attrs["cap"])
             p.version += 1
 
     # ------------------------------------------------------------------ intents up
