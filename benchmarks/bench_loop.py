@@ -10,7 +10,10 @@ cell; the notebook file is not changed). Prints, per run (vanilla, shaped): the 
 held-out generations (base -> trained) and its standardised shift ± standard error; on held-out
 pairs that differ in quality but not in flattery, how often the implicit reward prefers the direct
 answer and its mean margin toward it; the held-out accuracy against the labels; r / R² / sign
-agreement of observed vs predicted shift; and the wall time.
+agreement of observed vs predicted shift; and the wall time. Then the agreement table of every
+channel (reward, generation, length-adjusted generation, shaping change): r with its bootstrap
+95% CI, R² through the origin, the null interval and the split-half ceiling. ``--json PATH`` writes
+all of it, per run (``runs``) and per channel (``agreement``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ COLUMNS = [
     ("r2", "{:.2f}"),
     ("sign_agreement", "{:.2f}"),
 ]
+
+
+AGREEMENT = ["r", "r_low", "r_high", "r2", "null_low", "null_high", "ceiling", "n_features", "n_units"]
 
 
 def with_overrides(nb, overrides: list[str]):
@@ -89,6 +95,15 @@ def main() -> int:
     print("run      " + " ".join(f"{c:>19}" for c, _ in COLUMNS))
     for row in out["runs"]:
         print(f"{row['run']:<8} " + " ".join(f"{fmt.format(row[c]):>19}" for c, fmt in COLUMNS))
+    print(
+        "\nagreement (prefaudit.verify.channels): r [95% CI], R² through the origin, null interval, ceiling"
+    )
+    print(f"{'run':<28} {'channel':<28} " + " ".join(f"{c:>9}" for c in AGREEMENT))
+    for row in out.get("agreement", []):
+        cells = " ".join(
+            f"{row[c]:>9.3f}" if isinstance(row[c], float) else f"{row[c]:>9}" for c in AGREEMENT
+        )
+        print(f"{row.get('run', ''):<28} {row['channel']:<28} {cells}")
     return 0
 
 

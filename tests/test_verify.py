@@ -11,7 +11,8 @@ import prefaudit as pa
 from prefaudit.features.concepts import builtin_concepts, concept_matrix
 from prefaudit.generation import SamplingConfig, generate_texts
 from prefaudit.interventions import get as get_intervention
-from prefaudit.verify import agreement
+from prefaudit.stats.agreement import origin_r2
+from prefaudit.verify import sign_agreement
 from tests import tiny
 
 GEN = {"max_new_tokens": 12, "n_prompts": 6, "batch_size": 4}
@@ -29,6 +30,7 @@ def trained(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
         batch_size=4, shard_size=16,
     )  # fmt: skip
     session.encode(progress=False)
+    session.test(n_boot=100)
     session.set_weights({"concept:flattery": -2.0, "sae:5": -1.0})
     common = {
         "max_steps": 3,
@@ -66,10 +68,14 @@ def test_verify_reports_observed_against_predicted(trained):
     held = {session.data.df["prompt"].iloc[i] for i in run.heldout_positions}
     assert set(res.generations["prompt"]) <= held
     assert not set(run.heldout_positions) & set(run.train_positions)
-    # Prediction: the preview's signal at the run's weights, standardised.
+    # Prediction: the σ(m)-weighted mean Δ at the run's weights over the pairs it trained on, standardised.
     pv = session.predict(run.weights).set_index("feature")
     feats = res.features.set_index("feature")
-    assert np.allclose(feats["predicted_z"], pv["signal_after_z"].loc[feats.index])
+    rows = np.asarray(run.plan.trained_positions)
+    g = np.asarray(pv.attrs["gradient_weight"])[rows]
+    expected_signal = g @ session.delta_matrix().toarray()[rows] / g.sum()
+    assert np.allclose(feats["predicted"].to_numpy(), expected_signal)
+    assert np.allclose(feats["predicted_z"], np.where(pv["sd"] > 0, expected_signal / pv["sd"], 0.0))
     # Observation: trained − base per prompt, mean, divided by the audit's sd (checked by hand for a concept).
     excl = next(c for c in builtin_concepts() if c.name == "exclamation")
     gens = res.generations
@@ -79,11 +85,27 @@ def test_verify_reports_observed_against_predicted(trained):
     sd = pv.loc["concept:exclamation", "sd"]
     expected = diff.mean() / sd if sd > 0 else 0.0
     assert res.shift("exclamation") == pytest.approx(expected)
-    # The analysed table starts with the weighted features.
-    assert list(res.table["feature"][:2]) == ["concept:flattery", "sae:5"]
-    assert res.n_features == len(res.table) <= 2 + 50
-    assert math.isnan(res.r) or -1 <= res.r <= 1
-    assert math.isnan(res.r) or res.r2 == pytest.approx(res.r**2)
+    # The evaluated set is fixed by the audit: every q < ALPHA feature that varies, the weighted ones,
+    # and a seeded sample of the rest — the same set whatever the run learned.
+    fids = set(res.table["feature"])
+    sig = session.results[
+        (session.results["q"] < 0.05) & (pv["sd"].loc[session.results["feature"]].to_numpy() > 0)
+    ]
+    assert {"concept:flattery", "sae:5"} <= fids and set(sig["feature"]) <= fids
+    assert res.n_features == len(res.table) <= len(sig) + 2 + 100
+    again = session.verify(run, **GEN)
+    assert list(again.table["feature"]) == list(res.table["feature"])
+    # One agreement row per channel, each with its CI, null and ceiling.
+    ag = res.agreement.set_index("channel")
+    assert list(ag.index) == ["reward", "generation", "generation, length-adjusted"]
+    for _, row in ag.iterrows():
+        assert math.isnan(row["r"]) or -1 <= row["r"] <= 1
+        assert not row["r_low"] > row["r_high"] and not row["null_low"] > row["null_high"]
+    assert res.r == ag.loc["reward", "r"] and ag.loc["reward", "n_units"] == len(run.heldout_positions)
+    t = res.table
+    assert res.r2 == pytest.approx(
+        origin_r2(t["predicted_loading"].to_numpy(), t["observed_loading"].to_numpy())
+    )
     assert res.generations["trained"].tolist() != res.generations["base"].tolist()
 
 
@@ -131,8 +153,11 @@ def test_views_render_scatter_with_diagonal_and_tables(trained):
     assert isinstance(view, VerifyView)
     assert "pa-diagonal" in view.scatter.value and view.scatter.value.count("<circle") == len(res.table)
     assert "concept:flattery" in view.table.value and "sign agreement" in view.summary.value
-    cv = session.compare(vanilla, shaped, **GEN).view()
+    assert "pa-fit" in view.scatter.value and "pa-agreement" in view.agreement.value
+    cmp = session.compare(vanilla, shaped, **GEN)
+    cv = cmp.view()
     assert isinstance(cv, CompareView) and "pa-diagonal" in cv.scatter.value
+    assert "shaping change" in set(cmp.agreement["channel"]) and "shaping change" in cv.agreement.value
     assert "text/plain" in res._repr_mimebundle_()
 
 
@@ -161,10 +186,8 @@ def test_each_intervention_predicts_its_signal(trained):
     )
 
 
-def test_agreement_statistics():
-    r, r2, sign, n = agreement(np.array([1.0, 2.0, -1.0, 0.0]), np.array([2.0, 3.0, -0.5, 0.4]))
-    assert r == pytest.approx(np.corrcoef([1, 2, -1, 0], [2, 3, -0.5, 0.4])[0, 1])
-    assert r2 == pytest.approx(r * r)
+def test_sign_agreement_ignores_zeros():
+    sign, n = sign_agreement(np.array([1.0, 2.0, -1.0, 0.0]), np.array([2.0, 3.0, -0.5, 0.4]))
     assert (sign, n) == (1.0, 3)  # the zero prediction does not count for signs
-    r, r2, sign, n = agreement(np.zeros(3), np.ones(3))
-    assert math.isnan(r) and math.isnan(r2) and math.isnan(sign) and n == 0
+    sign, n = sign_agreement(np.zeros(3), np.zeros(3))
+    assert math.isnan(sign) and n == 0

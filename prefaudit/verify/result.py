@@ -16,23 +16,35 @@ from ..generation import SamplingConfig
 
 @dataclass
 class VerifyResult:
-    """Observed vs predicted shift of one run.
+    """What one run learned, observed three ways, against what the audit predicted.
 
     Attributes
     ----------
+    agreement : DataFrame
+        One row per observation channel (``reward``, ``generation``, ``generation,
+        length-adjusted``): ``r``, its bootstrap CI ``r_low``/``r_high``, ``r2`` (through the
+        origin), the null interval ``null_low``/``null_high``, the split-half ``ceiling``,
+        ``n_features``, ``n_units`` and the fitted ``scale`` (:mod:`prefaudit.verify.channels`).
     table : DataFrame
-        The analysed features (weighted/ablated first, then by |predicted_z|): ``feature``,
-        ``label``, ``weight``, ``predicted_z``, ``observed_z``, ``observed_se_z``, ``base_mean``,
-        ``trained_mean``, ``agree`` (signs agree).
+        The evaluated feature set F (fixed from the audit before anything was observed):
+        ``feature``, ``label``, ``weight``, ``predicted_z``, ``observed_z``, ``observed_se_z``,
+        ``base_mean``, ``trained_mean``, ``agree`` (signs agree, both non-zero), and the reward
+        channel's ``predicted_loading`` / ``observed_loading``.
     features : DataFrame
-        The same columns for every feature (``predicted``/``observed`` in raw units too).
-    r, r2, sign_agreement : float
-        Pearson r, its square, and the fraction of analysed features (both non-zero) whose signs agree.
+        The generation columns for every feature (``predicted``/``observed`` in raw units too).
+    r, r2 : float
+        The headline: the reward channel's r and origin R² (the generation channel's when no
+        held-out rewards were scored).
+    sign_agreement, n_sign : float, int
+        Over F, the fraction of features with both predicted and observed shift non-zero whose
+        signs agree, and how many that is (chance is about 0.5).
     generations : DataFrame
         ``prompt``, ``base``, ``trained`` for each generated sample.
     heldout : DataFrame
-        Implicit rewards on the run's held-out pairs (:func:`pair_rewards`): does the policy prefer
-        the held-out chosen responses?
+        Implicit rewards on the run's held-out pairs (:func:`~prefaudit.verify.rewards.pair_rewards`).
+    signal, trained, columns
+        The predicted learning signal (raw, every feature) over the pairs the run trained on,
+        those pairs, and the columns of F — what a comparison of two runs needs.
     """
 
     run_name: str
@@ -49,6 +61,11 @@ class VerifyResult:
     settings: SamplingConfig
     weights: dict[str, float] = field(default_factory=dict)
     heldout: pd.DataFrame = field(default_factory=pd.DataFrame)
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    beta: float = math.nan
+    signal: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    columns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     session: Any = field(default=None, repr=False)
 
     def _row(self, feature: str) -> pd.Series:
@@ -68,11 +85,26 @@ class VerifyResult:
         row = self._row(str(feature))
         return float(row["base_mean"]), float(row["trained_mean"])
 
+    def headline(self) -> dict[str, Any]:
+        """The agreement row behind ``r``/``r2`` (reward, else generation), as a dict; empty if none."""
+        for channel in ("reward", "generation"):
+            hit = self.agreement[self.agreement["channel"] == channel] if len(self.agreement) else []
+            if len(hit):
+                return hit.iloc[0].to_dict()
+        return {}
+
     def summary(self) -> dict[str, Any]:
+        head = self.headline()
         return {
             "run": self.run_name,
             "intervention": self.intervention,
+            "channel": head.get("channel", ""),
             "r": self.r,
+            "r_low": head.get("r_low", math.nan),
+            "r_high": head.get("r_high", math.nan),
+            "null_low": head.get("null_low", math.nan),
+            "null_high": head.get("null_high", math.nan),
+            "ceiling": head.get("ceiling", math.nan),
             "r2": self.r2,
             "sign_agreement": self.sign_agreement,
             "n_features": self.n_features,
@@ -90,16 +122,15 @@ class VerifyResult:
         return self.view()._repr_mimebundle_(include=include, exclude=exclude)
 
 
-def agreement(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float, float, int]:
-    """(Pearson r, R² = r², sign agreement, n for the sign) of two aligned vectors; NaN when undefined."""
+def sign_agreement(pred: np.ndarray, obs: np.ndarray) -> tuple[float, int]:
+    """(fraction of features whose signs agree, how many) over features where both are non-zero.
+
+    A prediction of 0 next to an observation of 0 is not counted as agreement.
+    """
     pred, obs = np.asarray(pred, dtype=np.float64), np.asarray(obs, dtype=np.float64)
-    if len(pred) >= 2 and np.std(pred) > 0 and np.std(obs) > 0:
-        r = float(np.corrcoef(pred, obs)[0, 1])
-    else:
-        r = math.nan
-    both = (pred != 0) & (obs != 0)
+    both = (pred != 0) & (obs != 0) & np.isfinite(pred) & np.isfinite(obs)
     sign = float(np.mean(np.sign(pred[both]) == np.sign(obs[both]))) if both.any() else math.nan
-    return r, r * r if math.isfinite(r) else math.nan, sign, int(both.sum())
+    return sign, int(both.sum())
 
 
 @dataclass
@@ -110,6 +141,8 @@ class RunComparison:
     ----------
     summary : DataFrame
         One row per run: intervention, r, R², sign agreement, n features, n prompts.
+    agreement : DataFrame
+        Both runs' channel rows (column ``run``) plus the ``shaping change`` row (b − a).
     table : DataFrame
         Features analysed in either run: predicted and observed z of both and ``difference``
         (observed b − observed a).
@@ -123,6 +156,7 @@ class RunComparison:
     a: VerifyResult
     b: VerifyResult
     same_prompts: bool
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def view(self, **kwargs: Any) -> Any:
         from ..views.verify_view import CompareView

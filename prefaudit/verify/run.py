@@ -10,13 +10,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import ids
 from ..errors import ConfigError
 from ..generation import SamplingConfig, generate_texts
 from ..interventions import get as get_intervention
+from ..stats.agreement import AGREEMENT_COLUMNS
+from .channels import (
+    N_RANDOM_FEATURES,
+    evaluated_features,
+    generation_channels,
+    reward_channel,
+    shaping_change_channel,
+)
 from .checks import check_run, verification_prompts
 from .observe import observed_delta
 from .policies import base_dtype, base_policy
-from .result import RunComparison, VerifyResult, agreement
+from .result import RunComparison, VerifyResult, sign_agreement
 from .rewards import base_cache, pair_rewards
 
 
@@ -26,7 +35,7 @@ def verify_run(
     prompts: Any = None,
     *,
     n_prompts: int = 32,
-    n_features: int = 50,
+    n_features: int = N_RANDOM_FEATURES,
     max_new_tokens: int = 64,
     temperature: float = 0.7,
     top_p: float = 0.9,
@@ -35,8 +44,10 @@ def verify_run(
     seed: int = 0,
     samples_per_prompt: int = 1,
     heldout_rewards: bool = True,
+    n_boot: int = 500,
+    n_null: int = 500,
 ) -> VerifyResult:
-    """Generate from base and trained policies and compare observed with predicted shifts.
+    """Observe what the run learned through every channel and compare it with the audit's prediction.
 
     Parameters
     ----------
@@ -46,11 +57,14 @@ def verify_run(
     prompts : list of str or of message lists, optional
         Default: the prompts of the run's held-out pairs (first ``n_prompts``).
     n_features : int
-        Features with the largest predicted |signal| analysed besides the weighted ones.
+        Features drawn at random (seeded by ``seed``) into the evaluated set besides every
+        q < ALPHA feature and the weighted ones — fixed before anything is observed.
     max_new_tokens, temperature, top_p, repetition_penalty, batch_size, seed, samples_per_prompt
         Sampling (identical for both policies). ``temperature=0`` is greedy.
     heldout_rewards : bool
-        Also score the run's held-out pairs with the DPO implicit reward (:func:`pair_rewards`).
+        Score the run's held-out pairs with the DPO implicit reward (the reward channel).
+    n_boot, n_null : int
+        Resamples for the bootstrap CIs and the nulls (:func:`prefaudit.stats.agreement.agreement_row`).
 
     Returns
     -------
@@ -63,6 +77,19 @@ def verify_run(
     )  # fmt: skip
     if not isinstance(n_features, int) or n_features < 0:
         raise ConfigError(f"n_features must be an integer >= 0, got {n_features!r}.")
+    # Decided from the audit alone, before a single token is generated or scored.
+    trained = trained_positions(run)
+    cols = evaluated_features(
+        session, [*run.weights, *run.shaped.ablate_features], n_random=n_features, seed=seed
+    )
+    pred = get_intervention(run.shaped.intervention).predict(
+        session,
+        run.weights,
+        threshold=run.shaped.threshold,
+        ablated=run.shaped.ablate_features,
+        positions=trained,
+    )
+
     msgs = verification_prompts(session, run, prompts, n_prompts)
     msgs = [m for m in msgs for _ in range(settings.samples_per_prompt)]
     backbone = session.backbone
@@ -73,13 +100,9 @@ def verify_run(
         with base_ctx:
             cache[key] = generate_texts(base_model, backbone, msgs, settings, strip=True)
     base = cache[key]
-    trained = generate_texts(run.model, backbone, msgs, settings, strip=True)
+    trained_texts = generate_texts(run.model, backbone, msgs, settings, strip=True)
 
-    # The intervention says what this run should have learned (module docstring of the package).
-    pred = get_intervention(run.shaped.intervention).predict(
-        session, run.weights, threshold=run.shaped.threshold, ablated=run.shaped.ablate_features
-    )
-    obs_t, obs_b = observed_delta(session, msgs, trained, base)
+    obs_t, obs_b = observed_delta(session, msgs, trained_texts, base)
     delta = (obs_t - obs_b).toarray()
     sd = pred["sd"].to_numpy()
     n = delta.shape[0]
@@ -88,6 +111,7 @@ def verify_run(
     with np.errstate(divide="ignore", invalid="ignore"):
         obs_z = np.where(sd > 0, mean / sd, 0.0)
         se_z = np.where(sd > 0, se / sd, 0.0)
+        delta_z = np.where(sd > 0, delta / np.where(sd > 0, sd, 1.0), 0.0)
     feats = pred.assign(
         observed=mean,
         observed_z=obs_z,
@@ -95,48 +119,79 @@ def verify_run(
         base_mean=np.asarray(obs_b.mean(axis=0)).ravel(),
         trained_mean=np.asarray(obs_t.mean(axis=0)).ravel(),
     )
-    feats["agree"] = np.sign(feats["predicted_z"]) == np.sign(feats["observed_z"])
-    # Analysed set: what the person shaped, then the strongest predicted signals that vary at all.
-    first = list(dict.fromkeys([*run.weights, *run.shaped.ablate_features]))
-    index = {f: j for j, f in enumerate(feats["feature"])}
-    ranked = np.argsort(-np.abs(feats["predicted_z"].to_numpy()), kind="stable")
-    ranked = [j for j in ranked if sd[j] > 0 and feats["feature"].iloc[j] not in first][:n_features]
-    rows = [index[f] for f in first if f in index] + ranked
-    table = feats.iloc[rows][
-        [
-            "feature",
-            "label",
-            "weight",
-            "predicted_z",
-            "observed_z",
-            "observed_se_z",
-            "base_mean",
-            "trained_mean",
-            "agree",
-        ]
-    ].reset_index(drop=True)
-    r, r2, sign, n_sign = agreement(table["predicted_z"].to_numpy(), table["observed_z"].to_numpy())
+    feats["agree"] = (np.sign(feats["predicted_z"]) == np.sign(feats["observed_z"])) & (
+        feats["observed_z"] != 0
+    )
+
+    resampling = {"n_boot": n_boot, "n_null": n_null, "seed": seed}
+    fids = [session.feature_ids[j] for j in cols]
+    lengths = np.array([len(t.split()) for t in trained_texts]) - np.array([len(t.split()) for t in base])
+    not_length = np.array([f != ids.concept_id("length") for f in fids])
+    rows = list(
+        generation_channels(
+            delta_z[:, cols], lengths.astype(np.float64), obs_pred(pred, cols), not_length, **resampling
+        )
+    )
+    heldout = pair_rewards(session, run, batch_size=batch_size) if heldout_rewards else pd.DataFrame()
+    table = feats.iloc[cols][list(TABLE_COLUMNS)].reset_index(drop=True)
+    table["predicted_loading"] = np.nan
+    table["observed_loading"] = np.nan
+    if len(heldout) >= 4:
+        row, p_load, o_load = reward_channel(
+            session,
+            heldout,
+            float(run.config.beta),
+            pred["predicted"].to_numpy(),
+            trained,
+            cols,
+            **resampling,
+        )
+        rows.insert(0, row)
+        table["predicted_loading"], table["observed_loading"] = p_load, o_load
+    agreement = pd.DataFrame([r.to_dict() for r in rows], columns=list(AGREEMENT_COLUMNS))
+    head = agreement.iloc[0]
+    sign, n_sign = sign_agreement(table["predicted_z"].to_numpy(), table["observed_z"].to_numpy())
     result = VerifyResult(
         run_name=run.name,
         intervention=run.shaped.intervention,
         table=table,
         features=feats,
-        r=r,
-        r2=r2,
+        r=float(head["r"]),
+        r2=float(head["r2"]),
         sign_agreement=sign,
         n_features=len(table),
         n_sign=n_sign,
         n_prompts=n,
         generations=pd.DataFrame(
-            {"prompt": [m[-1]["content"] if m else "" for m in msgs], "base": base, "trained": trained}
+            {"prompt": [m[-1]["content"] if m else "" for m in msgs], "base": base, "trained": trained_texts}
         ),
         settings=settings,
         weights=dict(run.weights),
-        heldout=pair_rewards(session, run, batch_size=batch_size) if heldout_rewards else pd.DataFrame(),
+        heldout=heldout,
+        agreement=agreement,
+        beta=float(run.config.beta),
+        signal=pred["predicted"].to_numpy(),
+        trained=trained,
+        columns=cols,
         session=session,
     )
     run.verification = result
     return result
+
+
+TABLE_COLUMNS = (
+    "feature", "label", "weight", "predicted_z", "observed_z", "observed_se_z", "base_mean", "trained_mean", "agree",
+)  # fmt: skip
+
+
+def obs_pred(pred: pd.DataFrame, cols: np.ndarray) -> np.ndarray:
+    """The generation channel's prediction on F: the intervention's standardised signal."""
+    return pred["predicted_z"].to_numpy()[cols]
+
+
+def trained_positions(run: Any) -> np.ndarray:
+    """Rows of the audit the run's plan trains on: drawn by the sampler, not held out, dropped or filtered."""
+    return np.asarray(run.plan.trained_positions, dtype=np.int64)
 
 
 def _verified(session: Any, x: Any, kwargs: dict[str, Any]) -> VerifyResult:
@@ -164,4 +219,10 @@ def compare_runs(session: Any, run_a: Any, run_b: Any, **kwargs: Any) -> RunComp
     table["difference"] = table["observed_z_b"] - table["observed_z_a"]
     summary = pd.DataFrame([{**a.summary(), "label": "a"}, {**b.summary(), "label": "b"}]).set_index("label")
     same = a.settings == b.settings and list(a.generations["prompt"]) == list(b.generations["prompt"])
-    return RunComparison(summary=summary, table=table, a=a, b=b, same_prompts=same)
+    rows = [a.agreement.assign(run=a.run_name), b.agreement.assign(run=b.run_name)]
+    cols = np.union1d(a.columns, b.columns)
+    change = shaping_change_channel(session, a, b, cols, seed=a.settings.seed)
+    if change is not None:
+        rows.append(pd.DataFrame([change.to_dict()]).assign(run=f"{b.run_name} − {a.run_name}"))
+    agreement = pd.concat(rows, ignore_index=True)
+    return RunComparison(summary=summary, table=table, a=a, b=b, same_prompts=same, agreement=agreement)

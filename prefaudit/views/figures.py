@@ -265,19 +265,30 @@ def scatter_svg(
     xlabel: str = "predicted (z)",
     ylabel: str = "observed (z)",
     size: int = 300,
+    fit: float | None = None,
+    same_scale: bool = True,
 ) -> str:
-    """Inline SVG scatter with the diagonal y = x; hover a point for its feature (``<title>``)."""
+    """Inline SVG scatter with the identity line y = x; hover a point for its feature (``<title>``).
+
+    ``fit``: the slope k of a line through the origin (``obs ≈ k·pred``) drawn solid (class
+    ``pa-fit``). ``same_scale=False`` gives each axis its own range (for quantities in different
+    units, such as reward loadings, where only the fitted line is meaningful).
+    """
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(xs) & np.isfinite(ys)
     m, pad = 34, 8
-    lim = float(max(np.abs(xs[ok]).max(initial=0), np.abs(ys[ok]).max(initial=0), 1e-6)) * 1.1
+    xlim = float(max(np.abs(xs[ok]).max(initial=0), 1e-12)) * 1.1
+    ylim = float(max(np.abs(ys[ok]).max(initial=0), 1e-12)) * 1.1
+    if same_scale:
+        xlim = ylim = max(xlim, ylim, 1e-6)
+    lim = xlim
     inner = size - m - pad
 
     def px(v: float) -> float:
-        return m + (v + lim) / (2 * lim) * inner
+        return m + (v + xlim) / (2 * xlim) * inner
 
     def py(v: float) -> float:
-        return pad + (lim - v) / (2 * lim) * inner
+        return pad + (ylim - v) / (2 * ylim) * inner
 
     out = [
         f'<svg class="pa-scatter" width="{size}" height="{size}" xmlns="http://www.w3.org/2000/svg" font-size="10">'
@@ -287,12 +298,20 @@ def scatter_svg(
         f'<line x1="{px(-lim):.1f}" y1="{py(0):.1f}" x2="{px(lim):.1f}" y2="{py(0):.1f}" stroke="#eee"/>'
     )
     out.append(
-        f'<line x1="{px(0):.1f}" y1="{py(-lim):.1f}" x2="{px(0):.1f}" y2="{py(lim):.1f}" stroke="#eee"/>'
+        f'<line x1="{px(0):.1f}" y1="{py(-ylim):.1f}" x2="{px(0):.1f}" y2="{py(ylim):.1f}" stroke="#eee"/>'
     )
+    d = min(xlim, ylim)
     out.append(
-        f'<line class="pa-diagonal" x1="{px(-lim):.1f}" y1="{py(-lim):.1f}" x2="{px(lim):.1f}" y2="{py(lim):.1f}" '
+        f'<line class="pa-diagonal" x1="{px(-d):.1f}" y1="{py(-d):.1f}" x2="{px(d):.1f}" y2="{py(d):.1f}" '
         'stroke="#999" stroke-dasharray="4 3"/>'
     )
+    if fit is not None and np.isfinite(fit):
+        # Clip the fitted line to the box: it leaves through the side it meets first.
+        end = min(xlim, ylim / abs(fit)) if fit != 0 else xlim
+        out.append(
+            f'<line class="pa-fit" x1="{px(-end):.1f}" y1="{py(-fit * end):.1f}" x2="{px(end):.1f}" '
+            f'y2="{py(fit * end):.1f}" stroke="#b58900" stroke-width="1.5"/>'
+        )
     hl = set(highlight)
     for xi, yi, name, good in zip(xs, ys, names, ok, strict=True):
         if not good:
@@ -309,7 +328,8 @@ def scatter_svg(
         f'<text x="10" y="{pad + inner / 2:.0f}" text-anchor="middle" transform="rotate(-90 10 {pad + inner / 2:.0f})">'
         f"{html.escape(ylabel)}</text>"
     )
-    out.append(f'<text x="{m + 2}" y="{pad + 10}" fill="#999">±{lim:.2g}</text></svg>')
+    scale = f"±{lim:.2g}" if same_scale else f"x ±{xlim:.2g}, y ±{ylim:.2g}"
+    out.append(f'<text x="{m + 2}" y="{pad + 10}" fill="#999">{scale}</text></svg>')
     return "".join(out)
 
 

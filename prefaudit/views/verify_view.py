@@ -21,9 +21,71 @@ import pandas as pd
 from .base import SessionView
 from .figures import _fmt, scatter_svg, table_html
 
+AGREEMENT_SHOWN = [
+    "channel",
+    "r",
+    "r_low",
+    "r_high",
+    "r2",
+    "null_low",
+    "null_high",
+    "ceiling",
+    "n_features",
+    "n_units",
+]
+
+
+def agreement_html(agreement: pd.DataFrame) -> str:
+    """The agreement table, with a line that says how to read it."""
+    if not len(agreement):
+        return "<i>no agreement rows</i>"
+    cols = [c for c in ["run", *AGREEMENT_SHOWN] if c in agreement.columns]
+    return (
+        "<div class='pa-agreement'>"
+        + table_html(agreement, cols, max_rows=len(agreement))
+        + "<div class='pa-agreement-note'>r with its bootstrap 95% CI; null: the interval r falls in when "
+        "the two sides of every unit are exchanged at random; ceiling: the best r the observation noise "
+        "allows (split halves); R² after a scale fitted through the origin.</div></div>"
+    )
+
+
+def channel_scatters(result: Any) -> list[w.HTML]:
+    """Generation (standardised shift) and reward (loadings) scatters, each with its fitted and identity line."""
+    t, out = result.table, []
+    scale = dict(zip(result.agreement["channel"], result.agreement["scale"], strict=True))
+    out.append(
+        w.HTML(
+            scatter_svg(
+                t["predicted_z"],
+                t["observed_z"],
+                list(t["feature"]),
+                highlight=list(result.weights),
+                xlabel="generation: predicted (z)",
+                ylabel="observed shift (z)",
+                fit=scale.get("generation"),
+            )
+        )
+    )
+    if t["observed_loading"].notna().any():
+        out.append(
+            w.HTML(
+                scatter_svg(
+                    t["predicted_loading"],
+                    t["observed_loading"],
+                    list(t["feature"]),
+                    highlight=list(result.weights),
+                    xlabel="reward: predicted loading",
+                    ylabel="observed loading of ρ",
+                    fit=scale.get("reward"),
+                    same_scale=False,
+                )
+            )
+        )
+    return out
+
 
 class VerifyView(SessionView):
-    """Predicted vs observed shift of one run: summary, scatter with the diagonal, table."""
+    """What one run learned against the prediction: the agreement table, one scatter per channel, the features."""
 
     css_class = "prefaudit-verify"
 
@@ -31,16 +93,21 @@ class VerifyView(SessionView):
         super().__init__(result.session, **kwargs)
         self.result = result
         t = result.table
+        head = result.headline()
+        ci = f" [{_fmt(head.get('r_low'))}, {_fmt(head.get('r_high'))}]" if head else ""
+        null = f" · null [{_fmt(head.get('null_low'))}, {_fmt(head.get('null_high'))}]" if head else ""
         self.summary = w.HTML(
             f"<b>{html.escape(result.run_name)}</b> ({html.escape(result.intervention)}) · "
-            f"r = {_fmt(result.r)} · R² = {_fmt(result.r2, '{:.3f}')} · sign agreement = "
-            f"{_fmt(result.sign_agreement, '{:.0%}')} ({result.n_sign} features) · {result.n_prompts} prompts"
+            f"{html.escape(str(head.get('channel', '')))} r = {_fmt(result.r)}{ci}{null} · "
+            f"R² = {_fmt(result.r2, '{:.3f}')} · sign agreement = "
+            f"{_fmt(result.sign_agreement, '{:.0%}')} ({result.n_sign} features) · {result.n_features} "
+            f"features evaluated · {result.n_prompts} prompts"
         )
-        self.scatter = w.HTML(
-            scatter_svg(t["predicted_z"], t["observed_z"], list(t["feature"]), highlight=list(result.weights))
-        )
+        self.agreement = w.HTML(agreement_html(result.agreement))
+        scatters = channel_scatters(result)
+        self.scatter = scatters[0]
         self.table = w.HTML(table_html(t, list(t.columns), max_rows=max_rows))
-        self.set_body(self.summary, w.HBox([self.scatter, self.table]))
+        self.set_body(self.summary, self.agreement, w.HBox(scatters), self.table)
 
 
 class CompareView(SessionView):
@@ -59,8 +126,12 @@ class CompareView(SessionView):
             else "<br><b>note</b>: the runs were verified on different prompts or settings."
         )
         self.summary = w.HTML(
-            table_html(s, ["label", "run", "intervention", "r", "r2", "sign_agreement", "n_prompts"]) + note
+            table_html(
+                s, ["label", "run", "intervention", "channel", "r", "r_low", "r_high", "r2", "n_prompts"]
+            )
+            + note
         )
+        self.agreement = w.HTML(agreement_html(c.agreement))
         highlight = list(dict.fromkeys([*c.a.weights, *c.b.weights]))
         self.scatter = w.HTML(
             scatter_svg(
@@ -85,4 +156,4 @@ class CompareView(SessionView):
         first = c.table[c.table["feature"].isin(highlight)]
         shown = pd.concat([first, order[~order["feature"].isin(highlight)]])
         self.table = w.HTML(table_html(shown, cols, max_rows=max_rows))
-        self.set_body(self.summary, w.HBox([self.scatter, self.table]))
+        self.set_body(self.summary, self.agreement, w.HBox([self.scatter, self.table]))
