@@ -98,6 +98,12 @@ class AuditSession(AuditCore):
         self.runs.append(run)
         return run
 
+    def plan_training(self, config: Any = None, **overrides: Any) -> Any:
+        """What a run with this config would train on, per pair and token (a ``TrainingPlan``); trains nothing."""
+        from .training.plan import plan_training
+
+        return plan_training(self, config, **overrides)
+
     def verify(self, run: Any, prompts: Any = None, **kwargs: Any) -> Any:
         """Generate from base and trained policies and compare observed with predicted shifts."""
         from .verify import verify_run

@@ -177,7 +177,7 @@ def test_reweight_samples_pairs_in_proportion_to_weight(tiny_model_dir, tmp_path
     assert not isinstance(flat._get_train_sampler(), torch.utils.data.WeightedRandomSampler)
 
 
-def test_ablation_zeroes_the_projection_on_policy_passes_only(tiny_model_dir, tmp_path):
+def test_ablation_zeroes_the_projection_on_policy_and_reference_passes(tiny_model_dir, tmp_path):
     from peft import LoraConfig
 
     from prefaudit.training.trainer import ShapedDPOTrainer, find_decoder_layers, orthonormal_basis
@@ -206,9 +206,9 @@ def test_ablation_zeroes_the_projection_on_policy_passes_only(tiny_model_dir, tm
     ref_passes = [h for grad, h in seen if not grad]
     policy_passes = [h for grad, h in seen if grad]
     assert ref_passes and policy_passes
-    for h in policy_passes:
+    for h in policy_passes + ref_passes:
         assert (h @ q).abs().max() < 1e-4 * h.abs().max()
-    # The reference pass is the untouched base model: same layer output as with no ablation at all.
+    # The reference pass is the base model ablated like the policy (tests/test_ablation.py: h = 0 at step 0).
     base, _ = _load(tiny_model_dir)
     plain: list[torch.Tensor] = []
     h2 = find_decoder_layers(base)[2].register_forward_hook(
@@ -217,8 +217,8 @@ def test_ablation_zeroes_the_projection_on_policy_passes_only(tiny_model_dir, tm
     with torch.no_grad():
         base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     h2.remove()
-    assert torch.allclose(ref_passes[0], plain[0], atol=1e-5)
-    assert (ref_passes[0] @ q).abs().max() > 1e-2
+    assert torch.allclose(ref_passes[0], plain[0] - (plain[0] @ q) @ q.T, atol=1e-5)
+    assert (plain[0] @ q).abs().max() > 1e-2
     trainer.remove_ablation()
     assert trainer.ablation is None
 

@@ -1,4 +1,4 @@
-"""Shaped DPO training: a config, a background run with a live panel, and a cluster export.
+"""Shaped DPO training: a config, a plan, a background run with a live panel, and a cluster export.
 
 ``trl`` is imported only when a run starts (``from trl import DPOTrainer`` costs ~6 s), so
 ``import prefaudit.training`` stays fast.
@@ -14,6 +14,7 @@ Example
 from __future__ import annotations
 
 from .config import DPORunConfig
+from .plan import TrainingPlan, plan_training
 from .run import DPORun, start_run
 
-__all__ = ["DPORun", "DPORunConfig", "start_run"]
+__all__ = ["DPORun", "DPORunConfig", "TrainingPlan", "plan_training", "start_run"]

@@ -70,13 +70,19 @@ class DPORunConfig:
     max_steps, batch_size, gradient_accumulation_steps, warmup_steps, lr_scheduler_type
         Optimisation; ``batch_size`` is pairs per device per step.
     max_length : int
-        Tokens per prompt+response sequence (trl truncates the end).
+        Tokens per prompt+response sequence: the training window (``prefaudit.training.plan``).
+    max_prompt_length : int, optional
+        Tokens the prompt keeps at least when the window is short of room (default
+        ``max_length // 2``): a long prompt keeps its last ``max(max_prompt_length, max_length −
+        longest response)`` tokens, each response its first ``max_length − kept prompt`` tokens. At
+        most ``max_length`` (then a prompt can fill the window and its pair is dropped, listed).
     holdout : float or int
         Pairs kept out of training for verification: a fraction in [0, 1) or a count.
     max_train_pairs : int, optional
         Cap on the training pairs (after the hold-out), for quick runs.
     seed : int
-        Seeds the hold-out split, LoRA initialisation, data order and weighted sampling.
+        Seeds the hold-out split, LoRA initialisation, data order (trl's ``data_seed`` too, unless
+        ``dpo_kwargs`` sets it) and weighted sampling.
     precompute_ref_log_probs : bool, optional
         Compute reference log-probs once for the whole training set before training (a full
         fine-tune then keeps no reference copy in memory) rather than one reference forward per
@@ -121,6 +127,7 @@ class DPORunConfig:
     warmup_steps: int = 0
     lr_scheduler_type: str = "constant"
     max_length: int = 256
+    max_prompt_length: int | None = None
     holdout: float | int = 0.2
     max_train_pairs: int | None = None
     seed: int = 0
@@ -164,6 +171,12 @@ class DPORunConfig:
             raise ConfigError(
                 f"max_length={self.max_length} leaves no room for prompt and response; use >= 16."
             )
+        if self.max_prompt_length is not None:
+            _positive_int("max_prompt_length", self.max_prompt_length)
+            if self.max_prompt_length > self.max_length:
+                raise ConfigError(
+                    f"max_prompt_length={self.max_prompt_length} exceeds max_length={self.max_length}."
+                )
         _positive_number("lora_alpha", self.lora_alpha)
         if not 0 <= float(self.lora_dropout) < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
@@ -199,6 +212,11 @@ class DPORunConfig:
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return 2e-4 if self.lora else 5e-6
+
+    def window(self) -> dict[str, int]:
+        """The token window of training (``ShapedDPOTrainer(window=...)``, ``plan.window_cut``)."""
+        p = self.max_length // 2 if self.max_prompt_length is None else self.max_prompt_length
+        return {"max_length": int(self.max_length), "max_prompt_length": int(p)}
 
     def n_holdout(self, n_pairs: int) -> int:
         """Pairs held out of ``n_pairs`` (at least 2 remain for training)."""
@@ -248,6 +266,8 @@ class DPORunConfig:
             "save_strategy": "no",
             "disable_tqdm": True,
             "dataset_num_proc": None,
+            # Pins the data order to the seed (the training plan reproduces it), not to torch's RNG.
+            "data_seed": int(self.seed),
             **self.dpo_kwargs,
             "output_dir": str(output_dir),
             "beta": float(self.beta),
@@ -286,6 +306,22 @@ class DPORunConfig:
             return DPOConfig(**self.dpo_kwargs_dict(output_dir, n_train), use_cpu=bool(use_cpu))
         except ValueError as err:
             raise ConfigError(f"trl.DPOConfig rejected the settings: {err}") from err
+
+
+def resolve_config(config: Any, overrides: dict[str, Any]) -> DPORunConfig:
+    """A ``DPORunConfig`` from a config, a dict of its fields or ``None``, with ``overrides`` applied."""
+    try:
+        if config is None:
+            return DPORunConfig(**overrides)
+        if isinstance(config, dict):
+            return DPORunConfig(**{**config, **overrides})
+        if not isinstance(config, DPORunConfig):
+            raise ConfigError(
+                f"config must be a DPORunConfig (or a dict of its fields), got {type(config).__name__}."
+            )
+        return dataclasses.replace(config, **overrides) if overrides else config
+    except TypeError as err:
+        raise ConfigError(f"Unknown DPORunConfig field: {err}") from err
 
 
 def _positive_number(name: str, value: Any, what: str = "") -> None:

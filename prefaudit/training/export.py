@@ -5,10 +5,12 @@
     dir/
       train.jsonl               the shaped pairs (prompt, chosen, rejected, pair_id, margin, weight)
       ablation.npy              directions to ablate (intervention="ablate" only)
-      config.json               model, trl DPOConfig arguments, LoRA settings, ablation, shaping record
+      config.json               model, trl DPOConfig arguments, LoRA settings, ablation, shaping record,
+                                token window and the training plan's counts
       accelerate_config.yaml    a multi-GPU starting point (edit num_processes / machines)
       train_dpo.py              the training script
       shaped_trainer.py         verbatim copy of prefaudit/training/trainer.py
+      shaped_plan.py            verbatim copy of prefaudit/training/plan.py (the window cut it imports)
       README.md                 how to launch it
 
 ``train_dpo.py``, ``README.md`` (its ``{summary}`` filled in) and ``accelerate_config.yaml`` are
@@ -17,7 +19,11 @@ the files in ``prefaudit/training/templates/`` (``*.tmpl``), read as package dat
 **Self-contained, by design.** ``shaped_trainer.py`` is a byte-for-byte copy of the module the
 notebook trains with (it imports only torch, transformers and trl — no prefaudit, no sae-lens), so
 the cluster needs ``trl``, ``peft`` and ``accelerate`` only, and runs the very code the fast tests
-check against the hand-written loss — not a re-implementation that could drift.
+check against the hand-written loss — not a re-implementation that could drift. The trainer cuts
+pairs to the token window with ``window_cut`` from ``shaped_plan.py`` (a byte-for-byte copy of
+``prefaudit/training/plan.py``, whose prefaudit imports are all inside functions the script never
+calls), with ``config.json``'s ``window``; ``plan`` there records what the notebook planned (for
+one process: on N processes every step draws N times as many pairs).
 
 Example
 -------
@@ -122,10 +128,15 @@ def export_training(session: Any, directory: Path, config: Any = None, **overrid
         "shaping": prep.shaped.to_dict(),
         "train_positions": [int(x) for x in prep.train_positions],
         "heldout_positions": [int(x) for x in prep.heldout_positions],
+        "window": prep.plan.window,
+        "plan": prep.plan.to_dict(pairs=False),
     }
     (directory / "config.json").write_text(json.dumps(record, indent=2, default=str))
     (directory / "accelerate_config.yaml").write_text(_template("accelerate_config.yaml.tmpl"))
     (directory / "train_dpo.py").write_text(_template("train_dpo.py.tmpl"))
     shutil.copyfile(Path(__file__).with_name("trainer.py"), directory / "shaped_trainer.py")
-    (directory / "README.md").write_text(_template("README.md.tmpl").format(summary=prep.shaped.summary()))
+    shutil.copyfile(Path(__file__).with_name("plan.py"), directory / "shaped_plan.py")
+    (directory / "README.md").write_text(
+        _template("README.md.tmpl").format(summary=prep.shaped.summary(), plan=prep.plan.summary())
+    )
     return directory

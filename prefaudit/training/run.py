@@ -1,8 +1,9 @@
 """``DPORun``: one shaped DPO run training in a background thread, observable and cancellable.
 
 ``start_run`` does everything that can fail fast on the calling thread — validate the config,
-resolve weights, split off the held-out pairs, shape the dataset, collect ablation directions,
-copy the model — and then trains in a daemon thread, so a notebook stays usable. Runs queue on
+resolve weights, split off the held-out pairs, shape the dataset, plan the token window and the
+pairs drawn (``run.plan``, :mod:`prefaudit.training.plan`), collect ablation directions, copy the
+model — and then trains in a daemon thread, so a notebook stays usable. Runs queue on
 one lock: two runs never train at once (they would share two CPU cores and trl's global seeding).
 
 Whatever happens in the thread ends on the run: ``status`` becomes ``finished``, ``cancelled`` or
@@ -37,7 +38,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .config import DPORunConfig
+from .config import DPORunConfig, resolve_config
+from .plan import TrainingPlan, build_plan, shape_training_set, split_positions
+
+__all__ = ["DPORun", "PreparedRun", "prepare_run", "split_positions", "start_run"]
 
 STATUSES = ("queued", "preparing", "running", "finished", "cancelled", "failed")
 DONE = ("finished", "cancelled", "failed")
@@ -58,6 +62,9 @@ class DPORun:
         The weights the run was shaped with (a copy; later slider moves do not change it).
     train_positions, heldout_positions : ndarray[int]
         Rows of ``session.data.df`` trained on (before filtering) and held out for verification.
+    plan : TrainingPlan
+        Per pair: trained, held out, dropped by length or not sampled, and the tokens the window
+        keeps (``run.plan.summary()``, ``run.plan.table``); the run trains exactly this.
     status : str
         ``queued``, ``preparing`` (tokenising, reference log-probs), ``running``, ``finished``,
         ``cancelled`` or ``failed``.
@@ -87,8 +94,10 @@ class DPORun:
         callbacks: Sequence[Any] = (),
         source: dict[str, Any] | None = None,
         session: Any = None,
+        plan: TrainingPlan | None = None,
     ) -> None:
         self.name = name
+        self.plan = plan
         self.session = session
         self.config = config
         self.shaped = shaped
@@ -213,6 +222,7 @@ class DPORun:
             "shaping": self.shaped.to_dict(),
             "train_positions": [int(x) for x in self.train_positions],
             "heldout_positions": [int(x) for x in self.heldout_positions],
+            "plan": self.plan.to_dict() if self.plan is not None else None,
             "steps": self.step,
             "elapsed_s": round(self.elapsed, 2),
             "error": self.error,
@@ -336,7 +346,10 @@ class DPORun:
                 callbacks=[RunProgressCallback(self), *self._callbacks],
                 ablation_directions=directions,
                 ablation_layer=layer,
+                window=self.plan.window if self.plan is not None else cfg.window(),
             )
+        if self.plan is not None:  # the run trains the plan, or it fails here, loudly
+            self.plan.check_dataset(trainer.train_dataset)
         # With tqdm disabled, Trainer prints every log dict; the panel and run.history show them instead.
         trainer.remove_callback(PrinterCallback)
         return trainer
@@ -346,57 +359,29 @@ class DPORun:
         (self.output_dir / "run.json").write_text(json.dumps(self.record(), indent=2, default=str))
 
 
-def split_positions(n_pairs: int, config: DPORunConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) rows: a seeded permutation; the first ``n_holdout`` are held out."""
-    k = config.n_holdout(n_pairs)
-    perm = np.random.default_rng(config.seed).permutation(n_pairs)
-    held, train = np.sort(perm[:k]), perm[k:]
-    if config.max_train_pairs is not None:
-        train = train[: config.max_train_pairs]
-    return np.sort(train), held
-
-
-def _resolve_config(config: Any, overrides: dict[str, Any]) -> DPORunConfig:
-    if config is None:
-        return DPORunConfig(**overrides)
-    if isinstance(config, dict):
-        return DPORunConfig(**{**config, **overrides})
-    if not isinstance(config, DPORunConfig):
-        raise ConfigError(
-            f"config must be a DPORunConfig (or a dict of its fields), got {type(config).__name__}."
-        )
-    return dataclasses.replace(config, **overrides) if overrides else config
-
-
 @dataclasses.dataclass
 class PreparedRun:
-    """Everything decided before training: config, weights, split, shaped data, ablation."""
+    """Everything decided before training: config, weights, split, shaped data, plan, ablation."""
 
     config: DPORunConfig
     shaped: Any
     train_positions: np.ndarray
     heldout_positions: np.ndarray
     ablation: tuple[np.ndarray, int] | None
+    plan: TrainingPlan
 
 
 def prepare_run(session: Any, config: Any = None, **overrides: Any) -> PreparedRun:
-    """Validate the config and shape the session's training pairs (shared by runs and exports)."""
-    from ..interventions import resolve_weights, shape_pairs
+    """Validate the config, shape the session's training pairs and plan the run (runs and exports)."""
     from ..interventions.ablate import training_ablation
 
-    try:
-        cfg = _resolve_config(config, overrides)
-    except TypeError as err:
-        raise ConfigError(f"Unknown DPORunConfig field: {err}") from err
-    weights = {} if cfg.intervention == "none" else resolve_weights(session, cfg.weights)
-    train, held = split_positions(len(session.data), cfg)
-    shaped = shape_pairs(
-        session, cfg.intervention, weights=weights, positions=train, threshold=cfg.filter_threshold
-    )
+    cfg = resolve_config(config, overrides)
+    shaped, train, held = shape_training_set(session, cfg)
     # Only an intervention that names directions to ablate (``ablate``) changes the forward pass.
     ablation = training_ablation(session, shaped.ablate_features) if shaped.ablate_features else None
     cfg.dpo_config("unused")  # validates dpo_kwargs now, not in the thread
-    return PreparedRun(cfg, shaped, train, held, ablation)
+    plan = build_plan(session, cfg, shaped, held)
+    return PreparedRun(cfg, shaped, train, held, ablation, plan)
 
 
 def start_run(session: Any, config: Any = None, *, callbacks: Sequence[Any] = (), **overrides: Any) -> DPORun:
@@ -412,7 +397,7 @@ def start_run(session: Any, config: Any = None, *, callbacks: Sequence[Any] = ()
 
     Returns
     -------
-    DPORun (already started)
+    DPORun (already started); ``run.plan`` is what it trains (:func:`prefaudit.training.plan.plan_training`).
 
     Example
     -------
@@ -437,5 +422,6 @@ def start_run(session: Any, config: Any = None, *, callbacks: Sequence[Any] = ()
         callbacks=callbacks,
         source={"model": backbone.name, "layer": backbone.layer, "pairs": len(session.data)},
         session=session,
+        plan=prep.plan,
     )
     return run.start()

@@ -33,8 +33,18 @@ replacement): trl has no per-example loss weights, and sampling pair i with prob
 the same expected gradient as the weighted loss Σ ωᵢ ℓᵢ / Σ ωᵢ without touching the loss.
 
 Concept ablation (CAFT-style) projects orthonormalised directions out of the output of one decoder
-layer with a forward hook that is switched on only for the policy's training step (forward and,
-under gradient checkpointing, its recomputation) and off for every reference pass.
+layer with a forward hook that is switched on for every pass the trainer runs — the policy's
+(forward and, under gradient checkpointing, its recomputation) and the reference's alike — and
+off otherwise (generation, and after ``remove_ablation``). Why the reference too: DPO's implicit
+reward is ``h = log π/π_ref`` (chosen − rejected); with the policy ablated and the reference not,
+the two models differ before any update (LoRA B = 0, or the untouched copy), so ``h ≠ 0`` at step 0
+for every pair whose responses carry the direction, and the loss pays the policy to restore the
+direction's effect by other routes — the opposite of ablating it. Ablating both passes trains
+plain DPO on the ablated model: ``h = 0`` at step 0 and only training moves it. Every way trl
+produces reference log-probs is covered: the LoRA policy with its adapter disabled (same module,
+same hook), an explicit or trl-loaded ``ref_model`` (a second hook on its layer), and
+``precompute_ref_log_probs`` (computed during ``__init__``, with the hooks installed and on; the
+ablated subspace is folded into trl's cache key, so an un-ablated cached reference is not reused).
 
 Example
 -------
@@ -55,6 +65,11 @@ from typing import Any
 import torch
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+try:  # in prefaudit; an export copies prefaudit/training/plan.py beside this file as shaped_plan.py
+    from .plan import window_cut
+except ImportError:
+    from shaped_plan import window_cut
 
 #: Dataset columns the shaped trainer reads besides trl's own.
 MARGIN_COLUMN, WEIGHT_COLUMN = "margin", "weight"
@@ -100,7 +115,7 @@ class ResidualAblation:
     """Project a subspace out of one decoder layer's output while :attr:`active` is true.
 
     ``h ← h − (h Q) Qᵀ`` with ``Q`` orthonormal. Registered as a forward hook; it does nothing
-    unless switched on with :meth:`enabled`, so reference passes and generation are untouched.
+    unless switched on with :meth:`enabled`, so generation and other uses of the model are untouched.
     """
 
     def __init__(self, layer: torch.nn.Module, directions: torch.Tensor) -> None:
@@ -160,9 +175,26 @@ class ShapedDPOTrainer(DPOTrainer):
 
     ablation_directions : torch.Tensor, shape (n, d_model), optional
         Residual-stream directions projected out of the output of decoder layer ``ablation_layer``
-        during policy training steps (CAFT-style); orthonormalised here.
+        (CAFT-style); orthonormalised here. They are projected out of the policy's *and* the
+        reference's passes (on the fly or precomputed), so the implicit reward is 0 for every pair
+        at step 0: training is plain DPO on the ablated model (module docstring).
     ablation_layer : int, optional
         Index of that decoder layer (0-based).
+    window : dict, optional
+        ``{"max_length": L, "max_prompt_length": P}``: cut every tokenised pair to the training
+        window with ``window_cut`` (``prefaudit/training/plan.py``: the prompt's last tokens, each
+        response's first) instead of trl's rule (drop a pair whose prompt alone fills
+        ``max_length``, keep the start of prompt+response). A pair left without a response token
+        is removed; its ``pair_id`` (the row index without that column) is on ``window_dropped``.
+
+    After training, call :meth:`remove_ablation`: the trained policy is then used without the hook,
+    as in CAFT. It is the base model plus an update learned while the directions were absent at
+    that layer — the gradient never had a component along them, and the layers above were trained
+    on inputs without them. With the hook gone the layers up to the ablated one write the
+    directions again (as the base does, up to incidental drift of their weights), so the policy
+    keeps what the base does with the concept and learned the preference through other routes.
+    Nothing in training pushes the directions' projection down, or makes the policy behave as if
+    they were still ablated.
 
     The train dataset may carry ``margin`` (float, logit units; 0 = plain DPO) and ``weight``
     (float ≥ 0; rows are sampled with probability ∝ weight when the weights are not all equal).
@@ -185,12 +217,23 @@ class ShapedDPOTrainer(DPOTrainer):
         *,
         ablation_directions: torch.Tensor | None = None,
         ablation_layer: int | None = None,
+        window: dict[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
         if args is not None:
             _check_args(args)
-        # Set before trl's __init__, which precomputes reference log-probs through compute_ref_log_probs.
+        # Read by _prepare_dataset, which trl's __init__ calls.
+        self.window = _check_window(window, args)
+        self.window_dropped: list[int] = []
+        # Set before trl's __init__, which precomputes reference log-probs through compute_ref_log_probs:
+        # the hooks are installed on first use (_ablations), when trl has set model and ref_model.
         self.ablation: ResidualAblation | None = None
+        self.ref_ablation: ResidualAblation | None = None
+        if ablation_directions is not None and ablation_layer is None:
+            raise ValueError("ablation_directions needs ablation_layer (the decoder layer index).")
+        self._ablation_spec = None
+        if ablation_directions is not None:
+            self._ablation_spec = (torch.as_tensor(ablation_directions), int(ablation_layer))
         if data_collator is None and args is not None:
             tok = kwargs.get("processing_class")
             tok = getattr(tok, "tokenizer", tok)
@@ -207,14 +250,40 @@ class ShapedDPOTrainer(DPOTrainer):
         self._ref_on_the_fly = not self.precompute_ref_logps
         self.precompute_ref_logps = True
         self._policy_logps = _PolicyLogps(self.accelerator.unwrap_model(self.model))
-        if ablation_directions is not None:
-            if ablation_layer is None:
-                raise ValueError("ablation_directions needs ablation_layer (the decoder layer index).")
-            layers = find_decoder_layers(self.accelerator.unwrap_model(self.model))
-            self.ablation = ResidualAblation(layers[int(ablation_layer)], ablation_directions)
+        self._ablations()  # installed by the precompute already, or now
         self._sample_weights = _sample_weights(self.train_dataset)
 
     # ------------------------------------------------------------------ data
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        window = getattr(self, "window", None)
+        if window is None:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # trl's own tokenisation without its length filter (it drops nothing), then the window.
+        dataset = super()._prepare_dataset(dataset, processing_class, _NoLengthLimit(args), dataset_name)
+        length, prompt_length = int(window["max_length"]), int(window["max_prompt_length"])
+
+        def cut(example: dict[str, Any]) -> dict[str, Any]:
+            ids = (example["prompt_ids"], example["chosen_ids"], example["rejected_ids"])
+            p, c, r = window_cut(*ids, length, prompt_length)
+            return {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r}
+
+        def has_responses(example: dict[str, Any]) -> bool:
+            return len(example["chosen_ids"]) > 0 and len(example["rejected_ids"]) > 0
+
+        if not hasattr(dataset, "column_names") or not hasattr(dataset, "select"):  # an IterableDataset
+            return dataset.map(cut).filter(has_responses)
+        dataset = dataset.map(
+            cut, num_proc=args.dataset_num_proc, desc=f"Cutting {dataset_name} to the window"
+        )
+        chosen, rejected = dataset["chosen_ids"], dataset["rejected_ids"]
+        empty = [i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if not c or not r]
+        if empty:
+            ids = dataset["pair_id"] if "pair_id" in dataset.column_names else range(len(dataset))
+            self.window_dropped += [int(ids[i]) for i in empty]
+            gone = set(empty)
+            dataset = dataset.select([i for i in range(len(dataset)) if i not in gone])
+        return dataset
+
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         if MARGIN_COLUMN not in self._signature_columns:
@@ -232,8 +301,8 @@ class ShapedDPOTrainer(DPOTrainer):
     # ------------------------------------------------------------------ loss
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
         inputs = {k: v for k, v in inputs.items() if k != MARGIN_COLUMN}
-        ctx = self.ablation.enabled(False) if self.ablation is not None else contextlib.nullcontext()
-        with ctx:
+        # The reference is ablated like the policy (module docstring): on the fly and precomputed.
+        with self._ablating():
             return super().compute_ref_log_probs(model, inputs)
 
     def compute_loss(
@@ -250,15 +319,14 @@ class ShapedDPOTrainer(DPOTrainer):
         margin = margin.to(device=ref_chosen.device, dtype=ref_chosen.dtype)
         # The whole shaping: trl's sigmoid loss on (π_c − ref_c − m/β) − (π_r − ref_r) is −log σ(β·h − m).
         inputs["ref_chosen_logps"] = ref_chosen + margin / self.beta
-        with self._policy_logps.window():
+        with self._policy_logps.window(), self._ablating():  # the policy pass (also in evaluation)
             out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         self._relabel_rewards(margin, ref_chosen, inputs["ref_rejected_logps"])
         return out
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
-        # The ablation covers the policy forward and its backward (gradient-checkpoint recomputation).
-        ctx = self.ablation.enabled(True) if self.ablation is not None else contextlib.nullcontext()
-        with ctx:
+        # The ablation covers the forwards and the backward (gradient-checkpoint recomputation).
+        with self._ablating():
             return super().training_step(*args, **kwargs)
 
     def _relabel_rewards(
@@ -281,11 +349,56 @@ class ShapedDPOTrainer(DPOTrainer):
         metrics["rewards/shaped_margins"].append((c - r - m).mean().item())
         metrics["rewards/shaped_accuracies"].append((c - r > m).float().mean().item())
 
+    # ------------------------------------------------------------------ ablation
+    def _ablations(self) -> list[ResidualAblation]:
+        """The ablation hooks, installed on first use: on the policy's layer and on the reference copy's."""
+        if self._ablation_spec is None:
+            return []
+        directions, index = self._ablation_spec
+        if self.ablation is None:
+            layers = find_decoder_layers(self.accelerator.unwrap_model(self.model))
+            self.ablation = ResidualAblation(layers[index], directions)
+        ref = getattr(self, "ref_model", None)
+        if ref is None and self.ref_ablation is not None:  # trl dropped a reference used only to precompute
+            self.ref_ablation.remove()
+            self.ref_ablation = None
+        elif ref is not None and self.ref_ablation is None:
+            layers = find_decoder_layers(self.accelerator.unwrap_model(ref))
+            self.ref_ablation = ResidualAblation(layers[index], directions)
+        return [a for a in (self.ablation, self.ref_ablation) if a is not None]
+
+    @contextlib.contextmanager
+    def _ablating(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for ablation in self._ablations():
+                stack.enter_context(ablation.enabled(True))
+            yield
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        # trl caches precomputed log-probs under Hasher.hash((dataset fingerprint, model hash)); a hook
+        # is no weight, so the ablated subspace joins the key — else a cached un-ablated reference
+        # would be reused (same data file, same weights).
+        model_hash = self._precompute_model_hash
+        ablations = self._ablations()
+        if ablations:
+            basis = ablations[0].basis.numpy().tobytes()
+            self._precompute_model_hash = (model_hash, "ablation", self._ablation_spec[1], basis)
+        try:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        finally:
+            self._precompute_model_hash = model_hash
+
     def remove_ablation(self) -> None:
-        """Remove the ablation hook (the trained policy is used without it, as in CAFT)."""
-        if self.ablation is not None:
-            self.ablation.remove()
-            self.ablation = None
+        """Remove the ablation hooks (the trained policy is used without them, as in CAFT).
+
+        Afterwards the trainer's passes are un-ablated while reference log-probs it precomputed
+        stay the ablated reference's: evaluate the trained policy elsewhere, not with this trainer.
+        """
+        for ablation in (self.ablation, self.ref_ablation):
+            if ablation is not None:
+                ablation.remove()
+        self.ablation = self.ref_ablation = None
+        self._ablation_spec = None
 
 
 def _check_args(args: Any) -> None:
@@ -299,6 +412,31 @@ def _check_args(args: Any) -> None:
         raise ValueError("ShapedDPOTrainer needs f_divergence_type='reverse_kl' (standard DPO).")
     if getattr(args, "ld_alpha", None) is not None:
         raise ValueError("ShapedDPOTrainer does not support ld_alpha (length-desensitised log-probs).")
+
+
+class _NoLengthLimit:
+    """Training arguments as trl's ``_prepare_dataset`` reads them, with ``max_length=None`` (no drop filter)."""
+
+    max_length = None
+
+    def __init__(self, args: Any) -> None:
+        self._args = args
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._args, name)
+
+
+def _check_window(window: dict[str, int] | None, args: Any) -> dict[str, int] | None:
+    """The window as ints; it must fit in ``args.max_length`` (the collator would cut it again)."""
+    if window is None:
+        return None
+    length, prompt = int(window["max_length"]), int(window["max_prompt_length"])
+    limit = getattr(args, "max_length", None)
+    if not 1 <= prompt <= length or (limit is not None and length > limit):
+        raise ValueError(
+            f"window={window!r}: need 1 <= max_prompt_length <= max_length <= args.max_length ({limit})."
+        )
+    return {"max_length": length, "max_prompt_length": prompt}
 
 
 def _sample_weights(dataset: Any) -> torch.Tensor | None:

@@ -1,7 +1,8 @@
 """``RunPanel``: the live view of a :class:`~prefaudit.training.run.DPORun`.
 
-Shows status, progress (step, elapsed, estimated time left), the latest loss, reward margin and
-accuracy (unshaped, plus the shaped margin when a margin is trained), a sparkline of loss and
+Shows status, the training plan's counts line (``run.plan.summary()``: pairs trained, held out,
+dropped by length, not sampled, responses and prompts cut), progress (step, elapsed, estimated
+time left), the latest loss, reward margin and accuracy (unshaped, plus the shaped margin when a margin is trained), a sparkline of loss and
 reward margin, and a Stop button. It observes the run (events arrive from the training thread)
 and sends one intent up: ``run.cancel()``. A failed run shows its traceback here and on
 ``run.error``.
@@ -48,6 +49,9 @@ class RunPanel(SessionView):
         self.run = run
         self.title = w.HTML()
         self.shaping = w.HTML(f"<small>{html.escape(run.shaped.summary())}</small>")
+        plan = getattr(run, "plan", None)
+        self.plan = w.HTML(f"<small>{html.escape(plan.summary())}</small>" if plan is not None else "")
+        self.plan.add_class("pa-run-plan")
         self.progress = w.IntProgress(
             value=0, min=0, max=max(1, run.max_steps), layout=w.Layout(width="320px")
         )
@@ -63,6 +67,7 @@ class RunPanel(SessionView):
         self.set_body(
             self.title,
             self.shaping,
+            self.plan,
             w.HBox([self.progress, self.timing, self.stop]),
             w.HBox([self.metrics, self.chart]),
             self.error,
