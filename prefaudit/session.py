@@ -80,6 +80,25 @@ class AuditSession(AuditCore):
         return write_report(self, Path(path), **kwargs)
 
     # ------------------------------------------------------------------ shaping, training, verification
+    def predict(
+        self,
+        weights: dict[int | str, float] | None = None,
+        *,
+        features: Any = None,
+        config: Any = None,
+        matrix: Any = None,
+    ) -> Any:
+        """Predicted learning signal per feature (see :meth:`AuditCore.predict`).
+
+        With ``config`` (a ``DPORunConfig`` or dict): over the pairs that run would train on, read
+        in its token window (:func:`prefaudit.training.window.predict_in_window`).
+        """
+        if config is None:
+            return super().predict(weights, features=features, matrix=matrix)
+        from .training.window import predict_in_window
+
+        return predict_in_window(self, config, weights, features=features)
+
     def shaped_pairs(self, intervention: str = "margin", **kwargs: Any) -> Any:
         """The ``datasets.Dataset`` trl trains on, with this session's shaping applied.
 

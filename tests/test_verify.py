@@ -12,6 +12,7 @@ from prefaudit.features.concepts import builtin_concepts, concept_matrix
 from prefaudit.generation import SamplingConfig, generate_texts
 from prefaudit.interventions import get as get_intervention
 from prefaudit.stats.agreement import origin_r2
+from prefaudit.training.window import window_matrix
 from prefaudit.verify import sign_agreement
 from tests import tiny
 
@@ -68,12 +69,14 @@ def test_verify_reports_observed_against_predicted(trained):
     held = {session.data.df["prompt"].iloc[i] for i in run.heldout_positions}
     assert set(res.generations["prompt"]) <= held
     assert not set(run.heldout_positions) & set(run.train_positions)
-    # Prediction: the σ(m)-weighted mean Δ at the run's weights over the pairs it trained on, standardised.
+    # Prediction: the σ(m)-weighted mean Δ at the run's weights over the pairs it trained on, read in
+    # its training window, standardised by the audit's sd.
     pv = session.predict(run.weights).set_index("feature")
     feats = res.features.set_index("feature")
     rows = np.asarray(run.plan.trained_positions)
     g = np.asarray(pv.attrs["gradient_weight"])[rows]
-    expected_signal = g @ session.delta_matrix().toarray()[rows] / g.sum()
+    window_delta = window_matrix(session, run.plan.window, rows).delta.toarray()
+    expected_signal = g @ window_delta / g.sum()
     assert np.allclose(feats["predicted"].to_numpy(), expected_signal)
     assert np.allclose(feats["predicted_z"], np.where(pv["sd"] > 0, expected_signal / pv["sd"], 0.0))
     # Observation: trained − base per prompt, mean, divided by the audit's sd (checked by hand for a concept).

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import ids
 from ..errors import ConfigError
-from .base import Intervention, RowPlan, weighted_mean_delta
+from .base import Intervention, RowPlan
 from .registry import register
 
 
@@ -70,18 +70,13 @@ class Ablate(Intervention):
         plan.ablate_features, plan.not_ablatable = ablate, skipped
         return plan
 
-    def signal(
-        self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str], rows: np.ndarray | None
-    ) -> np.ndarray:
-        raw = (
-            preview["signal_before"].to_numpy().copy()
-            if rows is None
-            else weighted_mean_delta(core, rows, np.ones(len(rows)))
-        )
-        index = {f: j for j, f in enumerate(preview["feature"])}
-        for f in ablated:
-            raw[index[f]] = 0.0
-        return raw
+    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+        # Every pair as in plain DPO (the weights do not enter the loss) ...
+        return np.ones(len(preview.attrs["margins"]))
+
+    def zeroed(self, ablated: list[str]) -> list[str]:
+        # ... but the ablated directions cannot be learned.
+        return list(ablated)
 
     def summary(self, shaped: Any, head: str) -> str:
         skipped = (

@@ -46,11 +46,13 @@ def dominated(margins: np.ndarray, threshold: float = DOMINANCE_THRESHOLD) -> np
     return shaping.dominated(margins, threshold)
 
 
-def weighted_mean_delta(core: Any, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Σᵢ ωᵢ·Δᵢ / Σᵢ ωᵢ over ``rows`` of the audit's Δ (signed ω flips a pair; 0 drops it)."""
-    delta = sp.csr_matrix(core.delta_matrix())[rows]
-    total = float(np.sum(np.abs(weights)))
-    return np.asarray(delta.T @ np.asarray(weights, dtype=np.float64)).ravel() / max(total, 1e-300)
+def weighted_mean_delta(delta: Any, weights: np.ndarray) -> np.ndarray:
+    """Σᵢ ωᵢ·Δᵢ / Σᵢ |ωᵢ| over the rows of ``delta`` (a signed ω flips a pair; 0 drops it)."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = float(np.sum(np.abs(w)))
+    if total == 0:
+        return np.zeros(delta.shape[1])
+    return np.asarray(sp.csr_matrix(delta).T @ w).ravel() / total
 
 
 class Intervention:
@@ -71,18 +73,16 @@ class Intervention:
         """Which of the requested pairs are kept or swapped, their loss margins and sampling weights."""
         return RowPlan.unchanged(len(margins))
 
-    def signal(
-        self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str], rows: np.ndarray | None
-    ) -> np.ndarray:
-        """Predicted learning signal per feature (raw units, ``feature_ids`` order).
+    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+        """Each audit pair's weight in the learning signal (length n_pairs; signed, 0 = not learned).
 
-        ``preview`` is ``core.predict(weights)``; ``rows`` the pairs trained on (``None``: all).
-        The default is the σ(mᵢ)-weighted mean Δ over those pairs: at initialisation pair i's DPO
-        gradient weight is σ(mᵢ) (over all pairs this is the preview's ``signal_after``).
+        The default is σ(mᵢ): at initialisation pair i's DPO gradient weight (vanilla: ½ each).
         """
-        if rows is None:
-            return preview["signal_after"].to_numpy().copy()
-        return weighted_mean_delta(core, rows, np.asarray(preview.attrs["gradient_weight"])[rows])
+        return np.asarray(preview.attrs["gradient_weight"], dtype=np.float64)
+
+    def zeroed(self, ablated: list[str]) -> list[str]:
+        """Features whose signal the intervention removes outright (``ablate``: its directions)."""
+        return []
 
     def summary(self, shaped: Any, head: str) -> str:
         """One line a person can read; ``head`` already says the intervention and the pair count."""
@@ -96,18 +96,29 @@ class Intervention:
         threshold: float = DOMINANCE_THRESHOLD,
         ablated: Any = (),
         positions: Any = None,
+        delta: Any = None,
     ) -> pd.DataFrame:
         """Predicted learning signal per feature for this intervention at ``weights``.
 
-        ``positions``: the pairs the run trains on (default: every pair of the audit). Margins and
-        the unit sᶠ are those of the whole audit, as in the preview. Returns ``feature``,
+        signal_f = Σᵢ ωᵢ·Δᵢᶠ / Σᵢ |ωᵢ| over ``positions`` (default: every pair of the audit), with
+        the intervention's pair weights ω (:meth:`pair_weights`) and its zeroed features. ``delta``
+        (rows aligned with ``positions``) replaces the audit's Δ — e.g. the trained pairs read in
+        the training window; margins, and the unit sd used for ``predicted_z``, stay the audit's. Returns ``feature``,
         ``label``, ``weight``, ``predicted`` (raw), ``predicted_z`` (/sᶠ) and ``sd``, in
         ``core.feature_ids`` order — what verification compares the observed shift with.
         """
         pv = core.predict(weights)
         sd = pv["sd"].to_numpy()
-        rows = None if positions is None else np.asarray(positions, dtype=np.int64)
-        raw = self.signal(core, pv, threshold, list(ablated), rows)
+        rows = np.arange(len(core.data)) if positions is None else np.asarray(positions, dtype=np.int64)
+        omega = self.pair_weights(pv, threshold)[rows]
+        if delta is None:
+            delta = sp.csr_matrix(core.delta_matrix())[rows]
+        elif delta.shape[0] != len(rows):
+            raise ValueError(f"delta has {delta.shape[0]} rows for {len(rows)} positions.")
+        raw = weighted_mean_delta(delta, omega)
+        index = {f: j for j, f in enumerate(pv["feature"])}
+        for f in self.zeroed(list(ablated)):
+            raw[index[f]] = 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(sd > 0, raw / sd, 0.0)
         return pd.DataFrame(

@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from .base import Intervention, RowPlan, dominated, weighted_mean_delta
+from .base import Intervention, RowPlan, dominated
 from .registry import register
 
 
@@ -21,13 +20,9 @@ class Filter(Intervention):
         plan.keep = ~dominated(margins, threshold)
         return plan
 
-    def signal(
-        self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str], rows: np.ndarray | None
-    ) -> np.ndarray:
-        keep = (~dominated(np.asarray(preview.attrs["margins"]), threshold)).astype(np.float64)
-        if rows is not None:
-            return weighted_mean_delta(core, rows, keep[rows]) if keep[rows].any() else np.zeros(len(preview))
-        return np.asarray(sp.csr_matrix(core.delta_matrix()).T @ keep).ravel() / max(keep.sum(), 1.0)
+    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+        # Dropped pairs teach nothing; the rest are learned as in plain DPO.
+        return (~dominated(np.asarray(preview.attrs["margins"]), threshold)).astype(np.float64)
 
     def summary(self, shaped: Any, head: str) -> str:
         return f"{head}; dropped {len(shaped.dropped)} with m <= -{shaped.threshold:g}"

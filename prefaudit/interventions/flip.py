@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from .base import Intervention, RowPlan, dominated, weighted_mean_delta
+from .base import Intervention, RowPlan, dominated
 from .registry import register
 
 
@@ -21,13 +20,9 @@ class Flip(Intervention):
         plan.swap = dominated(margins, threshold)
         return plan
 
-    def signal(
-        self, core: Any, preview: pd.DataFrame, threshold: float, ablated: list[str], rows: np.ndarray | None
-    ) -> np.ndarray:
-        sign = np.where(dominated(np.asarray(preview.attrs["margins"]), threshold), -1.0, 1.0)
-        if rows is not None:
-            return weighted_mean_delta(core, rows, sign[rows])
-        return np.asarray(sp.csr_matrix(core.delta_matrix()).T @ sign).ravel() / len(sign)
+    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+        # A swapped pair teaches its Δ with the opposite sign.
+        return np.where(dominated(np.asarray(preview.attrs["margins"]), threshold), -1.0, 1.0)
 
     def summary(self, shaped: Any, head: str) -> str:
         return f"{head}; flipped {len(shaped.flipped)} with m <= -{shaped.threshold:g}"

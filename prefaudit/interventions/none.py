@@ -22,6 +22,9 @@ class NoIntervention(Intervention):
         threshold: float = 1.0,
         ablated: Any = (),
         positions: Any = None,
+        delta: Any = None,
     ) -> pd.DataFrame:
         # Plain DPO ignores any weights: its prediction is the unweighted mean Δ.
-        return super().predict(core, {}, threshold=threshold, ablated=ablated, positions=positions)
+        return super().predict(
+            core, {}, threshold=threshold, ablated=ablated, positions=positions, delta=delta
+        )

@@ -8,7 +8,8 @@ Reward
 ------
 For a held-out response y to prompt x, ρ(y) = log π_θ(y|x) − log π_ref(y|x) (β·ρ is DPO's
 implicit reward), read teacher-forced in the trained window. The **observed loading** of feature
-f is the standardised covariance over held-out responses (both sides of every pair):
+f is the standardised covariance over held-out responses (both sides of every pair; features
+read in the run's training window, :mod:`prefaudit.training.window`):
 ``ℓ_f = cov(ρ, x_f) / sd(x_f)``.
 
 The **predicted loading** is the same quantity for the reward the audit implies. At
@@ -19,9 +20,9 @@ gᵢ = σ(mᵢ) (vanilla: ½). To first order the learned reward on the trained 
 ``cov(ρ̂, x_f) = Σᵢ gᵢ (x_f(cᵢ) − x_f(rᵢ)) / (2n − 1) ∝ Σᵢ gᵢ Δᵢᶠ``, and
 ``ℓ̂_f ∝ signal_f / sd_T(x_f)``,
 
-where signal_f is the intervention's predicted learning signal over the trained pairs
-(``Intervention.predict(..., positions=trained)``) and sd_T the spread of x_f over the trained
-responses. The scale is free (a training budget); r and the origin R² do not depend on it. The
+where signal_f is the intervention's predicted learning signal over the trained pairs read in
+the window (``Intervention.predict(..., positions=trained, delta=window Δ)``) and sd_T the spread
+of x_f over the trained responses. The scale is free (a training budget); r and the origin R² do not depend on it. The
 null exchanges ρ of the two responses of a held-out pair (ρ permuted within prompts).
 
 Generation
@@ -69,19 +70,17 @@ def evaluated_features(
     return fixed_feature_set(q, varies, alpha=ids.ALPHA, n_random=n_random, seed=seed, always=always)
 
 
-def response_features(session: Any, positions: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Audit features ``(len(positions), len(cols))`` of the chosen and rejected responses of pairs."""
-    m = session.matrix
-    rows = np.asarray(positions, dtype=np.int64)
+def response_features(matrix: Any, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense chosen and rejected features ``(n_pairs, len(cols))`` of a :class:`FeatureMatrix`."""
     return (
-        m.chosen[rows][:, cols].toarray().astype(np.float64),
-        m.rejected[rows][:, cols].toarray().astype(np.float64),
+        matrix.chosen[:, cols].toarray().astype(np.float64),
+        matrix.rejected[:, cols].toarray().astype(np.float64),
     )
 
 
-def predicted_loadings(session: Any, signal: np.ndarray, trained: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """ℓ̂_f ∝ signal_f / sd_T(x_f) over the trained responses (module docstring)."""
-    xc, xr = response_features(session, trained, cols)
+def predicted_loadings(signal: np.ndarray, trained: Any, cols: np.ndarray) -> np.ndarray:
+    """ℓ̂_f ∝ signal_f / sd_T(x_f) over the trained responses (``trained``: their FeatureMatrix)."""
+    xc, xr = response_features(trained, cols)
     sd = np.concatenate([xc, xr]).std(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(sd > 0, np.asarray(signal, dtype=np.float64)[cols] / sd, 0.0)
@@ -99,18 +98,22 @@ def reward_observer(rho_c: np.ndarray, rho_r: np.ndarray, xc: np.ndarray, xr: np
 
 
 def reward_channel(
-    session: Any, heldout: pd.DataFrame, beta: float, signal: np.ndarray, trained: np.ndarray, cols: np.ndarray,
+    heldout: pd.DataFrame, beta: float, signal: np.ndarray, trained: Any, held: Any, cols: np.ndarray,
     **resampling: Any,
 ) -> tuple[AgreementRow, np.ndarray, np.ndarray]:  # fmt: skip
-    """(row, predicted loadings, observed loadings) from the held-out pairs' implicit rewards."""
-    pos = heldout["position"].to_numpy(dtype=np.int64)
+    """(row, predicted loadings, observed loadings) from the held-out pairs' implicit rewards.
+
+    ``trained`` and ``held`` are the FeatureMatrix of the trained and the held-out pairs (rows in
+    the order of ``heldout``), read in the training window.
+    """
     rho_c = heldout["reward_chosen"].to_numpy(dtype=np.float64) / beta
     rho_r = heldout["reward_rejected"].to_numpy(dtype=np.float64) / beta
-    xc, xr = response_features(session, pos, cols)
+    xc, xr = response_features(held, cols)
     observe = reward_observer(rho_c, rho_r, xc, xr)
-    pred = predicted_loadings(session, signal, trained, cols)
-    row = agreement_row("reward", len(pos), observe, pred, **resampling)
-    return row, pred, observe(np.arange(len(pos)), np.zeros(len(pos), dtype=bool))
+    pred = predicted_loadings(signal, trained, cols)
+    n = len(heldout)
+    row = agreement_row("reward", n, observe, pred, **resampling)
+    return row, pred, observe(np.arange(n), np.zeros(n, dtype=bool))
 
 
 def length_adjusted_mean(d: np.ndarray, dlen: np.ndarray) -> np.ndarray:
@@ -146,19 +149,20 @@ def generation_channels(
 
 
 def shaping_change_channel(
-    session: Any, a: Any, b: Any, cols: np.ndarray, **resampling: Any
+    a: Any, b: Any, cols: np.ndarray, held_matrix: Any, **resampling: Any
 ) -> AgreementRow | None:
     """Predicted (b − a) vs observed (b − a) reward loadings on the held-out pairs both runs share.
 
-    ``a``, ``b``: :class:`~prefaudit.verify.result.VerifyResult` with ``heldout`` rewards and the
-    predicted signals over their trained pairs (``signal``, ``trained``). ``None`` when they share
-    fewer than 4 held-out pairs.
+    ``a``, ``b``: :class:`~prefaudit.verify.result.VerifyResult` with ``heldout`` rewards, the
+    predicted signals over their trained pairs (``signal``) and those pairs' window features
+    (``trained_matrix``); ``held_matrix(positions)`` gives the held-out pairs' window features.
+    ``None`` when the runs share fewer than 4 held-out pairs.
     """
     ha, hb = a.heldout.set_index("position"), b.heldout.set_index("position")
     common = np.array(sorted(set(ha.index) & set(hb.index)), dtype=np.int64)
     if len(common) < 4:
         return None
-    xc, xr = response_features(session, common, cols)
+    xc, xr = response_features(held_matrix(common), cols)
     rho = {
         k: (
             h.loc[common, "reward_chosen"].to_numpy() / beta,
@@ -182,7 +186,7 @@ def shaping_change_channel(
             np.concatenate([ra["c"], ra["r"]]), x
         )
 
-    pred = predicted_loadings(session, b.signal, b.trained, cols) - predicted_loadings(
-        session, a.signal, a.trained, cols
+    pred = predicted_loadings(b.signal, b.trained_matrix, cols) - predicted_loadings(
+        a.signal, a.trained_matrix, cols
     )
     return agreement_row("shaping change", len(common), observe, pred, **resampling)

@@ -42,9 +42,10 @@ class VerifyResult:
         ``prompt``, ``base``, ``trained`` for each generated sample.
     heldout : DataFrame
         Implicit rewards on the run's held-out pairs (:func:`~prefaudit.verify.rewards.pair_rewards`).
-    signal, trained, columns
-        The predicted learning signal (raw, every feature) over the pairs the run trained on,
-        those pairs, and the columns of F — what a comparison of two runs needs.
+    signal, trained, trained_matrix, window, columns
+        The predicted learning signal (raw, every feature) over the pairs the run trained on, read
+        in its window; those pairs, their window features, the window, and the columns of F —
+        what a comparison of two runs needs.
     """
 
     run_name: str
@@ -65,6 +66,8 @@ class VerifyResult:
     beta: float = math.nan
     signal: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    trained_matrix: Any = field(default=None, repr=False)
+    window: dict[str, int] = field(default_factory=dict)
     columns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     session: Any = field(default=None, repr=False)
 

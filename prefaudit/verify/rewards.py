@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..training.window import window_token_ids
 from .checks import check_run
 from .policies import base_dtype, base_policy
 
@@ -78,14 +79,14 @@ def pair_rewards(
 
     ``reward_chosen = β·(log π(c) − log π_base(c))``, likewise for rejected; ``margin`` is their
     difference and ``correct`` whether it is positive — does the policy prefer held-out chosen
-    responses it never trained on? Responses end with the tokenizer's EOS, prompts are rendered
-    as in the audit.
+    responses it never trained on?
 
-    Each prompt + response is cut to ``max_length`` tokens (default: the run's ``max_length``),
-    keeping the start as trl does in training: the rewards are those of the sequences DPO saw,
-    and scoring costs no more than training did. At least one response token is kept. The base
-    policy's log-probs are cached per session (every run of a session starts from the same base),
-    so a second run scores only its own policy.
+    The tokens scored are those the run's training window keeps (``run.plan.window``: trl's own
+    tokenisation, the end of a long prompt, the start of each response —
+    :func:`prefaudit.training.plan.window_cut`), so the rewards are read on the same kind of
+    sequence DPO trained on. ``max_length`` overrides the window's length. The base policy's
+    log-probs are cached per session (every run of a session starts from the same base), so a
+    second run scores only its own policy.
 
     Example
     -------
@@ -98,23 +99,20 @@ def pair_rewards(
         return pd.DataFrame(
             columns=["position", "pair_id", "reward_chosen", "reward_rejected", "margin", "correct"]
         )
-    if max_length is None:
-        max_length = int(getattr(run.config, "max_length", 0) or 0) or None
+    # Exactly the tokens the run's window keeps (trl's tokenisation, the plan's cut).
+    window = dict(run.plan.window)
+    if max_length is not None:
+        window = {
+            "max_length": int(max_length),
+            "max_prompt_length": min(window["max_prompt_length"], int(max_length) - 1),
+        }
     bb = session.backbone
     df = session.data.df
-    eos = [bb.tokenizer.eos_token_id]
-    prompts = [bb.prompt_ids(session.data.messages(i)) for i in pos]
-
-    def responses(column: str) -> list[list[int]]:
-        out = []
-        for p, i in zip(prompts, pos, strict=True):
-            ids = bb.tokenizer(df[column].iloc[i], add_special_tokens=False)["input_ids"] + eos
-            out.append(ids if max_length is None else ids[: max(1, max_length - len(p))])
-        return out
-
-    chosen, rejected = responses("chosen"), responses("rejected")
+    ids = window_token_ids(session, window, pos)
+    prompts = [x[0] for x in ids]
+    chosen, rejected = [x[1] for x in ids], [x[2] for x in ids]
     base_model, base_ctx = base_policy(session, run)
-    key = json.dumps(["rewards", pos, max_length, base_dtype(session, run)])
+    key = json.dumps(["rewards", pos, window, base_dtype(session, run)])
     cache = base_cache(session)
     was_training = run.model.training
     run.model.eval()

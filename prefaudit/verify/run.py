@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..generation import SamplingConfig, generate_texts
 from ..interventions import get as get_intervention
 from ..stats.agreement import AGREEMENT_COLUMNS
+from ..training.window import window_matrix
 from .channels import (
     N_RANDOM_FEATURES,
     evaluated_features,
@@ -82,12 +83,15 @@ def verify_run(
     cols = evaluated_features(
         session, [*run.weights, *run.shaped.ablate_features], n_random=n_features, seed=seed
     )
+    # The trained pairs read in the run's window: the text the prediction is about.
+    trained_matrix = window_matrix(session, run.plan.window, trained)
     pred = get_intervention(run.shaped.intervention).predict(
         session,
         run.weights,
         threshold=run.shaped.threshold,
         ablated=run.shaped.ablate_features,
         positions=trained,
+        delta=trained_matrix.delta,
     )
 
     msgs = verification_prompts(session, run, prompts, n_prompts)
@@ -137,12 +141,13 @@ def verify_run(
     table["predicted_loading"] = np.nan
     table["observed_loading"] = np.nan
     if len(heldout) >= 4:
+        held = window_matrix(session, run.plan.window, heldout["position"].to_numpy())
         row, p_load, o_load = reward_channel(
-            session,
             heldout,
             float(run.config.beta),
             pred["predicted"].to_numpy(),
-            trained,
+            trained_matrix,
+            held,
             cols,
             **resampling,
         )
@@ -172,6 +177,8 @@ def verify_run(
         beta=float(run.config.beta),
         signal=pred["predicted"].to_numpy(),
         trained=trained,
+        trained_matrix=trained_matrix,
+        window=dict(run.plan.window),
         columns=cols,
         session=session,
     )
@@ -221,7 +228,9 @@ def compare_runs(session: Any, run_a: Any, run_b: Any, **kwargs: Any) -> RunComp
     same = a.settings == b.settings and list(a.generations["prompt"]) == list(b.generations["prompt"])
     rows = [a.agreement.assign(run=a.run_name), b.agreement.assign(run=b.run_name)]
     cols = np.union1d(a.columns, b.columns)
-    change = shaping_change_channel(session, a, b, cols, seed=a.settings.seed)
+    change = shaping_change_channel(
+        a, b, cols, lambda positions: window_matrix(session, a.window, positions), seed=a.settings.seed
+    )
     if change is not None:
         rows.append(pd.DataFrame([change.to_dict()]).assign(run=f"{b.run_name} − {a.run_name}"))
     agreement = pd.concat(rows, ignore_index=True)
