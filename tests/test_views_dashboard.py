@@ -41,3 +41,12 @@ def test_no_view_puts_dataset_text_into_html_unescaped(hostile):
     # Search: labels in dropdown options are option text, not HTML.
     dash.volcano.search.value = "onerror"
     assert hostile.focus == "concept:apology"
+
+
+def test_dashboard_plans_a_run_on_demand(tiny_session):
+    tiny_session.test(n_boot=50)
+    dash = Dashboard(tiny_session)
+    assert dash.plan.value == ""  # nothing is tokenised until asked
+    dash.plan_button.click()
+    plan = tiny_session.plan_training()
+    assert "pa-plan-summary" in dash.plan.value and plan.summary().split(" · ")[0] in dash.plan.value

@@ -38,7 +38,9 @@ Shaper
     counter), with ``.pa-dominated[data-count]`` (pairs with margin ≤ −τ) and, when margins hit
     the cap, ``.pa-capped[data-count]``.
 Dashboard
-    root ``.prefaudit-dashboard`` containing the three roots above.
+    root ``.prefaudit-dashboard`` containing the three roots above, and ``button.pa-plan-button``
+    which fills ``.pa-plan`` with the training plan's counts (``.pa-plan-summary``) for a run with
+    the default config and the current weights.
 Run panel
     root ``.prefaudit-run-panel``; the training plan's counts line ``.pa-run-plan`` (trained,
     held out, dropped by length, not sampled, responses and prompts cut), ``.pa-run-metrics``

@@ -12,6 +12,7 @@ Example
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as w
@@ -59,4 +60,18 @@ class Dashboard(SessionView):
             [self.shaper, self.pairs],
             layout=w.Layout(flex_flow="row wrap", align_items="flex-start", width="100%"),
         )
-        self.set_body(self.volcano, below)
+        # What a run with the default config and the current weights would train on — asked for on
+        # demand, because planning tokenises every pair (and loads the model for a concepts-only audit).
+        self.plan = w.HTML("", layout=w.Layout(margin="0 0 0 8px"))
+        self.plan.add_class("pa-plan")
+        self.plan_button = w.Button(
+            description="Plan a run", tooltip="session.plan_training(): counts per pair"
+        )
+        self.plan_button.add_class("pa-plan-button")
+        self.plan_button.on_click(self.guard(self._show_plan))
+        plan_row = w.HBox([self.plan_button, self.plan], layout=w.Layout(align_items="center"))
+        self.set_body(self.volcano, plan_row, below)
+
+    def _show_plan(self, _button: Any = None) -> None:
+        plan = self.session.plan_training()
+        self.plan.value = f"<span class='pa-plan-summary'>{html.escape(plan.summary())}</span>"
