@@ -91,11 +91,11 @@ class AuditSession(AuditCore):
         """Predicted learning signal per feature (see :meth:`AuditCore.predict`).
 
         With ``config`` (a ``DPORunConfig`` or dict): over the pairs that run would train on, read
-        in its token window (:func:`prefaudit.training.window.predict_in_window`).
+        in its token window (:func:`prefaudit.training.prediction.predict_in_window`).
         """
         if config is None:
             return super().predict(weights, features=features, matrix=matrix)
-        from .training.window import predict_in_window
+        from .training.prediction import predict_in_window
 
         return predict_in_window(self, config, weights, features=features)
 

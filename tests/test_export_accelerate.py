@@ -53,7 +53,7 @@ def test_export_writes_dataset_config_script_and_a_verbatim_trainer(tiny_session
     src = Path(pa.__file__).parent / "training" / "trainer.py"
     assert (out / "shaped_trainer.py").read_text() == src.read_text()
     # The copy needs trl, not prefaudit (nor sae-lens): the cluster installs only the training stack.
-    # shaped_plan is the verbatim copy of prefaudit/training/plan.py (the window cut) written beside it.
+    # shaped_tokens is the verbatim copy of prefaudit/training/tokens.py (the window cut) written beside it.
     assert _imports(out / "shaped_trainer.py") <= {
         "__future__",
         "contextlib",
@@ -61,13 +61,11 @@ def test_export_writes_dataset_config_script_and_a_verbatim_trainer(tiny_session
         "typing",
         "torch",
         "trl",
-        "shaped_plan",
+        "shaped_tokens",
     }
-    plan_src = Path(pa.__file__).parent / "training" / "plan.py"
-    assert (out / "shaped_plan.py").read_text() == plan_src.read_text()
-    assert _imports(out / "shaped_plan.py") <= {
-        "__future__", "dataclasses", "json", "math", "collections", "typing", "numpy", "pandas", "torch", "trl",
-    }  # fmt: skip
+    tokens_src = Path(pa.__file__).parent / "training" / "tokens.py"
+    assert (out / "shaped_tokens.py").read_text() == tokens_src.read_text()
+    assert _imports(out / "shaped_tokens.py") <= {"__future__", "json", "collections", "typing", "trl"}
     assert "prefaudit" not in _imports(out / "train_dpo.py")
     assert "MULTI_GPU" in (out / "accelerate_config.yaml").read_text()
     # README.md is the package-data template (prefaudit/training/templates) with the summary filled in.

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import prefaudit as pa
-from prefaudit.training.plan import STATUSES, trl_token_ids, window_cut
+from prefaudit.training.plan import STATUSES
+from prefaudit.training.tokens import trl_token_ids, window_cut
 from tests import tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -230,7 +231,9 @@ def test_export_writes_the_window_and_the_plan_and_its_trainer_finds_the_cut(lon
     assert 'window=cfg.get("window")' in (out / "train_dpo.py").read_text()
     assert plan.summary() in (out / "README.md").read_text()
     # Outside prefaudit the verbatim trainer imports the cut from the verbatim plan beside it.
-    code = "import shaped_trainer, shaped_plan; assert shaped_trainer.window_cut is shaped_plan.window_cut"
+    code = (
+        "import shaped_trainer, shaped_tokens; assert shaped_trainer.window_cut is shaped_tokens.window_cut"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(out), "HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -69,12 +69,14 @@ def test_verify_reports_observed_against_predicted(trained):
     held = {session.data.df["prompt"].iloc[i] for i in run.heldout_positions}
     assert set(res.generations["prompt"]) <= held
     assert not set(run.heldout_positions) & set(run.train_positions)
-    # Prediction: the σ(m)-weighted mean Δ at the run's weights over the pairs it trained on, read in
-    # its training window, standardised by the audit's sd.
+    # Prediction: over the pairs the plan trained on, read in its window, each weighted by how often
+    # it was drawn times σ(its loss margin) — standardised by the audit's sd.
     pv = session.predict(run.weights).set_index("feature")
     feats = res.features.set_index("feature")
     rows = np.asarray(run.plan.trained_positions)
-    g = np.asarray(pv.attrs["gradient_weight"])[rows]
+    table = run.plan.table.set_index("position").loc[rows]
+    loss = dict(zip(run.shaped.positions.tolist(), run.shaped.dataset["margin"], strict=True))
+    g = table["draws"].to_numpy() / (1 + np.exp(-np.array([loss[i] for i in rows])))
     window_delta = window_matrix(session, run.plan.window, rows).delta.toarray()
     expected_signal = g @ window_delta / g.sum()
     assert np.allclose(feats["predicted"].to_numpy(), expected_signal)

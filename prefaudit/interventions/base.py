@@ -131,3 +131,45 @@ class Intervention:
                 "sd": sd,
             }
         )
+
+    def predict_run(self, core: Any, run: Any, matrix: Any) -> pd.DataFrame:
+        """What a finished run should have learned: the prediction over exactly what it trained on.
+
+        Over the pairs its plan trained on (``run.plan.trained_positions``), read in its window
+        (``matrix``, rows aligned with them), each pair weighted by ωᵢ = drawsᵢ·σ(mᵢ)·sᵢ: how often
+        the sampler drew it, its gradient weight at initialisation under the loss margin the run
+        used (mᵢ = 0 unless the margin enters the loss), and sᵢ = −1 for a pair the run trained with
+        chosen and rejected swapped. Features the intervention removes (:meth:`zeroed`) predict 0.
+        Same columns as :meth:`predict`; the unit of ``predicted_z`` is the audit's sd.
+        """
+        plan = run.plan.table.set_index("position")
+        trained = np.asarray(run.plan.trained_positions, dtype=np.int64)
+        if matrix.shape[0] != len(trained):
+            raise ValueError(f"matrix has {matrix.shape[0]} rows for {len(trained)} trained pairs.")
+        loss = dict(zip(np.asarray(run.shaped.positions).tolist(), run.shaped.dataset["margin"], strict=True))
+        draws = np.maximum(
+            plan.loc[trained, "draws"].to_numpy(dtype=np.float64), 1.0
+        )  # -1: order not reproduced
+        sign = np.where(plan.loc[trained, "flipped"].to_numpy(dtype=bool), -1.0, 1.0)
+        omega = draws * shaping.gradient_weights(np.array([loss[i] for i in trained])) * sign
+        raw = weighted_mean_delta(matrix.delta, omega)
+        fids = list(core.feature_ids)
+        index = {f: j for j, f in enumerate(fids)}
+        for f in self.zeroed(list(run.shaped.ablate_features)):
+            raw[index[f]] = 0.0
+        sd = core.matrix.sd
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(sd > 0, raw / sd, 0.0)
+        w = np.zeros(len(fids))
+        for f, v in run.weights.items():
+            w[index[f]] = v
+        return pd.DataFrame(
+            {
+                "feature": fids,
+                "label": [core.labels.get(f) or core.auto_labels.get(f, "") for f in fids],
+                "weight": w,
+                "predicted": raw,
+                "predicted_z": z,
+                "sd": sd,
+            }
+        )

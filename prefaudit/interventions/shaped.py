@@ -142,6 +142,7 @@ def shape_pairs(
     threshold: float = DOMINANCE_THRESHOLD,
     conversational: bool | None = None,
     tokenizer: Any = None,
+    margins: Any = None,
 ) -> ShapedPairs:
     """Build the training set for ``intervention`` from the session's pairs and weights.
 
@@ -150,10 +151,12 @@ def shape_pairs(
     session : AuditSession
     intervention : {"margin", "reweight", "filter", "flip", "ablate", "none"}
     weights : dict, optional
-        Feature -> weight (standardised units). Default: ``session.weights``. Ignored for ``"none"``.
+        Feature -> weight (:mod:`prefaudit.shaping` units). Default: ``session.weights``. Ignored for ``"none"``.
     positions : sequence of int, optional
-        Rows of ``session.data.df`` to train on (default: all). Margins are standardised over
-        all pairs either way, exactly as in the preview.
+        Rows of ``session.data.df`` to train on (default: all).
+    margins : array, optional
+        mᵢ of each position (a run passes those of its pairs read in its training window,
+        :func:`prefaudit.training.plan.shape_training_set`); default: the preview's margins.
     threshold : float
         τ for filter and flip: pairs with mᵢ ≤ −τ are dropped or flipped.
     conversational : bool, optional
@@ -180,7 +183,12 @@ def shape_pairs(
     if len(np.unique(pos)) != len(pos):
         raise ConfigError("positions must not repeat a pair.")
     w = {} if intervention == "none" else resolve_weights(session, weights)
-    margins = session_margins(session, w)[pos]
+    if margins is None or not w:
+        margins = session_margins(session, w)[pos]
+    else:
+        margins = np.asarray(margins, dtype=np.float64)
+        if margins.shape != (len(pos),):
+            raise ConfigError(f"margins has shape {margins.shape}; expected ({len(pos)},), one per position.")
     plan = kind.rows(session, w, margins, threshold)
     keep, swap = plan.keep, plan.swap
     pair_ids = session.data.df["pair_id"].to_numpy()

@@ -10,7 +10,7 @@
       accelerate_config.yaml    a multi-GPU starting point (edit num_processes / machines)
       train_dpo.py              the training script
       shaped_trainer.py         verbatim copy of prefaudit/training/trainer.py
-      shaped_plan.py            verbatim copy of prefaudit/training/plan.py (the window cut it imports)
+      shaped_tokens.py          verbatim copy of prefaudit/training/tokens.py (the window cut it imports)
       README.md                 how to launch it
 
 ``train_dpo.py``, ``README.md`` (its ``{summary}`` filled in) and ``accelerate_config.yaml`` are
@@ -20,9 +20,8 @@ the files in ``prefaudit/training/templates/`` (``*.tmpl``), read as package dat
 notebook trains with (it imports only torch, transformers and trl — no prefaudit, no sae-lens), so
 the cluster needs ``trl``, ``peft`` and ``accelerate`` only, and runs the very code the fast tests
 check against the hand-written loss — not a re-implementation that could drift. The trainer cuts
-pairs to the token window with ``window_cut`` from ``shaped_plan.py`` (a byte-for-byte copy of
-``prefaudit/training/plan.py``, whose prefaudit imports are all inside functions the script never
-calls), with ``config.json``'s ``window``; ``plan`` there records what the notebook planned (for
+pairs to the token window with ``window_cut`` from ``shaped_tokens.py`` (a byte-for-byte copy of
+``prefaudit/training/tokens.py``, which imports nothing from prefaudit), with ``config.json``'s ``window``; ``plan`` there records what the notebook planned (for
 one process: on N processes every step draws N times as many pairs).
 
 Example
@@ -135,7 +134,7 @@ def export_training(session: Any, directory: Path, config: Any = None, **overrid
     (directory / "accelerate_config.yaml").write_text(_template("accelerate_config.yaml.tmpl"))
     (directory / "train_dpo.py").write_text(_template("train_dpo.py.tmpl"))
     shutil.copyfile(Path(__file__).with_name("trainer.py"), directory / "shaped_trainer.py")
-    shutil.copyfile(Path(__file__).with_name("plan.py"), directory / "shaped_plan.py")
+    shutil.copyfile(Path(__file__).with_name("tokens.py"), directory / "shaped_tokens.py")
     (directory / "README.md").write_text(
         _template("README.md.tmpl").format(summary=prep.shaped.summary(), plan=prep.plan.summary())
     )

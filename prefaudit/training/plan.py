@@ -4,7 +4,7 @@
 verification read the same tokens of the same pairs, and whatever is cut or left out is counted
 and shown. :func:`plan_training` decides it per pair, before training, with the code that training
 then runs: trl's own tokenisation (``trl.data_utils._tokenize`` and ``common_prefix_length``, as in
-``DPOTrainer._prepare_dataset``) followed by :func:`window_cut`, which ``ShapedDPOTrainer`` calls
+``DPOTrainer._prepare_dataset``) followed by :func:`~prefaudit.training.tokens.window_cut`, which ``ShapedDPOTrainer`` calls
 on the same token ids.
 
 The window rule
@@ -54,11 +54,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .tokens import trl_token_ids, window_cut
 
 STATUSES = ("trained", "held_out", "dropped_length", "not_sampled", "excluded")
 _TOKEN_COLUMNS = (
@@ -69,59 +70,6 @@ _TOKEN_COLUMNS = (
     "rejected_tokens",
     "rejected_kept",
 )
-
-
-# ---------------------------------------------------------------------- the window (trainer and plan)
-def window_cut(
-    prompt_ids: Sequence[int],
-    chosen_ids: Sequence[int],
-    rejected_ids: Sequence[int],
-    max_length: int,
-    max_prompt_length: int,
-) -> tuple[list[int], list[int], list[int]]:
-    """Cut one tokenised pair to the training window: the prompt's last, each response's first tokens.
-
-    ``ShapedDPOTrainer._prepare_dataset`` and :func:`plan_training` both call this. A returned
-    response may be empty (then the pair is dropped, see the module docstring).
-
-    Example
-    -------
-    >>> p, c, r = window_cut(list(range(300)), [1] * 40, [2] * 10, 256, 128)
-    >>> (len(p), p[0], len(c), len(r))
-    (216, 84, 40, 10)
-    """
-    longest = max(len(chosen_ids), len(rejected_ids))
-    keep = min(len(prompt_ids), max(int(max_prompt_length), int(max_length) - longest))
-    room = int(max_length) - keep
-    return list(prompt_ids[len(prompt_ids) - keep :]), list(chosen_ids[:room]), list(rejected_ids[:room])
-
-
-def trl_token_ids(row: dict[str, Any], tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
-    """``prompt_ids``, ``chosen_ids``, ``rejected_ids`` of one row as trl's ``DPOTrainer`` tokenises it.
-
-    The steps of ``DPOTrainer._prepare_dataset`` (trl 1.16) before its length filter: EOS appended
-    to plain-text responses, ``_tokenize`` of prompt (with the generation prompt),
-    prompt+chosen and prompt+rejected, and the completion starting at their common prefix.
-    """
-    from trl.data_utils import _tokenize, common_prefix_length, is_conversational
-
-    tools = row.get("tools")
-    kwargs = {
-        "tools": json.loads(tools) if isinstance(tools, str) else tools,
-        **(row.get("chat_template_kwargs") or {}),
-    }
-    if is_conversational(row):
-        prompt = _tokenize(tokenizer, row["prompt"], add_generation_prompt=True, **kwargs)["input_ids"]
-        chosen = _tokenize(tokenizer, row["prompt"] + row["chosen"], **kwargs)["input_ids"]
-        rejected = _tokenize(tokenizer, row["prompt"] + row["rejected"], **kwargs)["input_ids"]
-    else:
-        eos = getattr(tokenizer, "tokenizer", tokenizer).eos_token
-        c, r = (x if x.endswith(eos) else x + eos for x in (row["chosen"], row["rejected"]))
-        prompt = _tokenize(tokenizer, row["prompt"])["input_ids"]
-        chosen = _tokenize(tokenizer, row["prompt"] + c)["input_ids"]
-        rejected = _tokenize(tokenizer, row["prompt"] + r)["input_ids"]
-    n = min(common_prefix_length(prompt, chosen), common_prefix_length(prompt, rejected))
-    return list(prompt[:n]), list(chosen[n:]), list(rejected[n:])
 
 
 # ---------------------------------------------------------------------- the sampler
@@ -186,9 +134,17 @@ def shape_training_set(core: Any, config: Any) -> tuple[Any, np.ndarray, np.ndar
 
     weights = {} if config.intervention == "none" else resolve_weights(core, config.weights)
     train, held = split_positions(len(core.data), config)
+    margins = None
+    if weights:
+        # The margins of the text the run will see: its pairs read in its token window.
+        from .window import window_matrix
+
+        matrix = window_matrix(core, config.window(), train)
+        margins = np.asarray(core.predict(weights, matrix=matrix).attrs["margins"], dtype=np.float64)
     shaped = shape_pairs(
-        core, config.intervention, weights=weights, positions=train, threshold=config.filter_threshold
-    )
+        core, config.intervention, weights=weights, positions=train, threshold=config.filter_threshold,
+        margins=margins,
+    )  # fmt: skip
     return shaped, train, held
 
 

@@ -66,10 +66,10 @@ import torch
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-try:  # in prefaudit; an export copies prefaudit/training/plan.py beside this file as shaped_plan.py
-    from .plan import window_cut
+try:  # in prefaudit; an export copies prefaudit/training/tokens.py beside this file as shaped_tokens.py
+    from .tokens import window_cut
 except ImportError:
-    from shaped_plan import window_cut
+    from shaped_tokens import window_cut
 
 #: Dataset columns the shaped trainer reads besides trl's own.
 MARGIN_COLUMN, WEIGHT_COLUMN = "margin", "weight"
@@ -182,7 +182,7 @@ class ShapedDPOTrainer(DPOTrainer):
         Index of that decoder layer (0-based).
     window : dict, optional
         ``{"max_length": L, "max_prompt_length": P}``: cut every tokenised pair to the training
-        window with ``window_cut`` (``prefaudit/training/plan.py``: the prompt's last tokens, each
+        window with ``window_cut`` (``prefaudit/training/tokens.py``: the prompt's last tokens, each
         response's first) instead of trl's rule (drop a pair whose prompt alone fills
         ``max_length``, keep the start of prompt+response). A pair left without a response token
         is removed; its ``pair_id`` (the row index without that column) is on ``window_dropped``.

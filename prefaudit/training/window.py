@@ -1,17 +1,17 @@
 """The audit read again in the training window: exactly the tokens a run trains on.
 
 The audit reads every response whole (prompt kept from its end, up to the backbone's limits);
-a run sees what its plan keeps (:func:`prefaudit.training.plan.window_cut` on trl's own
+a run sees what its plan keeps (:func:`prefaudit.training.tokens.window_cut` on trl's own
 tokenisation). This module re-encodes pairs in that window — the same model, layer, SAE and
-pooling, fed trl's token ids — so that the prediction (``session.predict(config=...)``) and
-verification describe the trained text, not a longer one. Concepts are evaluated on the kept
+pooling, fed trl's token ids — so that the prediction (``session.predict(config=...)``,
+:mod:`prefaudit.training.prediction`) and verification describe the trained text, not a longer one. Concepts are evaluated on the kept
 response tokens decoded back to text. Results are cached per session in memory.
 
 Example
 -------
->>> pred = session.predict({"concept:flattery": -2}, config=DPORunConfig(max_length=64))  # doctest: +SKIP
->>> pred.attrs["plan"]["trained"]                                                        # doctest: +SKIP
-120
+>>> m = window_matrix(session, {"max_length": 64, "max_prompt_length": 32}, [0, 1, 2])   # doctest: +SKIP
+>>> m.shape                                                                              # doctest: +SKIP
+(3, 4110)
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from ..features.concepts import concept_values
 from ..features.encode import encode_batch, length_batches
 from ..features.matrix import FeatureMatrix
-from .plan import trl_token_ids, window_cut
+from .tokens import trl_token_ids, window_cut
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, FeatureMatrix]] = weakref.WeakKeyDictionary()
 
@@ -61,6 +60,8 @@ def window_matrix(core: Any, window: dict[str, int], positions: Sequence[int]) -
     Columns are the audit's (``core.feature_ids``): SAE features from the window's tokens, then
     concepts on the decoded kept response text (direction concepts on its mean activation).
     """
+    if core.uses_sae and core.encoded is None:
+        core.encode()  # the columns are the audit's: its SAE features must be known first
     pos = [int(i) for i in positions]
     key = json.dumps([window, pos, core.config["pooling"], [c.name for c in core.concepts]])
     cache = _CACHE.setdefault(core, {})
@@ -97,26 +98,3 @@ def window_matrix(core: Any, window: dict[str, int], positions: Sequence[int]) -
     matrix = FeatureMatrix(sides[0], sides[1])
     cache[key] = matrix
     return matrix
-
-
-def predict_in_window(
-    core: Any,
-    config: Any,
-    weights: dict[Any, float] | None = None,
-    *,
-    features: Sequence[Any] | None = None,
-) -> pd.DataFrame:
-    """``core.predict`` over the pairs a run with ``config`` will train on, read in its window.
-
-    The margins, the margin scale and sd are those of the trained pairs' window features, so the
-    numbers describe the text the run sees. ``attrs["plan"]`` carries the plan's counts and
-    ``attrs["positions"]`` the trained rows.
-    """
-    from .plan import plan_training
-
-    plan = plan_training(core, config)
-    trained = plan.trained_positions
-    matrix = window_matrix(core, plan.window, trained)
-    out = core.predict(weights, features=features, matrix=matrix)
-    out.attrs.update(plan=plan.counts(), positions=np.asarray(trained), window=dict(plan.window))
-    return out

@@ -85,14 +85,8 @@ def verify_run(
     )
     # The trained pairs read in the run's window: the text the prediction is about.
     trained_matrix = window_matrix(session, run.plan.window, trained)
-    pred = get_intervention(run.shaped.intervention).predict(
-        session,
-        run.weights,
-        threshold=run.shaped.threshold,
-        ablated=run.shaped.ablate_features,
-        positions=trained,
-        delta=trained_matrix.delta,
-    )
+    # The intervention says what this run should have learned from exactly what it trained on.
+    pred = get_intervention(run.shaped.intervention).predict_run(session, run, trained_matrix)
 
     msgs = verification_prompts(session, run, prompts, n_prompts)
     msgs = [m for m in msgs for _ in range(settings.samples_per_prompt)]
