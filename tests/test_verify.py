@@ -13,7 +13,7 @@ from prefaudit.generation import SamplingConfig, generate_texts
 from prefaudit.interventions import get as get_intervention
 from prefaudit.stats.agreement import origin_r2
 from prefaudit.training.window import window_matrix
-from prefaudit.verify import sign_agreement
+from prefaudit.verify import sign_agreement, sign_chance
 from tests import tiny
 
 GEN = {"max_new_tokens": 12, "n_prompts": 6, "batch_size": 4}
@@ -196,3 +196,5 @@ def test_sign_agreement_ignores_zeros():
     assert (sign, n) == (1.0, 3)  # the zero prediction does not count for signs
     sign, n = sign_agreement(np.zeros(3), np.zeros(3))
     assert math.isnan(sign) and n == 0
+    # Signs that lean one way agree by chance: all-positive predictions vs 3 of 4 positive observations.
+    assert sign_chance(np.ones(4), np.array([1.0, 2.0, 3.0, -1.0])) == pytest.approx(0.75)

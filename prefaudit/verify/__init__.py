@@ -31,7 +31,7 @@ Example
 from __future__ import annotations
 
 from .observe import observed_delta
-from .result import RunComparison, VerifyResult, sign_agreement
+from .result import RunComparison, VerifyResult, sign_agreement, sign_chance
 from .rewards import pair_rewards
 from .run import compare_runs, verify_run
 
@@ -42,5 +42,6 @@ __all__ = [
     "observed_delta",
     "pair_rewards",
     "sign_agreement",
+    "sign_chance",
     "verify_run",
 ]

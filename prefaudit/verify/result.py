@@ -37,7 +37,8 @@ class VerifyResult:
         held-out rewards were scored).
     sign_agreement, n_sign : float, int
         Over F, the fraction of features with both predicted and observed shift non-zero whose
-        signs agree, and how many that is (chance is about 0.5).
+        signs agree, and how many that is; ``summary()["sign_chance"]`` is what independent signs
+        would give (:func:`sign_chance`).
     generations : DataFrame
         ``prompt``, ``base``, ``trained`` for each generated sample.
     heldout : DataFrame
@@ -110,6 +111,7 @@ class VerifyResult:
             "ceiling": head.get("ceiling", math.nan),
             "r2": self.r2,
             "sign_agreement": self.sign_agreement,
+            "sign_chance": sign_chance(self.table["predicted_z"], self.table["observed_z"]),
             "n_features": self.n_features,
             "n_prompts": self.n_prompts,
             "heldout_accuracy": float(self.heldout["correct"].mean()) if len(self.heldout) else math.nan,
@@ -128,12 +130,23 @@ class VerifyResult:
 def sign_agreement(pred: np.ndarray, obs: np.ndarray) -> tuple[float, int]:
     """(fraction of features whose signs agree, how many) over features where both are non-zero.
 
-    A prediction of 0 next to an observation of 0 is not counted as agreement.
+    A prediction of 0 next to an observation of 0 is not counted as agreement. Compare the
+    fraction with :func:`sign_chance`, not with 0.5: signs that lean one way agree more by chance.
     """
     pred, obs = np.asarray(pred, dtype=np.float64), np.asarray(obs, dtype=np.float64)
     both = (pred != 0) & (obs != 0) & np.isfinite(pred) & np.isfinite(obs)
     sign = float(np.mean(np.sign(pred[both]) == np.sign(obs[both]))) if both.any() else math.nan
     return sign, int(both.sum())
+
+
+def sign_chance(pred: np.ndarray, obs: np.ndarray) -> float:
+    """Sign agreement expected if predicted and observed signs were independent: p₊q₊ + p₋q₋."""
+    pred, obs = np.asarray(pred, dtype=np.float64), np.asarray(obs, dtype=np.float64)
+    both = (pred != 0) & (obs != 0) & np.isfinite(pred) & np.isfinite(obs)
+    if not both.any():
+        return math.nan
+    p, q = float(np.mean(pred[both] > 0)), float(np.mean(obs[both] > 0))
+    return p * q + (1 - p) * (1 - q)
 
 
 @dataclass
