@@ -43,6 +43,10 @@ def test_dpo_and_verify_notebook(tmp_path):
     finally:
         os.environ.pop("PREFAUDIT_LOOP_RESULTS", None)
     out = json.loads(results.read_text())
+    # Keep the figures of this run (git-ignored artifacts/, beside the browser screenshots).
+    keep = Path(__file__).resolve().parents[1] / "artifacts" / f"loop-seed{out['seed']}.json"
+    keep.parent.mkdir(exist_ok=True)
+    keep.write_text(json.dumps(out, indent=1, default=float))
     runs = {r["run"]: r for r in out["runs"]}
     vanilla, shaped = runs["vanilla"], runs["shaped"]
     print(json.dumps(out, indent=1))
