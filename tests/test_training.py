@@ -304,6 +304,25 @@ def test_full_fine_tune_with_a_reference_copy(tiny_session, tmp_path):
     assert len(run.history) == 3
 
 
+def test_starting_a_run_while_another_trains_leaves_it_running(tiny_session, tmp_path):
+    # Building a trl.DPOConfig resets accelerate's global state; the second run's preparation must
+    # not do that under the first one's feet (it crashed the first run at its next clip_grad_norm).
+    from transformers import TrainerCallback
+
+    started = __import__("threading").Event()
+
+    class Started(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            started.set()
+
+    first = tiny_session.train(_cfg(tmp_path / "a", intervention="none", max_steps=40), callbacks=[Started()])
+    assert started.wait(120)
+    second = tiny_session.train(_cfg(tmp_path / "b", intervention="none", max_steps=2))
+    assert first.wait(300) == "finished", first.error
+    assert second.wait(300) == "finished", second.error
+    assert len(first.history) == 40
+
+
 def test_cancel_stops_at_the_next_step(tiny_session, tmp_path):
     from transformers import TrainerCallback
 

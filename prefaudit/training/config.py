@@ -288,6 +288,15 @@ class DPORunConfig:
             "loss_type": ["sigmoid"],
         }
 
+    def check_dpo_kwargs(self) -> None:
+        """Refuse ``dpo_kwargs`` that are not ``trl.DPOConfig`` fields (without building a DPOConfig)."""
+        from trl import DPOConfig
+
+        known = {f.name for f in dataclasses.fields(DPOConfig)}
+        unknown = sorted(set(self.dpo_kwargs) - known)
+        if unknown:
+            raise ConfigError(f"dpo_kwargs: {', '.join(unknown)} are not trl.DPOConfig fields.")
+
     def dpo_config(
         self, output_dir: str | Path, *, use_cpu: bool | None = None, n_train: int | None = None
     ) -> Any:
@@ -298,10 +307,7 @@ class DPORunConfig:
             import torch
 
             use_cpu = not torch.cuda.is_available()
-        known = {f.name for f in dataclasses.fields(DPOConfig)}
-        unknown = sorted(set(self.dpo_kwargs) - known)
-        if unknown:
-            raise ConfigError(f"dpo_kwargs: {', '.join(unknown)} are not trl.DPOConfig fields.")
+        self.check_dpo_kwargs()
         try:
             return DPOConfig(**self.dpo_kwargs_dict(output_dir, n_train), use_cpu=bool(use_cpu))
         except ValueError as err:

@@ -379,7 +379,17 @@ def prepare_run(session: Any, config: Any = None, **overrides: Any) -> PreparedR
     shaped, train, held = shape_training_set(session, cfg)
     # Only an intervention that names directions to ablate (``ablate``) changes the forward pass.
     ablation = training_ablation(session, shaped.ablate_features) if shaped.ablate_features else None
-    cfg.dpo_config("unused")  # validates dpo_kwargs now, not in the thread
+    # Validate dpo_kwargs now, not in the thread. Building a DPOConfig resets accelerate's global
+    # state (TrainingArguments._setup_devices), which breaks a run that is training at that moment:
+    # while one is, check the field names only; their values are then checked when this run's
+    # trainer is built (a failure shows in its panel and run.error).
+    if _TRAIN_LOCK.acquire(blocking=False):
+        try:
+            cfg.dpo_config("unused")
+        finally:
+            _TRAIN_LOCK.release()
+    else:
+        cfg.check_dpo_kwargs()
     plan = build_plan(session, cfg, shaped, held)
     return PreparedRun(cfg, shaped, train, held, ablation, plan)
 
