@@ -15,6 +15,30 @@ Example
 >>> from prefaudit.backbone import Backbone
 >>> bb = Backbone.load()                                  # doctest: +SKIP  (embedded SmolLM2)
 >>> ids = bb.prompt_ids([{"role": "user", "content": "Hi"}])  # doctest: +SKIP
+
+Model families and the read layer
+---------------------------------
+``layer=L`` (0-based) reads the **output of decoder block L**: the residual stream after it,
+before any final norm (``docs/MODELS_AND_SAES.md`` has the worked examples).
+
+=========================  ================================  ====================================
+family (HF class)          block L (``Backbone.hook_name``)  SAE hook names of the same tensor
+=========================  ================================  ====================================
+Llama, SmolLM2, Mistral    ``model.model.layers[L]``         ``blocks.L.hook_resid_post`` and
+Gemma 2, Gemma 3 (text)    (``model.layers.L``)              ``blocks.(L+1).hook_resid_pre``
+Qwen2, Qwen3                                                 (TransformerLens), or the HF module
+GPT-2                      ``model.transformer.h[L]``        path of the second column
+                           (``transformer.h.L``)
+=========================  ================================  ====================================
+
+In a plain forward with ``output_hidden_states=True`` this is ``hidden_states[L+1]`` for
+``L < n_layers - 1`` (``hidden_states[0]`` is the embedding output). The last entry,
+``hidden_states[n_layers]``, is after the final norm (``model.norm``, ``transformer.ln_f``), so for
+the last block ``norm(h) == hidden_states[-1]``; TransformerLens's ``blocks.{n-1}.hook_resid_post``
+is before ``ln_final`` too. ``blocks.L.hook_resid_pre`` is the *input* of block L, the output of
+block L-1: an SAE with that hook is read at ``layer=L-1``; ``blocks.0.hook_resid_pre`` (and
+``hook_embed``) is the embedding output, no block's output, and is refused. Gemma's sqrt(d_model)
+embedding scale is inside the model and so part of every block output, as in TransformerLens.
 """
 
 from __future__ import annotations
@@ -38,12 +62,54 @@ class _StopForward(Exception):
     """Raised by the read hook so layers above the read layer never run."""
 
 
-def default_dtype_name() -> str:
-    """``bfloat16`` where the CPU runs it natively (3.5-4x faster than fp32 here), else ``float32``."""
+_DEVICE_HELP = "use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """The device to run on: ``"auto"`` (or ``None``) is ``"cuda"`` when CUDA is available, else ``"cpu"``.
+
+    Explicit ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` are checked (a CUDA device that is not there
+    is a :class:`ModelError`, not a crash deep inside the forward pass); any other string torch
+    understands (``"mps"``) is passed through.
+    """
     import torch
 
-    if torch.cuda.is_available():
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ModelError(f"Unknown device {device!r}; {_DEVICE_HELP}.") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device={device!r} but CUDA is not available here; use device='auto' or 'cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(
+                f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible."
+            )
+    return name
+
+
+def default_dtype_name(device: str | None = None) -> str:
+    """The compute dtype for ``device`` (``None``: the device ``"auto"`` picks).
+
+    CUDA: ``bfloat16`` where the GPU runs it natively (Ampere and newer), else ``float16``. CPU:
+    ``bfloat16`` where the CPU runs it natively (AVX512-BF16 / AMX; 3.5-4x faster than fp32
+    there), else ``float32``.
+    """
+    import torch
+
+    dev = torch.device(resolve_device(device))
+    if dev.type == "cuda":
+        # Asked of the current CUDA device (the GPUs of one machine are normally alike).
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no including_emulation
+            native = torch.cuda.is_bf16_supported()
+        return "bfloat16" if native else "float16"
+    if dev.type != "cpu":
+        return "float32"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -51,11 +117,33 @@ def default_dtype_name() -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+# Where the decoder blocks live, by family (first match wins; ``_find_layers`` falls back to a search).
+_LAYER_PATHS = (
+    "model.layers",  # Llama, Mistral, Gemma / Gemma 2 / Gemma 3 text, Qwen2 / Qwen3, SmolLM2, Phi-3, OLMo
+    "transformer.h",  # GPT-2, GPT-J, Falcon, BLOOM
+    "model.language_model.layers",  # multimodal wrappers (Gemma 3 4B+) in transformers >= 4.52: untested
+    "gpt_neox.layers",  # Pythia / GPT-NeoX
+    "model.decoder.layers",  # OPT
+)
+
+
+def _text_config(config: Any) -> Any:
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
 def _find_layers(model: Any) -> tuple[str, Any]:
-    """Locate the list of transformer blocks (``model.layers``, ``transformer.h``, ...)."""
+    """Locate the list of decoder blocks: ``(module path, ModuleList)``, e.g. ``("model.layers", ...)``."""
     import torch
 
-    n = getattr(model.config, "num_hidden_layers", None)
+    n = getattr(_text_config(model.config), "num_hidden_layers", None)
+    for path in _LAYER_PATHS:
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return path, module
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n and n:
             return name, module
@@ -63,6 +151,14 @@ def _find_layers(model: Any) -> tuple[str, Any]:
         f"Could not find the list of {n} transformer layers in {type(model).__name__}; "
         "prefaudit supports decoder-only causal LMs with a ModuleList of blocks."
     )
+
+
+def _fold_system(messages: list[Message]) -> list[Message]:
+    """``[system, user, ...]`` as ``[user (system text + blank line + user text), ...]``."""
+    system, rest = messages[0]["content"], messages[1:]
+    if rest and rest[0].get("role") == "user":
+        return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{"role": "user", "content": system}, *rest]
 
 
 @dataclass
@@ -99,7 +195,8 @@ class Backbone:
     Use :meth:`load` rather than the constructor. ``layer`` indexes the transformer blocks
     (0-based); the activation read is the block's output (the residual stream after it),
     which is what sae-lens calls ``blocks.{layer}.hook_resid_post`` for TransformerLens models
-    and ``model.layers.{layer}`` for Hugging Face ones.
+    and ``model.layers.{layer}`` (GPT-2: ``transformer.h.{layer}``) for Hugging Face ones (the
+    table in the module docstring). ``device`` is the resolved device (never ``"auto"``).
     """
 
     model: Any
@@ -123,20 +220,30 @@ class Backbone:
         tokenizer: Any | None = None,
         layer: int | None = None,
         dtype: str | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         max_prompt_tokens: int = 384,
         max_response_tokens: int = 256,
     ) -> Backbone:
         """Load a causal LM by hub name or local directory (``None``: the embedded SmolLM2).
 
-        ``model`` may also be an already loaded ``PreTrainedModel`` (then pass ``tokenizer``).
-        ``layer`` defaults to the middle block. ``dtype`` defaults to bfloat16 on CPUs that run it
-        natively, else float32.
+        ``model`` may also be an already loaded ``PreTrainedModel`` (then pass ``tokenizer``);
+        ``device="auto"`` then keeps it where it is. ``layer`` defaults to the middle block.
+        ``device="auto"`` is CUDA when available, else the CPU (:func:`resolve_device`); ``dtype``
+        defaults to what runs fast there (:func:`default_dtype_name`): bfloat16 on GPUs and CPUs
+        that run it natively, else float16 (GPU) or float32 (CPU).
         """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype = dtype or default_dtype_name()
+        # An already loaded model: "auto" keeps it where it is, and its dtype is its own.
+        param = None if model is None or isinstance(model, (str, Path)) else next(model.parameters(), None)
+        if param is not None and str(device).strip().lower() == "auto":
+            device = str(param.device)
+        else:
+            device = resolve_device(device)
+        if dtype is None and param is not None:
+            dtype = str(param.dtype).removeprefix("torch.")
+        dtype = dtype or default_dtype_name(device)
         if not hasattr(torch, dtype):
             raise ModelError(f"Unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'.")
         if model is None:
@@ -166,9 +273,10 @@ class Backbone:
             if tokenizer is None:
                 raise ModelError("Pass tokenizer= together with an already loaded model.")
             lm, tok = model, tokenizer
-        lm.to(device)
+        if param is None or str(param.device) != device:
+            lm.to(device)
         lm.eval()
-        n_layers = lm.config.num_hidden_layers
+        n_layers = _text_config(lm.config).num_hidden_layers
         if layer is None:
             layer = n_layers // 2
         if not 0 <= layer < n_layers:
@@ -195,16 +303,21 @@ class Backbone:
     # ------------------------------------------------------------------ identity
     @property
     def d_model(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(_text_config(self.model.config).hidden_size)
 
     @property
     def n_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+        return int(_text_config(self.model.config).num_hidden_layers)
 
     @property
     def hook_name(self) -> str:
-        """Module path of the read layer, e.g. ``model.layers.15``."""
+        """Module path of the read layer, e.g. ``model.layers.15`` (GPT-2: ``transformer.h.15``)."""
         return f"{self._layers_name}.{self.layer}"
+
+    @property
+    def tl_hook_name(self) -> str:
+        """The TransformerLens name of the same activation: ``blocks.{layer}.hook_resid_post``."""
+        return f"blocks.{self.layer}.hook_resid_post"
 
     @property
     def has_chat_template(self) -> bool:
@@ -228,18 +341,28 @@ class Backbone:
         with torch.no_grad():
             tensors = [self.model.get_input_embeddings().weight, *self._layers[self.layer].parameters()]
             for t in tensors:
-                h.update(t.detach().float().cpu().numpy().tobytes()[: 1 << 22])
+                # The first 4 MiB of float32 bytes, as always; sliced before the copy to the host so
+                # a 1 GB embedding on a GPU is not brought over whole.
+                h.update(t.detach().flatten()[: 1 << 20].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ tokenising
     def render_prompt(self, messages: Sequence[Message]) -> str:
         """The text that precedes the response: the chat-templated prompt with the assistant header."""
         if self.has_chat_template:
-            if not messages:
-                messages = [{"role": "user", "content": ""}]
-            return self.tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
-            )
+            from jinja2 import TemplateError
+
+            msgs = list(messages) or [{"role": "user", "content": ""}]
+            try:
+                return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            except TemplateError as err:
+                # Templates without a system role (Gemma 2) refuse one: its text then opens the
+                # first user turn, as Gemma 3's own template does.
+                if msgs[0].get("role") != "system" or "system" not in str(err).lower():
+                    raise
+                return self.tokenizer.apply_chat_template(
+                    _fold_system(msgs), tokenize=False, add_generation_prompt=True
+                )
         # No template (base models): a plain transcript that ends where the answer starts.
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
         return ("\n\n".join(lines) + "\n\nAssistant: ") if lines else ""
@@ -324,8 +447,9 @@ class Backbone:
 
         Returns
         -------
-        acts : torch.Tensor, shape (2 * n_pairs, max_response_len, d_model)
-            Response-token activations; sequence ``2k`` is pair k's chosen, ``2k+1`` its rejected.
+        acts : torch.Tensor, shape (2 * n_pairs, max_response_len, d_model), on the CPU
+            Response-token activations in the model's dtype (copied to the host when the model
+            runs on a GPU); sequence ``2k`` is pair k's chosen, ``2k+1`` its rejected.
         tokens_processed : int
             Tokens that went through the model (excluding padding), for throughput accounting.
         """
@@ -340,15 +464,19 @@ class Backbone:
         with torch.inference_mode():
             if share_prompt:
                 p_max = int(p_len.max())
+                # Prompts are LEFT-padded so that, in every row, the prompt's last token and the
+                # response are adjacent cache slots: a slot distance is then the true token
+                # distance, which sliding-window attention (Gemma 2/3) and its cache rely on.
                 p_ids = torch.full((n, p_max), self.tokenizer.pad_token_id, dtype=torch.long)
                 p_mask = torch.zeros((n, p_max), dtype=torch.long)
                 for i, p in enumerate(prompts):
-                    p_ids[i, : len(p)] = torch.tensor(p)
-                    p_mask[i, : len(p)] = 1
+                    if len(p):
+                        p_ids[i, p_max - len(p) :] = torch.tensor(p, dtype=torch.long)
+                        p_mask[i, p_max - len(p) :] = 1
                 from transformers import DynamicCache
 
                 cache = DynamicCache(config=self.model.config)
-                pos = torch.arange(p_max).expand(n, p_max)
+                pos = (torch.arange(p_max)[None, :] - (p_max - p_len)[:, None]).clamp(min=0)
                 self._forward_to_layer(p_ids.to(dev), p_mask.to(dev), pos.to(dev), cache, use_cache=True)
                 cache.batch_repeat_interleave(2)
                 r_ids = torch.full((2 * n, r_max), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -356,8 +484,7 @@ class Backbone:
                 for j, s in enumerate(seqs):
                     r_ids[j, : len(s)] = torch.tensor(s, dtype=torch.long)
                     r_mask[j, : len(s)] = 1
-                # Right-padded prompts leave masked holes between prompt and response; explicit
-                # positions keep the rotary embedding of each response token where it belongs.
+                # Explicit positions: each response token sits right after its own prompt.
                 start = p_len.repeat_interleave(2)
                 pos = start[:, None] + torch.arange(r_max)[None, :]
                 mask = torch.cat([p_mask.repeat_interleave(2, dim=0), r_mask], dim=1)
@@ -378,4 +505,5 @@ class Backbone:
                     p = len(prompts[j // 2])
                     h[j, : len(seqs[j])] = hf[j, p : p + len(seqs[j])]
                 processed = int(sum(len(f) for f in full))
-        return h, processed
+        # Callers pool and convert to numpy: hand them host memory (a no-op on the CPU).
+        return h.cpu(), processed

@@ -6,6 +6,16 @@ directory saved by sae-lens (``SAE.load_from_disk``), a ``"release/sae_id"`` str
 text is encoded the SAE is checked against the backbone: its ``d_in`` must equal the model's
 hidden size and its hook must be the residual stream at the layer being read.
 
+Hook names (``cfg.metadata.hook_name``) that denote the output of block L, the tensor
+:class:`prefaudit.backbone.Backbone` reads at ``layer=L`` (``docs/MODELS_AND_SAES.md``):
+``blocks.L.hook_resid_post`` (TransformerLens: Gemma Scope, Llama Scope, most sae-lens
+releases), ``blocks.(L+1).hook_resid_pre`` (the input of the next block), and the Hugging Face
+module paths ``model.layers.L`` (Llama, Gemma, Qwen, Mistral), ``transformer.h.L`` (GPT-2),
+``gpt_neox.layers.L``, ``model.language_model.layers.L``, ``model.decoder.layers.L`` (with or
+without the leading ``model.``/``transformer.``). ``blocks.0.hook_resid_pre`` and ``hook_embed``
+are the embeddings, ``hook_resid_mid``/``hook_mlp_out``/``attn.hook_z`` are not the residual
+stream after a block: those SAEs are refused with a message that says so.
+
 Example
 -------
 >>> from prefaudit.features.sae import load_sae
@@ -33,6 +43,8 @@ _RESID_POST = [
     re.compile(r"^(?:model\.)?(?:model\.)?layers\.(\d+)$"),
     re.compile(r"^(?:transformer\.)?h\.(\d+)$"),
     re.compile(r"^gpt_neox\.layers\.(\d+)$"),
+    re.compile(r"^(?:model\.)?language_model\.(?:model\.)?layers\.(\d+)$"),
+    re.compile(r"^(?:model\.)?decoder\.layers\.(\d+)$"),
 ]
 _RESID_PRE = re.compile(r"^blocks\.(\d+)\.hook_resid_pre$")
 
@@ -47,6 +59,15 @@ def layer_of_hook(hook_name: str) -> int | None:
     if m and int(m.group(1)) > 0:
         return int(m.group(1)) - 1
     return None
+
+
+def _not_resid_reason(hook_name: str) -> str:
+    """Why a hook is not one prefaudit reads (for the error message)."""
+    if hook_name in ("blocks.0.hook_resid_pre", "hook_embed"):
+        return "it is the embedding output, before block 0, which is no block's output"
+    if hook_name.endswith(("hook_resid_mid", "ln2.hook_normalized")):
+        return "it is the residual stream between attention and MLP, inside a block"
+    return "it is not the residual stream after a block"
 
 
 def _import_sae_class() -> Any:
@@ -90,11 +111,26 @@ class SAEFeatures:
         return dict(self.sae.cfg.metadata.to_dict())
 
     def encode(self, acts: Any) -> Any:
-        """Feature activations ``(n_tokens, d_sae)`` of ``acts`` ``(n_tokens, d_in)`` (float32)."""
+        """Feature activations ``(n_tokens, d_sae)`` of ``acts`` ``(n_tokens, d_in)`` (float32).
+
+        Runs on the SAE's device; the codes come back on the device of ``acts`` (no copy when
+        both are the same, as on the CPU).
+        """
         import torch
 
+        w = self.sae.W_enc
         with torch.inference_mode():
-            return self.sae.encode(acts.to(self.sae.W_enc.dtype))
+            codes = self.sae.encode(acts.to(device=w.device, dtype=w.dtype))
+            return codes if codes.device == acts.device else codes.to(acts.device)
+
+    def decode(self, codes: Any) -> Any:
+        """Reconstructions ``(n_tokens, d_in)`` of ``codes``, with :meth:`encode`'s device convention."""
+        import torch
+
+        w = self.sae.W_dec
+        with torch.inference_mode():
+            x_hat = self.sae.decode(codes.to(device=w.device, dtype=w.dtype))
+            return x_hat if x_hat.device == codes.device else x_hat.to(codes.device)
 
     def decoder_directions(self, features: list[int] | None = None) -> Any:
         """Rows of ``W_dec`` (``(n, d_in)``), the residual-stream directions of the features."""
@@ -120,7 +156,8 @@ class SAEFeatures:
         if self.layer is None:
             raise ModelError(
                 f"The SAE {self.name!r} reads hook {self.hook_name!r}, which is not a residual-stream "
-                "hook prefaudit can read (expected e.g. 'blocks.12.hook_resid_post' or 'model.layers.12')."
+                f"hook prefaudit can read ({_not_resid_reason(self.hook_name)}; expected e.g. "
+                f"'{backbone.tl_hook_name}' or '{backbone.hook_name}')."
             )
         if self.layer != backbone.layer:
             raise ModelError(
@@ -134,9 +171,17 @@ def _wrap(sae: Any, name: str) -> SAEFeatures:
     return SAEFeatures(sae=sae, name=name, hook_name=hook, layer=layer_of_hook(hook) if hook else None)
 
 
-def load_sae(spec: Any = None, *, device: str = "cpu") -> SAEFeatures:
-    """Load an SAE from ``spec`` (see module docstring). The result is float32 on ``device``."""
+def load_sae(spec: Any = None, *, device: str = "auto") -> SAEFeatures:
+    """Load an SAE from ``spec`` (see module docstring). The result is float32 on ``device``.
+
+    ``device="auto"`` is CUDA when available, else the CPU (as for the backbone). An ``SAE`` or
+    ``SAEFeatures`` object passed in stays where it is.
+    """
+    from ..backbone import resolve_device
+
     SAE = _import_sae_class()
+    if not isinstance(spec, SAE) and not isinstance(spec, SAEFeatures):
+        device = resolve_device(device)
     if spec is None:
         if not (DEFAULT_SAE_DIR / "cfg.json").is_file():
             raise ModelError(
@@ -162,13 +207,40 @@ def load_sae(spec: Any = None, *, device: str = "cpu") -> SAEFeatures:
                 raise ModelError(f"sae-lens could not load the SAE in {path}: {err}") from err
             return _wrap(sae, str(path))
         if isinstance(spec, str) and "/" in spec and not path.exists():
-            release, _, sae_id = spec.rpartition("/")
+            release, sae_id = split_release_id(spec)
             return _from_hub(SAE, release, sae_id, device)
         raise ModelError(
             f"SAE {spec!r} is neither a directory nor 'release/sae_id'. Pass a directory saved by "
             "sae-lens, a (release, sae_id) tuple, or an SAE object."
         )
     raise ModelError(f"Cannot load an SAE from a {type(spec).__name__}.")
+
+
+def split_release_id(spec: str) -> tuple[str, str]:
+    """``"release/sae_id"`` as ``(release, sae_id)``; sae ids contain slashes of their own.
+
+    The release is the longest prefix that sae-lens's directory of pretrained SAEs (the
+    ``pretrained_saes.yaml`` inside the package, read offline) knows, so
+    ``"gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical"`` splits after ``canonical``.
+    An unknown release is accepted only when the split is unambiguous (one slash).
+    """
+    try:
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+        known = get_pretrained_saes_directory()
+    except Exception:  # pragma: no cover - a sae-lens without the directory
+        known = {}
+    parts = spec.split("/")
+    for cut in range(len(parts) - 1, 0, -1):
+        release = "/".join(parts[:cut])
+        if release in known:
+            return release, "/".join(parts[cut:])
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise ModelError(
+        f"SAE {spec!r}: no prefix of it is a release sae-lens knows, so where the release ends and "
+        "the sae_id begins is ambiguous; pass a (release, sae_id) tuple."
+    )
 
 
 def _from_hub(SAE: Any, release: str, sae_id: str, device: str) -> SAEFeatures:
@@ -179,4 +251,8 @@ def _from_hub(SAE: Any, release: str, sae_id: str, device: str) -> SAEFeatures:
             f"sae-lens could not load SAE release={release!r} sae_id={sae_id!r} from the hub "
             f"({type(err).__name__}: {err}). Without network access, pass a local directory."
         ) from err
+    # sae-lens <= 5 returned (sae, cfg_dict, sparsity); 6.x returns the SAE (the triple moved to
+    # SAE.from_pretrained_with_cfg_and_sparsity).
+    if isinstance(sae, tuple):
+        sae = sae[0]
     return _wrap(sae, f"{release}/{sae_id}")
