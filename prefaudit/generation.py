@@ -142,12 +142,21 @@ def generate_token_ids(
     out = torch.zeros((n, 0), dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     penalty = cfg.repetition_penalty
+    # The model runs on its own device; sampling stays on the CPU with the CPU generator, so a
+    # seed draws the same stream wherever the model lives.
+    dev = next(model.parameters()).device
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kw).logits
+        logits = model(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=pos.to(dev),
+            logits_to_keep=1,
+            **kw,
+        ).logits
         logits = logits[:, -1]
         next_pos = pos[:, -1:] + 1
         for _ in range(cfg.max_new_tokens):
-            logits = logits.float()
+            logits = logits.float().cpu()
             if penalty > 1 and out.shape[1]:
                 seen = logits.gather(-1, out)
                 seen = torch.where(seen > 0, seen / penalty, seen * penalty)
@@ -159,7 +168,12 @@ def generate_token_ids(
             if bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
-            logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, **kw).logits
+            logits = model(
+                input_ids=nxt[:, None].to(dev),
+                attention_mask=mask.to(dev),
+                position_ids=next_pos.to(dev),
+                **kw,
+            ).logits
             logits = logits[:, -1]
             next_pos = next_pos + 1
     return [r[: r.index(eos_id)] if eos_id in r else r for r in out.tolist()]

@@ -52,14 +52,20 @@ def _response_logps(
                 mask[i, : len(x)] = 1
                 resp[i, len(p) : len(x)] = True
             first = min(len(p) for p in ps) - 1  # the logit at position j scores token j + 1
+            dev = next(model.parameters()).device
             try:
                 logits = model(
-                    input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=t - first
+                    input_ids=ids.to(dev),
+                    attention_mask=mask.to(dev),
+                    use_cache=False,
+                    logits_to_keep=t - first,
                 ).logits
             except TypeError:  # a model without logits_to_keep: project every position
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, first:]
+                logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits[
+                    :, first:
+                ]
             lp = (
-                torch.log_softmax(logits[:, :-1].float(), -1)
+                torch.log_softmax(logits[:, :-1].float().cpu(), -1)
                 .gather(-1, ids[:, first + 1 :, None])
                 .squeeze(-1)
             )
