@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(a)
     a.add_argument("--limit", type=int, default=None, help="use only the first N rows of the source")
     a.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
+    a.add_argument(
+        "--device",
+        type=_device_arg,
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where the model and SAE run (default: auto, i.e. CUDA when available, else the CPU)",
+    )
 
     d = sub.add_parser("demo", help="audit the bundled demo dataset with the embedded model and SAE")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default: demo-out)")
@@ -36,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--null", action="store_true", help="swap chosen/rejected at random (calibration check)")
     _model_args(d, with_model=False)
     return p
+
+
+def _device_arg(value: str) -> str:
+    v = value.strip().lower()
+    if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise argparse.ArgumentTypeError(f"invalid device {value!r} (choose auto, cpu, cuda or cuda:N)")
 
 
 def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
@@ -55,9 +69,15 @@ def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
 
 
 def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: bool = True) -> dict[str, Any]:
-    """Write ``features.csv``, ``features.parquet``, ``summary.json`` (and ``report.html``)."""
+    """Write ``features.csv``, ``features.parquet``, ``summary.json`` (and ``report.html``).
+
+    ``summary["truncation"]`` holds what the token window cut (:meth:`AuditCore.truncation`):
+    the limits, the counts of prompts and of chosen and rejected responses cut (``None`` when
+    nothing was tokenised), their ``pair_ids`` and a ``sentence`` for people.
+    """
     out.mkdir(parents=True, exist_ok=True)
     table = session.results
+    trunc = session.truncation()
     table.to_csv(out / "features.csv", index=False)
     table.to_parquet(out / "features.parquet", index=False)
     sig = table[table["q"] < ALPHA]
@@ -67,6 +87,8 @@ def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: b
         n_significant=len(sig),
         n_significant_sae=int((sig["source"] == "sae").sum()),
         n_significant_concepts=int((sig["source"] == "concept").sum()),
+        truncated_responses=trunc.n_responses_cut,
+        truncation=trunc.to_dict(),
         top_features=[
             {k: (v if not hasattr(v, "item") else v.item()) for k, v in row.items()}
             for row in sig.reindex(sig["d_z"].abs().sort_values(ascending=False).index)
@@ -89,7 +111,7 @@ def _session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["cache_dir"] = False
     elif args.cache_dir is not None:
         kw["cache_dir"] = args.cache_dir
-    for name in ("model", "layer"):
+    for name in ("model", "layer", "device"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
     if getattr(args, "no_sae", False):
@@ -108,7 +130,6 @@ def run_audit(pairs: Any, args: argparse.Namespace, summary: dict[str, Any]) -> 
     t1 = time.perf_counter()
     session.test(args.test)
     t2 = time.perf_counter()
-    enc = session.encoded
     summary.update(
         n_read=pairs.report.n_read,
         n_pairs=len(pairs),
@@ -121,7 +142,6 @@ def run_audit(pairs: Any, args: argparse.Namespace, summary: dict[str, Any]) -> 
         sae=session.sae.name if session.uses_sae else None,
         pooling=args.pooling,
         test=args.test,
-        truncated_responses=int(enc.chosen.truncated.sum() + enc.rejected.truncated.sum()) if enc else 0,
         seconds_encode=round(t1 - t0, 2),
         seconds_test=round(t2 - t1, 2),
     )
@@ -134,6 +154,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{summary['n_features']} features, {summary['n_significant']} with q < {ALPHA:g} "
         f"(SAE {summary['n_significant_sae']}, concepts {summary['n_significant_concepts']})"
     )
+    trunc = summary.get("truncation")
+    if trunc:
+        note = f" ({trunc['note']})" if trunc.get("note") and trunc["note"] != trunc["sentence"] else ""
+        print(f"token window: {trunc['sentence']}{note}")
     for row in summary["top_features"][:10]:
         print(
             f"  {row['feature']:<22} d_z={row['d_z']:+.2f}  q={row['q']:.1e}  more in {row['direction']:<8} {row['label']}"

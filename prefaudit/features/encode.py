@@ -30,7 +30,9 @@ from ..errors import ConfigError
 from .encoded import EncodedFeatures, SidePooled
 
 POOLINGS = ("max", "mean", "sum")
-CACHE_VERSION = 1
+#: Part of every cache key: a shard written by another layout is never read. 2: shards record
+#: the full (pre-cut) token count of every response and prompt and whether the prompt was cut.
+CACHE_VERSION = 2
 # Dense SAE codes held at once: tokens x d_sae float32 values (128 MB).
 _CODE_BUDGET = 1 << 25
 
@@ -131,6 +133,7 @@ def _side_from_pooled(
     pooled: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     token_ids: list[Sequence[int]],
     truncated: list[bool],
+    full_length: list[int],
     d_sae: int,
 ) -> SidePooled:
     indptr = np.zeros(len(pooled) + 1, dtype=np.int64)
@@ -149,7 +152,43 @@ def _side_from_pooled(
         mean_act=np.stack([p[3] for p in pooled]).astype(np.float32),
         n_tokens=np.asarray([len(ids) for ids in token_ids], dtype=np.int32),
         truncated=np.asarray(truncated, dtype=bool),
+        full_length=np.asarray(full_length, dtype=np.int32),
     )
+
+
+def full_prompt_lengths(
+    backbone: Any, prompt_messages: Sequence[Any], read: Sequence[Sequence[int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens of each rendered prompt before the cut, and whether it was cut.
+
+    ``read`` is what :meth:`Backbone.prompt_ids` kept. A prompt shorter than the limit was read
+    whole; only those at the limit are tokenised again, the way ``prompt_ids`` tokenises
+    (:meth:`Backbone.render_prompt`, special tokens only without a chat template).
+    """
+    limit = int(backbone.max_prompt_tokens)
+    full = np.asarray([len(r) for r in read], dtype=np.int64)
+    for i in np.flatnonzero(full >= limit):
+        text = backbone.render_prompt(prompt_messages[i])
+        ids = backbone.tokenizer(text, add_special_tokens=not backbone.has_chat_template)["input_ids"]
+        full[i] = max(len(ids), full[i])
+    return full.astype(np.int32), full > np.asarray([len(r) for r in read])
+
+
+def full_response_lengths(
+    backbone: Any, texts: Sequence[str], read: Sequence[tuple[Sequence[int], bool]]
+) -> list[int]:
+    """Tokens of each response before the cut; ``read`` is what :meth:`Backbone.response_ids` returned.
+
+    A response that was not cut was read whole; the cut ones are tokenised again as
+    ``response_ids`` does (no special tokens).
+    """
+    full = [len(ids) for ids, _cut in read]
+    cut = [i for i, (_ids, was_cut) in enumerate(read) if was_cut]
+    if cut:
+        recount = backbone.tokenizer([texts[i] for i in cut], add_special_tokens=False)["input_ids"]
+        for i, ids in zip(cut, recount, strict=True):
+            full[i] = max(len(ids), full[i] + 1)
+    return full
 
 
 def encode_shard(
@@ -170,6 +209,9 @@ def encode_shard(
     resp = [
         (backbone.response_ids(c), backbone.response_ids(r)) for c, r in zip(chosen, rejected, strict=True)
     ]
+    prompt_full, prompt_cut = full_prompt_lengths(backbone, prompt_messages, prompts)
+    full_c = full_response_lengths(backbone, chosen, [c for c, _ in resp])
+    full_r = full_response_lengths(backbone, rejected, [r for _, r in resp])
     p_len = [len(p) for p in prompts]
     r_len = [max(len(c[0]), len(r[0])) for c, r in resp]
     out_c: list[Any] = [None] * n
@@ -189,9 +231,12 @@ def encode_shard(
             out_c[i], out_r[i] = pooled[2 * k], pooled[2 * k + 1]
         if on_batch is not None:
             on_batch(len(idx), used)
-    side_c = _side_from_pooled(out_c, [r[0][0] for r in resp], [r[0][1] for r in resp], sae.d_sae)
-    side_r = _side_from_pooled(out_r, [r[1][0] for r in resp], [r[1][1] for r in resp], sae.d_sae)
-    return EncodedFeatures(chosen=side_c, rejected=side_r, pooling=pooling), processed
+    side_c = _side_from_pooled(out_c, [r[0][0] for r in resp], [r[0][1] for r in resp], full_c, sae.d_sae)
+    side_r = _side_from_pooled(out_r, [r[1][0] for r in resp], [r[1][1] for r in resp], full_r, sae.d_sae)
+    enc = EncodedFeatures(
+        chosen=side_c, rejected=side_r, pooling=pooling, prompt_length=prompt_full, prompt_cut=prompt_cut
+    )
+    return enc, processed
 
 
 def length_batches(

@@ -33,7 +33,13 @@ class SidePooled:
     mean_act : numpy.ndarray, shape (n_pairs, d_model), float32
         Mean layer activation over the response tokens (for direction concepts).
     n_tokens : numpy.ndarray[int32], shape (n_pairs,)
+        Tokens read (after the cut at the audit's ``max_response_tokens``).
     truncated : numpy.ndarray[bool], shape (n_pairs,)
+        Whether the response was cut (it had more than ``max_response_tokens`` tokens).
+    full_length : numpy.ndarray[int32], shape (n_pairs,), or None
+        Tokens of the whole response, before the cut (``== n_tokens`` where not cut). ``None``
+        where it was not recorded (shards and sessions written before prefaudit recorded it);
+        :meth:`full_lengths` then falls back to ``n_tokens``.
     """
 
     values: sp.csr_matrix
@@ -42,9 +48,17 @@ class SidePooled:
     mean_act: np.ndarray
     n_tokens: np.ndarray
     truncated: np.ndarray
+    full_length: np.ndarray | None = None
+
+    def full_lengths(self) -> np.ndarray:
+        """Tokens of each whole response (before the cut); ``n_tokens`` where not recorded."""
+        return self.n_tokens if self.full_length is None else self.full_length
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         v = self.values
+        full = (
+            {} if self.full_length is None else {f"{prefix}_full_length": self.full_length.astype(np.int32)}
+        )
         return {
             f"{prefix}_data": v.data.astype(np.float32),
             f"{prefix}_indices": v.indices.astype(np.int32),
@@ -55,6 +69,7 @@ class SidePooled:
             f"{prefix}_mean_act": self.mean_act.astype(np.float32),
             f"{prefix}_n_tokens": self.n_tokens.astype(np.int32),
             f"{prefix}_truncated": self.truncated.astype(bool),
+            **full,
         }
 
     @classmethod
@@ -70,6 +85,7 @@ class SidePooled:
             mean_act=np.asarray(arrays[f"{prefix}_mean_act"]),
             n_tokens=np.asarray(arrays[f"{prefix}_n_tokens"]),
             truncated=np.asarray(arrays[f"{prefix}_truncated"]),
+            full_length=_optional(arrays, f"{prefix}_full_length"),
         )
 
     @classmethod
@@ -81,17 +97,34 @@ class SidePooled:
             mean_act=np.concatenate([p.mean_act for p in parts]),
             n_tokens=np.concatenate([p.n_tokens for p in parts]),
             truncated=np.concatenate([p.truncated for p in parts]),
+            full_length=_concat_optional([p.full_length for p in parts]),
         )
+
+
+def _optional(arrays: Any, key: str) -> np.ndarray | None:
+    return np.asarray(arrays[key]) if key in arrays else None
+
+
+def _concat_optional(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    # One part without the array (an old shard) makes the whole unknown rather than misaligned.
+    return None if any(p is None for p in parts) else np.concatenate(parts)
 
 
 @dataclass
 class EncodedFeatures:
-    """Pooled SAE features of both sides of every pair, in the order of ``pairs.df``."""
+    """Pooled SAE features of both sides of every pair, in the order of ``pairs.df``.
+
+    ``prompt_length`` (int32, tokens of the rendered prompt before the cut; an empty prompt counts
+    the one stand-in token the model reads) and ``prompt_cut`` (bool, the prompt kept only its last
+    ``max_prompt_tokens`` tokens) are ``None`` where not recorded (before prefaudit recorded them).
+    """
 
     chosen: SidePooled
     rejected: SidePooled
     pooling: str
     meta: dict[str, Any] = field(default_factory=dict)
+    prompt_length: np.ndarray | None = None
+    prompt_cut: np.ndarray | None = None
 
     @property
     def n_pairs(self) -> int:
@@ -105,11 +138,30 @@ class EncodedFeatures:
         return self.chosen if name == "chosen" else self.rejected
 
     def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        """Response lengths in tokens (after truncation), the regressor of the length control."""
+        """Response lengths in tokens read (after truncation)."""
         return self.chosen.n_tokens.astype(np.float64), self.rejected.n_tokens.astype(np.float64)
+
+    @property
+    def full_lengths_recorded(self) -> bool:
+        """Whether the lengths before the cut were recorded (not for data encoded before they were)."""
+        return self.chosen.full_length is not None and self.rejected.full_length is not None
+
+    def full_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Whole response lengths in tokens (before the cut), the regressor of the length control.
+
+        Falls back to the tokens read where the full lengths were not recorded
+        (:attr:`full_lengths_recorded`); those are equal for every response that was not cut.
+        """
+        return (
+            self.chosen.full_lengths().astype(np.float64),
+            self.rejected.full_lengths().astype(np.float64),
+        )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {**self.chosen.to_arrays("chosen"), **self.rejected.to_arrays("rejected")}
+        if self.prompt_length is not None and self.prompt_cut is not None:
+            out["prompt_length"] = self.prompt_length.astype(np.int32)
+            out["prompt_cut"] = self.prompt_cut.astype(bool)
         out["pooling"] = np.asarray(self.pooling)
         return out
 
@@ -123,6 +175,8 @@ class EncodedFeatures:
             rejected=SidePooled.from_arrays(arrays, "rejected"),
             pooling=str(arrays["pooling"]),
             meta=dict(meta or {}),
+            prompt_length=_optional(arrays, "prompt_length"),
+            prompt_cut=_optional(arrays, "prompt_cut"),
         )
 
     @classmethod
@@ -137,4 +191,117 @@ class EncodedFeatures:
             rejected=SidePooled.concat([p.rejected for p in parts]),
             pooling=parts[0].pooling,
             meta=dict(meta or {}),
+            prompt_length=_concat_optional([p.prompt_length for p in parts]),
+            prompt_cut=_concat_optional([p.prompt_cut for p in parts]),
         )
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """What the audit's token window cut: prompts keep their last ``max_prompt_tokens`` tokens,
+    responses their first ``max_response_tokens``.
+
+    ``prompts``, ``chosen`` and ``rejected`` are the ``pair_id`` of the pairs whose prompt, chosen
+    or rejected response was cut; ``None`` where that is unknown (a concepts-only audit tokenises
+    nothing; an audit not encoded yet; prompts of data encoded before prefaudit recorded them).
+    ``note`` says why a count is unknown.
+
+    Example
+    -------
+    >>> t = Truncation(384, 256, 560, prompts=(3, 9), chosen=(), rejected=(4,))
+    >>> t.sentence()
+    '2 of 560 prompts kept only their last 384 tokens; 0 chosen and 1 rejected responses were cut at 256 tokens'
+    """
+
+    max_prompt_tokens: int
+    max_response_tokens: int
+    n_pairs: int
+    prompts: tuple[int, ...] | None = None
+    chosen: tuple[int, ...] | None = None
+    rejected: tuple[int, ...] | None = None
+    note: str = ""
+
+    @classmethod
+    def of(
+        cls, encoded: EncodedFeatures, pair_ids: Any, *, max_prompt_tokens: int, max_response_tokens: int
+    ) -> Truncation:
+        """The cuts recorded in ``encoded``; ``pair_ids`` is the ``pair_id`` column in pair order."""
+        ids = np.asarray(pair_ids)
+
+        def cut(mask: np.ndarray | None) -> tuple[int, ...] | None:
+            return None if mask is None else tuple(ids[np.asarray(mask, dtype=bool)].tolist())
+
+        notes = []
+        if encoded.prompt_cut is None:
+            notes.append("prompt cuts were not recorded (encoded before prefaudit recorded them)")
+        if not encoded.full_lengths_recorded:
+            notes.append(
+                "full response lengths were not recorded: the length control uses the tokens read, "
+                "which differ only for the responses that were cut"
+            )
+        return cls(
+            max_prompt_tokens=int(max_prompt_tokens),
+            max_response_tokens=int(max_response_tokens),
+            n_pairs=encoded.n_pairs,
+            prompts=cut(encoded.prompt_cut),
+            chosen=cut(encoded.chosen.truncated),
+            rejected=cut(encoded.rejected.truncated),
+            note="; ".join(notes),
+        )
+
+    @property
+    def n_prompts_cut(self) -> int | None:
+        return None if self.prompts is None else len(self.prompts)
+
+    @property
+    def n_chosen_cut(self) -> int | None:
+        return None if self.chosen is None else len(self.chosen)
+
+    @property
+    def n_rejected_cut(self) -> int | None:
+        return None if self.rejected is None else len(self.rejected)
+
+    @property
+    def n_responses_cut(self) -> int | None:
+        if self.chosen is None or self.rejected is None:
+            return None
+        return len(self.chosen) + len(self.rejected)
+
+    def counts(self) -> dict[str, Any]:
+        """The counts and the limits as plain JSON values (``None``: unknown)."""
+        return {
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_response_tokens": self.max_response_tokens,
+            "n_pairs": self.n_pairs,
+            "prompts_cut": self.n_prompts_cut,
+            "chosen_cut": self.n_chosen_cut,
+            "rejected_cut": self.n_rejected_cut,
+            "note": self.note,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """:meth:`counts`, the sentence and the cut pairs' ids (``pair_ids``: prompt, chosen, rejected)."""
+        ids = {k: None if v is None else list(v) for k, v in self.pair_ids().items()}
+        return {**self.counts(), "sentence": self.sentence(), "pair_ids": ids}
+
+    def pair_ids(self) -> dict[str, tuple[int, ...] | None]:
+        return {"prompt": self.prompts, "chosen": self.chosen, "rejected": self.rejected}
+
+    def sentence(self) -> str:
+        """One line for people, e.g. ``12 of 560 prompts kept only their last 384 tokens; ...``."""
+        if self.prompts is None and self.chosen is None and self.rejected is None:
+            return self.note or "nothing was tokenised"
+        if self.prompts is None:
+            head = "prompt cuts unknown"
+        else:
+            head = f"{len(self.prompts)} of {self.n_pairs} prompts kept only their last {self.max_prompt_tokens} tokens"
+        if self.chosen is None or self.rejected is None:
+            return f"{head}; response cuts unknown"
+        return (
+            f"{head}; {len(self.chosen)} chosen and {len(self.rejected)} rejected responses were cut "
+            f"at {self.max_response_tokens} tokens"
+        )
+
+    def __str__(self) -> str:
+        s = self.sentence()
+        return s if not self.note or s == self.note else f"{s} ({self.note})"

@@ -16,6 +16,7 @@ from .sections import (
     examples_html,
     feature_table,
     top_features,
+    truncation_html,
     volcano_html,
 )
 
@@ -99,6 +100,7 @@ def write_report(
 <body>
 <h1>{esc(title)}</h1>
 <p class="meta">{meta}</p>
+{truncation_html(session)}
 <h2>Volcano</h2>
 <p class="small">Each point is a feature: effect size ({esc(effect)}, chosen − rejected) against −log10 of the
 Benjamini–Hochberg q. Blue: more in chosen responses, red: more in rejected ({SIGNIFICANT}).</p>

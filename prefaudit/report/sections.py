@@ -137,6 +137,34 @@ def decisions_html(session: Any) -> str:
     )
 
 
+#: Cut pairs listed by id in the report, per kind (prompt, chosen, rejected); the rest are counted.
+CUT_IDS_SHOWN = 20
+
+
+def truncation_html(session: Any) -> str:
+    """What the token window cut: how many prompts and responses, and which pairs (by ``pair_id``)."""
+    t = session.truncation()
+    lines = [f"Token window: {esc(t.sentence())}."]
+    if t.note and t.note != t.sentence():
+        lines.append(f"<span class='small'>{esc(t.note)}.</span>")
+    cut = []
+    for kind, pair_ids in t.pair_ids().items():
+        if pair_ids:
+            shown = ", ".join(esc(i) for i in pair_ids[:CUT_IDS_SHOWN])
+            more = f" and {len(pair_ids) - CUT_IDS_SHOWN:,} more" if len(pair_ids) > CUT_IDS_SHOWN else ""
+            cut.append(f"{esc(kind)} {shown}{more}")
+    if cut:
+        lines.append(f"<span class='small'>Cut, by pair_id: {'; '.join(cut)}.</span>")
+    res = session.results
+    controlled = res is not None and "p_len_ctrl" in res and bool(res["p_len_ctrl"].notna().any())
+    if t.n_responses_cut and controlled:
+        lines.append(
+            "<span class='small'>The length control regresses on whole response lengths (tokens before the cut); "
+            "the features saw only the tokens read.</span>"
+        )
+    return f"<p class='meta'>{' '.join(lines)}</p>"
+
+
 def volcano_html(session: Any, effect: str) -> str:
     """The volcano as a static plotly figure, with plotly.js inlined."""
     import plotly.io as pio
