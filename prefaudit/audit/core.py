@@ -36,13 +36,17 @@ from ..features.concepts import (
 from ..features.encode import check_pooling
 from ..features.encoded import EncodedFeatures
 from ..features.matrix import FeatureMatrix
+from .drivers import DriversMixin
+from .fit import FitMixin
+from .groups import GroupsMixin
 from .intents import IntentsMixin
 from .queries import QueriesMixin
+from .topics import TopicsMixin
 
 Concept = TextConcept | DirectionConcept
 
 
-class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
+class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMixin, FitMixin, t.HasTraits):
     """State, queries and intents of an audit (see :class:`prefaudit.session.AuditSession` for the parameters)."""
 
     selection = t.List(t.Unicode(), help="features selected for shaping, in selection order")
@@ -68,7 +72,7 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
         batch_size: int = 8,
         shard_size: int = 128,
         dtype: str | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         max_prompt_tokens: int = 384,
         max_response_tokens: int = 256,
     ) -> None:
@@ -298,9 +302,14 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
         return self.matrix.delta
 
     def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        """Response lengths for the length control: tokens when encoded, else words."""
+        """Response lengths for the length control: tokens when encoded, else words.
+
+        Tokens are those of the **whole** response, before the cut at ``max_response_tokens``
+        (a cut response is longer than what was read; :meth:`truncation` says which). Data
+        encoded before prefaudit recorded full lengths falls back to the tokens read.
+        """
         if self.encoded is not None:
-            return self.encoded.lengths()
+            return self.encoded.full_lengths()
         words = [
             np.array([len(s.split()) for s in self.data.df[side]], dtype=np.float64)
             for side in ("chosen", "rejected")
@@ -315,12 +324,17 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
         seed: int = 0,
         length_control: bool = True,
         alpha: float = ids.ALPHA,
+        by: str | None = None,
     ) -> pd.DataFrame:
         """Test every feature chosen vs rejected; returns (and stores) one row per feature.
 
         Columns are those of :func:`prefaudit.stats.paired_tests`; ``feature`` is the feature id,
         ``source`` is ``"sae"`` or ``"concept"`` and ``label`` the current label.
         """
+        if by is not None:  # one row per group × feature, not stored as self.results (audit/topics.py)
+            return self.test_by(
+                by, test=test, n_boot=n_boot, seed=seed, length_control=length_control, alpha=alpha
+            )
         from ..stats import paired_tests
 
         self.status = "testing"
@@ -342,6 +356,7 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
         finally:
             self.status = ""
         table.attrs["test"] = test
+        table.attrs["truncation"] = self.truncation().counts()
         self.results = table
         self._invalidate(results=False)
         self.results_version += 1
@@ -361,7 +376,11 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
 
     # ------------------------------------------------------------------ shaping preview
     def predict(
-        self, weights: dict[int | str, float] | None = None, *, features: Sequence[int | str] | None = None
+        self,
+        weights: dict[int | str, float] | None = None,
+        *,
+        features: Sequence[int | str] | None = None,
+        matrix: FeatureMatrix | None = None,
     ) -> pd.DataFrame:
         """Predicted learning signal per feature before and after shaping (no training).
 
@@ -370,11 +389,13 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
         (gradient-weighted mean Δ, raw units), their standardised versions (/sd) and ``change``.
         ``attrs`` carries the pair margins (scaled by ``matrix.margin_scale``, capped at ±``cap``;
         :mod:`prefaudit.shaping`), ``gradient_weight``, ``n_dominated`` (m ≤ −threshold), the
-        threshold, ``n_capped`` (pairs whose margin hit the cap) and ``cap``.
+        threshold, ``n_capped`` (pairs whose margin hit the cap) and ``cap``. ``matrix``: predict
+        from these pooled values (same columns; e.g. the trained pairs read in the training
+        window) instead of the audit's.
         """
         from ..shaping import preview
 
-        m = self.matrix
+        m = self.matrix if matrix is None else matrix
         fids = self.feature_ids
         w_map = (
             self.weights if weights is None else {self.feature_id(k): float(v) for k, v in weights.items()}
@@ -450,6 +471,7 @@ class AuditCore(IntentsMixin, QueriesMixin, t.HasTraits):
 
     def _invalidate(self, results: bool = True) -> None:
         self._matrix = None
+        self._groups_cache = None if results else self._groups_cache  # test() keeps the groups
         if results and self.results is not None:
             self.results = None
             self.results_version += 1

@@ -1,7 +1,7 @@
-"""Per-pair queries: what the drill-down, the report and the gallery ask of one feature.
+"""Read-only queries: per-pair values of one feature (drill-down, report, gallery) and what the audit cut.
 
 Read-only; mixed into :class:`~prefaudit.audit.core.AuditCore`, which provides ``data``,
-``matrix``, ``feature_id``, ``feature_ids``, ``backbone``, ``sae`` and ``uses_sae``.
+``matrix``, ``feature_id``, ``feature_ids``, ``backbone``, ``sae``, ``uses_sae``, ``encoded`` and ``config``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..errors import ConfigError
 
 
 class QueriesMixin:
-    """Values, top pairs and token activations of one feature."""
+    """Values, top pairs and token activations of one feature; the audit's truncation report."""
 
     data: Any
     _ids_index: dict[str, int]
@@ -80,3 +80,27 @@ class QueriesMixin:
             toks = [w + (" " if k < len(words) - 1 else "") for k, w in enumerate(words)]
             out[side] = (toks, np.zeros(len(toks)))
         return out
+
+    def truncation(self) -> Any:
+        """What the audit's token window cut, as a :class:`prefaudit.features.encoded.Truncation`.
+
+        Prompts keep their last ``max_prompt_tokens`` tokens and responses their first
+        ``max_response_tokens``; the report lists, by ``pair_id``, the prompts and the chosen and
+        rejected responses that were cut, with the limits. A concepts-only audit tokenises nothing
+        and an audit not encoded yet has not tokenised anything: their counts are ``None``.
+
+        >>> session.truncation().sentence()    # doctest: +SKIP
+        '12 of 560 prompts kept only their last 384 tokens; 3 chosen and 5 rejected responses were cut at 256 tokens'
+        """
+        from ..features.encoded import Truncation
+
+        meta = self.encoded.meta if self.encoded is not None else {}
+        limits = {k: int(meta.get(k, self.config[k])) for k in ("max_prompt_tokens", "max_response_tokens")}
+        if self.encoded is None:
+            note = (
+                "concepts-only audit: nothing was tokenised, so nothing was cut"
+                if not self.uses_sae
+                else "not encoded yet: nothing has been tokenised (call encode())"
+            )
+            return Truncation(**limits, n_pairs=len(self.data), note=note)
+        return Truncation.of(self.encoded, self.data.df["pair_id"].to_numpy(), **limits)
