@@ -14,7 +14,11 @@ Definitions
   a training budget, so the scale is free; the intercept is not (a prediction of 0 means "no
   change"). ``r2`` can be negative (worse than predicting the mean) and is not r².
 * ``r_low, r_high`` — percentile bootstrap 95% CI of r, resampling units with replacement
-  (predicted values recomputed on the resample when they depend on the units).
+  (predicted values recomputed on the resample when they depend on the units). Read it as the
+  spread of r over other held-out sets of this size: a resample repeats units, which adds noise
+  to the observed values and pulls r down, so the interval sits low and can exclude r itself when
+  r is near its ceiling. (Bias-corrected intervals — basic, BCa — then move above r: they estimate
+  the noise-free correlation, a different quantity. Not used.)
 * ``null_low, null_high`` — 2.5 and 97.5 percentiles of r when every unit's sides are
   exchanged with probability 1/2 (for a reward: ρ of chosen and rejected swapped within the
   prompt; for generations: trained and base swapped). Under "nothing was learned" this is the
