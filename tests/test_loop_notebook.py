@@ -1,11 +1,11 @@
 """The whole loop, measured: notebooks/03_dpo_and_verify.ipynb run top to bottom in a real kernel.
 
 On the embedded SmolLM2 and demo set (two LoRA DPO runs of 40 steps at beta 0.02, verification,
-comparison, export), 14-16 minutes on 2 CPU cores. Measured (held-out generations, 48 prompts):
-vanilla flattery 0.00 -> 0.15 at seed 0 (shift +0.26 sd, se 0.09), 0.10 at seed 1 (+0.19, se 0.08),
-0.88 at seed 2 (+1.59, se 0.09); the shaped run stayed at 0.00 at all three. The size of the
-rise varies a lot with the seed; its direction did not. So the assertions are about direction and
-measurability, with thresholds below the weakest seed measured:
+comparison, export). Measured before the training window (held-out generations, 48 prompts):
+vanilla flattery 0.00 -> 0.15 / 0.10 / 0.88 at seeds 0 / 1 / 2, shaped 0.00 at all three; with the
+window, window margins and the agreement channels, seed 0: vanilla 0.00 -> 0.65 (shift +1.17 sd, se
+0.13), shaped 0.00. The size of the rise varies a lot with the seed; its direction did not. So the
+assertions are about direction and measurability, with thresholds below the weakest seed measured:
 
 * the vanilla run learns the planted flattery: its rate in held-out generations rises, by more
   than two standard errors of the standardised shift;
