@@ -53,71 +53,17 @@ from typing import Any
 
 import numpy as np
 
+from .devices import default_dtype_name, resolve_device
 from .errors import ModelError
 
 Message = dict[str, str]
+__all__ = ["Backbone", "ResponseBatch", "default_dtype_name", "resolve_device"]
 
 
 class _StopForward(Exception):
     """Raised by the read hook so layers above the read layer never run."""
 
 
-_DEVICE_HELP = "use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-
-
-def resolve_device(device: str | None = "auto") -> str:
-    """The device to run on: ``"auto"`` (or ``None``) is ``"cuda"`` when CUDA is available, else ``"cpu"``.
-
-    Explicit ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` are checked (a CUDA device that is not there
-    is a :class:`ModelError`, not a crash deep inside the forward pass); any other string torch
-    understands (``"mps"``) is passed through.
-    """
-    import torch
-
-    name = "auto" if device is None else str(device).strip().lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ModelError(f"Unknown device {device!r}; {_DEVICE_HELP}.") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError(f"device={device!r} but CUDA is not available here; use device='auto' or 'cpu'.")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelError(
-                f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible."
-            )
-    return name
-
-
-def default_dtype_name(device: str | None = None) -> str:
-    """The compute dtype for ``device`` (``None``: the device ``"auto"`` picks).
-
-    CUDA: ``bfloat16`` where the GPU runs it natively (Ampere and newer), else ``float16``. CPU:
-    ``bfloat16`` where the CPU runs it natively (AVX512-BF16 / AMX; 3.5-4x faster than fp32
-    there), else ``float32``.
-    """
-    import torch
-
-    dev = torch.device(resolve_device(device))
-    if dev.type == "cuda":
-        # Asked of the current CUDA device (the GPUs of one machine are normally alike).
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch < 2.3 has no including_emulation
-            native = torch.cuda.is_bf16_supported()
-        return "bfloat16" if native else "float16"
-    if dev.type != "cpu":
-        return "float32"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
-
-
-# Where the decoder blocks live, by family (first match wins; ``_find_layers`` falls back to a search).
 _LAYER_PATHS = (
     "model.layers",  # Llama, Mistral, Gemma / Gemma 2 / Gemma 3 text, Qwen2 / Qwen3, SmolLM2, Phi-3, OLMo
     "transformer.h",  # GPT-2, GPT-J, Falcon, BLOOM

@@ -27,6 +27,7 @@ LAYERS = {
     "prefaudit.pairs": 2,
     "prefaudit.default_model": 2,
     "prefaudit.backbone": 2,
+    "prefaudit.devices": 2,
     "prefaudit.generation": 2,
     "prefaudit.features": 2,
     "prefaudit.demo": 2,
