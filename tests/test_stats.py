@@ -329,9 +329,9 @@ def test_bootstrap_ci_equals_plain_loop_with_the_same_indices(large, n_boot, alp
 
 def test_bootstrap_ci_handles_a_column_with_many_nonzero_deltas(monkeypatch):
     # Force the slice-by-slice path that columns with many non-zero Δ take.
-    import prefaudit.stats.resampling as resampling
+    import prefaudit.stats.products as products
 
-    monkeypatch.setattr(resampling, "_UNIT_ELEMENTS", 4096)
+    monkeypatch.setattr(products, "_UNIT_ELEMENTS", 4096)
     rng = np.random.default_rng(11)
     chosen, rejected = rng.normal(size=(200, 3)), rng.normal(size=(200, 3))
     chosen[:150, 2] = rejected[:150, 2]  # 50 non-zero Δ: the batched path

@@ -10,6 +10,7 @@
 Modules: :mod:`~prefaudit.stats.paired` (the table), :mod:`~prefaudit.stats.ranks` (grouped
 signed ranks), :mod:`~prefaudit.stats.pvalues` (scipy-equal p-values, Benjamini–Hochberg),
 :mod:`~prefaudit.stats.resampling` (bootstrap CI, split halves),
+:mod:`~prefaudit.stats.products` (sparse Δ columns times dense per-pair weights, threaded),
 :mod:`~prefaudit.stats.regression` (length control), :mod:`~prefaudit.stats.moments` and
 :mod:`~prefaudit.stats.inputs` (validation and the canonical sparse form).
 """

@@ -14,14 +14,17 @@ over groups of tied |Δ|. Zeros are dropped, as ``scipy.stats.wilcoxon``'s defau
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-_PAD = np.iinfo(np.uint64).max
-# Padded keys sorted per block; bounds the temporaries of sorted_column_keys.
-_BLOCK_ELEMENTS = 1 << 22
+# Pads a column's keys to its block's width: above every key (a finite |Δ|'s bits shifted left by
+# one are < 0xFFE0…), and with a 0 sign bit so that padding never counts as positive.
+_PAD = np.uint64(np.iinfo(np.uint64).max - 1)
+# Padded keys per block: small enough for the block and its temporaries to stay in cache.
+_BLOCK_ELEMENTS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -64,75 +67,55 @@ def _padded_width(k: np.ndarray) -> np.ndarray:
     return -(-k // granule) * granule
 
 
-def sorted_column_keys(delta: sp.csc_array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort each column's keys (see :func:`sort_keys`).
-
-    Returns ``(keys, columns, counts)``: the sorted keys of all columns with a non-zero Δ,
-    concatenated in the order given by ``columns``, each column contributing ``counts`` keys.
-    """
+def _sorted_blocks(delta: sp.csc_array) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(columns, counts, block)``: each column's sort keys (see :func:`sort_keys`) in one
+    row of ``block``, sorted, padded at the end with ``_PAD`` up to a shared width."""
     indptr = delta.indptr.astype(np.int64)
     k = np.diff(indptr)
     tested = np.flatnonzero(k)
     if tested.size == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return np.empty(0, dtype=np.uint64), empty, empty
-    keys = sort_keys(delta.data)
+        return
     widths = _padded_width(k[tested])
     order = np.argsort(widths, kind="stable")
     bounds = np.flatnonzero(np.diff(widths[order])) + 1
-    out_keys, out_columns = [], []
+    last = delta.data.size - 1
     for group in np.split(order, bounds):
         width = int(widths[group[0]])
         offsets = np.arange(width)
         step = max(1, _BLOCK_ELEMENTS // width)  # bounds the padded temporaries
         for start in range(0, group.size, step):
             columns = tested[group[start : start + step]]
-            valid = offsets < k[columns][:, None]
-            index = np.minimum(indptr[columns][:, None] + offsets, keys.size - 1)
-            block = np.where(valid, keys[index], _PAD)
+            counts = k[columns]
+            index = np.minimum(indptr[columns][:, None] + offsets, last)
+            block = sort_keys(delta.data[index])
+            np.putmask(block, offsets >= counts[:, None], _PAD)
             block.sort(axis=1)
-            out_keys.append(block[valid])  # row-major: column by column, each sorted
-            out_columns.append(columns)
-    columns = np.concatenate(out_columns)
-    return np.concatenate(out_keys), columns, k[columns]
+            yield columns, counts, block
 
 
-def signed_ranks(delta: sp.csc_array) -> SignedRanks:
-    """Signed-rank summaries of every column of ``delta`` (canonical CSC: no stored zeros).
+def _run_statistics(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(positives, W⁺, tie term, has ties) of columns whose sorted keys are concatenated in ``keys``.
 
-    Equivalent, column by column, to ranking ``|d[d != 0]|`` with ``scipy.stats.rankdata``
-    (average ranks) — but vectorised over all columns with one padded row-wise sort.
+    Position i (0-based, over all columns) has ordinal rank i + 1 − start of its column, so with
+    prefix sums of "positive" and "positive × (i + 1)" each column's count of positive Δ and its
+    W⁺ without ties are differences at the column bounds (exact integer arithmetic). Ties move
+    ranks to their group's average: a run of t equal |Δ| starting at position s gives each
+    positive member s + 1 + (t − 1)/2 instead of its ordinal rank. Runs never cross columns
+    because a column's first key starts a run.
     """
-    n_features = delta.shape[1]
-    n_nonzero = np.diff(delta.indptr).astype(np.int64)
-    n_positive = np.zeros(n_features, dtype=np.int64)
-    w_plus = np.zeros(n_features)
-    tie_term = np.zeros(n_features)
-    has_ties = np.zeros(n_features, dtype=bool)
-    keys, columns, counts = sorted_column_keys(delta)
-    if keys.size == 0:
-        return SignedRanks(n_nonzero, n_positive, w_plus, tie_term, has_ties)
-
-    # Position i (0-based, over all columns) has ordinal rank i + 1 − start of its column, so
-    # with prefix sums of "positive" and "positive × (i + 1)" each column's count of positive Δ
-    # and its W⁺ without ties are differences at the column bounds (exact integer arithmetic).
     starts = np.cumsum(counts) - counts
     ends = starts + counts
     positive = (keys & np.uint64(1)).astype(np.int64)
     cum_positive = np.concatenate([[0], np.cumsum(positive)])
     cum_weighted = np.concatenate([[0], np.cumsum(positive * np.arange(1, keys.size + 1))])
     positives = cum_positive[ends] - cum_positive[starts]
-    w = (cum_weighted[ends] - cum_weighted[starts]) - starts * positives
-
-    # Ties (rare for continuous activations) move ranks to their group's average: a run of t
-    # equal |Δ| starting at position s gives each positive member s + 1 + (t − 1)/2 instead of
-    # its ordinal rank. Runs never cross columns because a column's first key starts a run.
+    w = ((cum_weighted[ends] - cum_weighted[starts]) - starts * positives).astype(np.float64)
     magnitude = keys >> np.uint64(1)
     repeats = magnitude[1:] == magnitude[:-1]
     repeats[starts[1:] - 1] = False
     follower = np.flatnonzero(repeats) + 1  # positions equal to the previous one
-    tie = np.zeros(columns.size)
-    w_float = w.astype(np.float64)
+    tie = np.zeros(counts.size)
+    has_ties = np.zeros(counts.size, dtype=bool)
     if follower.size:
         first = np.concatenate([[True], np.diff(follower) > 1])
         run_start = follower[first] - 1
@@ -142,13 +125,47 @@ def signed_ranks(delta: sp.csc_array) -> SignedRanks:
         run_weighted = cum_weighted[run_end] - cum_weighted[run_start]
         shift = run_positive * (run_start + 1 + (t - 1) / 2) - run_weighted
         run_column = np.searchsorted(starts, run_start, side="right") - 1
-        w_float += np.bincount(run_column, weights=shift, minlength=columns.size)
-        tie = np.bincount(run_column, weights=t**3 - t, minlength=columns.size)
-        has_ties[columns[np.unique(run_column)]] = True
+        w += np.bincount(run_column, weights=shift, minlength=counts.size)
+        tie = np.bincount(run_column, weights=t**3 - t, minlength=counts.size)
+        has_ties[np.unique(run_column)] = True
+    return positives, w, tie, has_ties
 
-    n_positive[columns] = positives
-    w_plus[columns] = w_float
-    tie_term[columns] = tie
+
+def signed_ranks(delta: sp.csc_array) -> SignedRanks:
+    """Signed-rank summaries of every column of ``delta`` (canonical CSC: no stored zeros).
+
+    Equivalent, column by column, to ranking ``|d[d != 0]|`` with ``scipy.stats.rankdata``
+    (average ranks) — but vectorised over all columns with one padded row-wise sort per block of
+    columns. Each sorted block is summarised where it lies (positives and ordinal W⁺ from its
+    sign bits; ties, rare for continuous activations, from equal neighbours): no array over all
+    non-zero Δ is built, so the temporaries stay cache-sized.
+    """
+    n_features = delta.shape[1]
+    n_nonzero = np.diff(delta.indptr).astype(np.int64)
+    n_positive = np.zeros(n_features, dtype=np.int64)
+    w_plus = np.zeros(n_features)
+    tie_term = np.zeros(n_features)
+    has_ties = np.zeros(n_features, dtype=bool)
+    low_byte = 0 if np.little_endian else 7  # where the sign bit of a uint64 key sits
+    for columns, counts, block in _sorted_blocks(delta):
+        width = block.shape[1]
+        # _PAD's lowest bit is 0, so padding never counts as positive.
+        positive = block.view(np.uint8)[:, low_byte::8] & np.uint8(1)
+        n_positive[columns] = positive.sum(axis=1, dtype=np.int64)
+        # Σ ordinal ranks of the positive Δ, in exact integer arithmetic.
+        w_plus[columns] = np.einsum("ij,j->i", positive, np.arange(1, width + 1, dtype=np.int64))
+        if width < 2:
+            continue
+        # Equal |Δ| differ at most in the sign bit; padding next to padding is not a tie.
+        tied = (block[:, 1:] ^ block[:, :-1]) < np.uint64(2)
+        tied &= np.arange(1, width) < counts[:, None]
+        rows = np.flatnonzero(tied.any(axis=1))
+        if rows.size:
+            valid = np.arange(width) < counts[rows, None]
+            _, w, tie, ties = _run_statistics(block[rows][valid], counts[rows])
+            w_plus[columns[rows]] = w
+            tie_term[columns[rows]] = tie
+            has_ties[columns[rows]] = ties
     return SignedRanks(n_nonzero, n_positive, w_plus, tie_term, has_ties)
 
 
