@@ -55,6 +55,24 @@ def weighted_mean_delta(delta: Any, weights: np.ndarray) -> np.ndarray:
     return np.asarray(sp.csr_matrix(delta).T @ w).ravel() / total
 
 
+def prediction_table(
+    features: Any, labels: Any, weights: Any, raw: np.ndarray, sd: np.ndarray
+) -> pd.DataFrame:
+    """The prediction's columns: ``feature, label, weight, predicted`` (raw), ``predicted_z`` (/sd), ``sd``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sd > 0, raw / sd, 0.0)
+    return pd.DataFrame(
+        {
+            "feature": features,
+            "label": labels,
+            "weight": weights,
+            "predicted": raw,
+            "predicted_z": z,
+            "sd": sd,
+        }
+    )
+
+
 class Intervention:
     """Base class: plain DPO on every pair. Subclasses override what they change.
 
@@ -119,18 +137,7 @@ class Intervention:
         index = {f: j for j, f in enumerate(pv["feature"])}
         for f in self.zeroed(list(ablated)):
             raw[index[f]] = 0.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(sd > 0, raw / sd, 0.0)
-        return pd.DataFrame(
-            {
-                "feature": pv["feature"],
-                "label": pv["label"],
-                "weight": pv["weight"],
-                "predicted": raw,
-                "predicted_z": z,
-                "sd": sd,
-            }
-        )
+        return prediction_table(pv["feature"], pv["label"], pv["weight"], raw, sd)
 
     def predict_run(self, core: Any, run: Any, matrix: Any) -> pd.DataFrame:
         """What a finished run should have learned: the prediction over exactly what it trained on.
@@ -157,19 +164,8 @@ class Intervention:
         index = {f: j for j, f in enumerate(fids)}
         for f in self.zeroed(list(run.shaped.ablate_features)):
             raw[index[f]] = 0.0
-        sd = core.matrix.sd
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(sd > 0, raw / sd, 0.0)
         w = np.zeros(len(fids))
         for f, v in run.weights.items():
             w[index[f]] = v
-        return pd.DataFrame(
-            {
-                "feature": fids,
-                "label": [core.labels.get(f) or core.auto_labels.get(f, "") for f in fids],
-                "weight": w,
-                "predicted": raw,
-                "predicted_z": z,
-                "sd": sd,
-            }
-        )
+        labels = [core.labels.get(f) or core.auto_labels.get(f, "") for f in fids]
+        return prediction_table(fids, labels, w, raw, core.matrix.sd)

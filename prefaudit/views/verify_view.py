@@ -18,21 +18,12 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
+from ..stats.agreement import AGREEMENT_COLUMNS
 from .base import SessionView
 from .figures import _fmt, scatter_svg, table_html
 
-AGREEMENT_SHOWN = [
-    "channel",
-    "r",
-    "r_low",
-    "r_high",
-    "r2",
-    "null_low",
-    "null_high",
-    "ceiling",
-    "n_features",
-    "n_units",
-]
+# The agreement table as shown: every column but the fitted scale (the scatters draw it).
+AGREEMENT_SHOWN = [c for c in AGREEMENT_COLUMNS if c != "scale"]
 
 
 def agreement_html(agreement: pd.DataFrame) -> str:
