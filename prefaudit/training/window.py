@@ -29,21 +29,30 @@ from ..features.encode import encode_batch, length_batches
 from ..features.matrix import FeatureMatrix
 from .tokens import trl_token_ids, window_cut
 
-_CACHE: weakref.WeakKeyDictionary[Any, dict[str, FeatureMatrix]] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def window_token_ids(
     core: Any, window: dict[str, int], positions: Sequence[int]
 ) -> list[tuple[list[int], ...]]:
-    """(prompt, chosen, rejected) token ids of the pairs at ``positions`` as the run's window keeps them."""
+    """(prompt, chosen, rejected) token ids of the pairs at ``positions`` as the run's window keeps them.
+
+    Cached per session: verification's implicit rewards and :func:`window_matrix` read the same
+    held-out pairs, and tokenising them once is enough.
+    """
     from ..interventions import shape_pairs
 
-    rows = shape_pairs(core, "none", positions=positions).dataset
-    tok = core.backbone.tokenizer
-    return [
-        tuple(window_cut(*trl_token_ids(row, tok), window["max_length"], window["max_prompt_length"]))
-        for row in rows
-    ]
+    pos = [int(i) for i in positions]
+    key = json.dumps(["ids", window, pos])
+    cache = _CACHE.setdefault(core, {})
+    if key not in cache:
+        rows = shape_pairs(core, "none", positions=pos).dataset
+        tok = core.backbone.tokenizer
+        cache[key] = [
+            tuple(window_cut(*trl_token_ids(row, tok), window["max_length"], window["max_prompt_length"]))
+            for row in rows
+        ]
+    return cache[key]
 
 
 def _side_matrix(pooled: list[tuple[np.ndarray, ...]], d_sae: int) -> sp.csr_matrix:
