@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from . import pair_layouts
 from .devices import default_dtype_name, resolve_device
 from .errors import ModelError
 
@@ -73,9 +74,7 @@ _LAYER_PATHS = (
 )
 
 
-def _text_config(config: Any) -> Any:
-    get = getattr(config, "get_text_config", None)
-    return get() if callable(get) else config
+_text_config = pair_layouts.text_config
 
 
 def _find_layers(model: Any) -> tuple[str, Any]:
@@ -153,6 +152,8 @@ class Backbone:
     device: str = "cpu"
     max_prompt_tokens: int = 384
     max_response_tokens: int = 256
+    #: ``False`` keeps the prompt-cache layout even where packing applies (benchmarks, debugging).
+    pair_packing: bool = True
     _layers: Any = field(default=None, repr=False)
     _layers_name: str = field(default="", repr=False)
     _cache_kw: str = field(default="past_key_values", repr=False)
@@ -374,6 +375,20 @@ class Backbone:
         h, _ = self.read_pairs(prompts, [(i, i[:1]) for i in ids], share_prompt=True)
         return [h[2 * k, : len(i)].float() for k, i in enumerate(ids)]
 
+    @property
+    def packs_pairs(self) -> bool:
+        """Whether :meth:`read_pairs` reads each pair as one packed row (:func:`pair_layouts.packs_pairs`)."""
+        longest = self.max_prompt_tokens + 2 * self.max_response_tokens
+        return self.pair_packing and pair_layouts.packs_pairs(self.model.config, self.layer, longest)
+
+    @property
+    def default_batch_tokens(self) -> int:
+        """Padded tokens per forward pass when none is asked for (``pair_layouts.BATCH_TOKENS``)."""
+        import torch
+
+        budget = pair_layouts.BATCH_TOKENS
+        return budget.get(torch.device(self.device).type, budget["cpu"])
+
     def read_pairs(
         self,
         prompts: Sequence[Sequence[int]],
@@ -388,8 +403,11 @@ class Backbone:
         prompts : list of token-id lists, one per pair
         responses : list of ``(chosen_ids, rejected_ids)``, one per pair
         share_prompt : bool
-            ``True`` runs each prompt once and reuses its key/value cache for both responses;
+            ``True`` reads each prompt once for both responses: one packed row per pair
+            (prompt, chosen, rejected; a block mask keeps rejected tokens from seeing chosen ones)
+            where :attr:`packs_pairs`, else the prompt's key/value cache reused for both.
             ``False`` runs ``prompt + response`` twice (the reference path, used by tests).
+            The layouts are described in :mod:`prefaudit.pair_layouts`.
 
         Returns
         -------
@@ -401,55 +419,13 @@ class Backbone:
         """
         import torch
 
-        n = len(prompts)
-        seqs = [r for pair in responses for r in pair]
-        r_len = torch.tensor([len(s) for s in seqs])
-        r_max = max(1, int(r_len.max()))
-        p_len = torch.tensor([len(p) for p in prompts])
-        dev = self.device
+        fwd, pad, dev = self._forward_to_layer, self.tokenizer.pad_token_id, self.device
         with torch.inference_mode():
-            if share_prompt:
-                p_max = int(p_len.max())
-                # Prompts are LEFT-padded so that, in every row, the prompt's last token and the
-                # response are adjacent cache slots: a slot distance is then the true token
-                # distance, which sliding-window attention (Gemma 2/3) and its cache rely on.
-                p_ids = torch.full((n, p_max), self.tokenizer.pad_token_id, dtype=torch.long)
-                p_mask = torch.zeros((n, p_max), dtype=torch.long)
-                for i, p in enumerate(prompts):
-                    if len(p):
-                        p_ids[i, p_max - len(p) :] = torch.tensor(p, dtype=torch.long)
-                        p_mask[i, p_max - len(p) :] = 1
-                from transformers import DynamicCache
-
-                cache = DynamicCache(config=self.model.config)
-                pos = (torch.arange(p_max)[None, :] - (p_max - p_len)[:, None]).clamp(min=0)
-                self._forward_to_layer(p_ids.to(dev), p_mask.to(dev), pos.to(dev), cache, use_cache=True)
-                cache.batch_repeat_interleave(2)
-                r_ids = torch.full((2 * n, r_max), self.tokenizer.pad_token_id, dtype=torch.long)
-                r_mask = torch.zeros((2 * n, r_max), dtype=torch.long)
-                for j, s in enumerate(seqs):
-                    r_ids[j, : len(s)] = torch.tensor(s, dtype=torch.long)
-                    r_mask[j, : len(s)] = 1
-                # Explicit positions: each response token sits right after its own prompt.
-                start = p_len.repeat_interleave(2)
-                pos = start[:, None] + torch.arange(r_max)[None, :]
-                mask = torch.cat([p_mask.repeat_interleave(2, dim=0), r_mask], dim=1)
-                h = self._forward_to_layer(r_ids.to(dev), mask.to(dev), pos.to(dev), cache, use_cache=True)
-                processed = int(p_len.sum() + r_len.sum())
+            if not share_prompt:
+                h, processed = pair_layouts.read_separate(fwd, pad, dev, prompts, responses)
+            elif self.packs_pairs:
+                h, processed = pair_layouts.read_packed(fwd, self.model, pad, dev, prompts, responses)
             else:
-                full = [list(prompts[k // 2]) + list(s) for k, s in enumerate(seqs)]
-                t_max = max(len(f) for f in full)
-                ids = torch.full((2 * n, t_max), self.tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((2 * n, t_max), dtype=torch.long)
-                for j, f in enumerate(full):
-                    ids[j, : len(f)] = torch.tensor(f, dtype=torch.long)
-                    mask[j, : len(f)] = 1
-                pos = torch.arange(t_max).expand(2 * n, t_max)
-                hf = self._forward_to_layer(ids.to(dev), mask.to(dev), pos.to(dev))
-                h = hf.new_zeros((2 * n, r_max, hf.shape[-1]))
-                for j in range(2 * n):
-                    p = len(prompts[j // 2])
-                    h[j, : len(seqs[j])] = hf[j, p : p + len(seqs[j])]
-                processed = int(sum(len(f) for f in full))
+                h, processed = pair_layouts.read_prompt_cache(fwd, self.model, pad, dev, prompts, responses)
         # Callers pool and convert to numpy: hand them host memory (a no-op on the CPU).
         return h.cpu(), processed

@@ -9,7 +9,7 @@ import torch
 import prefaudit as pa
 from prefaudit.backbone import Backbone
 from prefaudit.errors import ModelError
-from prefaudit.features.encode import encode_pairs, length_batches
+from prefaudit.features.encode import encode_pairs
 from prefaudit.features.sae import load_sae
 from tests import tiny
 
@@ -85,23 +85,6 @@ def _reference_pooled(bb, sae, messages, text, pooling):
         acts = out.hidden_states[bb.layer + 1][0, len(prompt) :]
         codes = sae.sae.encode(acts).numpy()
     return {"max": codes.max(0), "mean": codes.mean(0), "sum": codes.sum(0)}[pooling], codes
-
-
-@pytest.mark.parametrize("share_prompt", [True, False])
-def test_length_batches_cover_every_pair_once_and_bound_padding(share_prompt):
-    rng = np.random.default_rng(0)
-    p, r = rng.integers(5, 330, 300), rng.integers(1, 260, 300)
-    batches = length_batches(p, r, 8, share_prompt=share_prompt, max_padding=0.25)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(300))
-    for b in batches:
-        assert 1 <= len(b) <= 8
-        if share_prompt:
-            padded, real = len(b) * (p[b].max() + 2 * r[b].max()), (p[b] + 2 * r[b]).sum()
-        else:
-            padded, real = 2 * len(b) * (p[b] + r[b]).max(), 2 * (p[b] + r[b]).sum()
-        assert len(b) == 1 or padded <= 1.25 * real
-    # Uniform lengths need no padding: full batches.
-    assert [len(b) for b in length_batches([40] * 20, [30] * 20, 8, share_prompt=share_prompt)] == [8, 8, 4]
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean", "sum"])

@@ -82,8 +82,12 @@ def window_matrix(core: Any, window: dict[str, int], positions: Sequence[int]) -
     pooled: list[Any] = [None] * (2 * n)
     if core.uses_sae and n:
         p_len = [len(x[0]) for x in ids]
-        r_len = [max(len(x[1]), len(x[2])) for x in ids]
-        for idx in length_batches(p_len, r_len, core.config["batch_size"], share_prompt=True):
+        r_len = [(len(x[1]), len(x[2])) for x in ids]
+        budget = core.config.get("batch_tokens") or backbone.default_batch_tokens
+        batches = length_batches(
+            p_len, r_len, core.config["batch_size"], batch_tokens=budget, packed=backbone.packs_pairs
+        )
+        for idx in batches:
             out, _ = encode_batch(
                 backbone, sae, [ids[i][0] for i in idx], [(ids[i][1], ids[i][2]) for i in idx],
                 pooling=core.config["pooling"],
