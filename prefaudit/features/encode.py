@@ -4,7 +4,8 @@ The dataset is cut into shards of ``shard_size`` pairs. Each finished shard is w
 atomically (temporary file, then ``os.replace``) into a cache directory keyed by everything
 that determines its content (data, model, layer, SAE, pooling, truncation, shard size). An encode
 interrupted by a kernel restart or ``kill -9`` therefore resumes at the first missing shard, and
-memory holds at most one shard's dense activations at a time.
+memory holds at most one shard's dense activations at a time. Several processes can fill one
+cache (``prefaudit encode`` under ``accelerate launch``: :mod:`prefaudit.features.distributed`).
 
 Example
 -------
@@ -28,6 +29,7 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError
 from .encoded import EncodedFeatures, SidePooled
+from .shard_cache import ShardCounts, describe, shard_count, shard_path, write_meta
 
 POOLINGS = ("max", "mean", "sum")
 #: Part of every cache key: a shard written by another layout is never read. 2: shards record
@@ -199,11 +201,17 @@ def encode_shard(
     rejected: Sequence[str],
     *,
     pooling: str,
-    batch_size: int,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
     share_prompt: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[EncodedFeatures, int]:
-    """Encode one shard of pairs; returns its features and the tokens the model processed."""
+    """Encode one shard of pairs; returns its features and the tokens the model processed.
+
+    Forward passes hold at most ``batch_tokens`` padded tokens (``None``: the backbone's
+    ``default_batch_tokens`` for its device) and, if given, at most ``batch_size`` pairs; the
+    features do not depend on either (:func:`length_batches`).
+    """
     n = len(chosen)
     prompts = [backbone.prompt_ids(m) for m in prompt_messages]
     resp = [
@@ -213,11 +221,16 @@ def encode_shard(
     full_c = full_response_lengths(backbone, chosen, [c for c, _ in resp])
     full_r = full_response_lengths(backbone, rejected, [r for _, r in resp])
     p_len = [len(p) for p in prompts]
-    r_len = [max(len(c[0]), len(r[0])) for c, r in resp]
+    r_len = [(len(c[0]), len(r[0])) for c, r in resp]
     out_c: list[Any] = [None] * n
     out_r: list[Any] = [None] * n
     processed = 0
-    for idx in length_batches(p_len, r_len, batch_size, share_prompt=share_prompt):
+    if batch_tokens is None:
+        batch_tokens = backbone.default_batch_tokens
+    batches = length_batches(
+        p_len, r_len, batch_size, batch_tokens=batch_tokens, share_prompt=share_prompt, packed=backbone.packs_pairs
+    )  # fmt: skip
+    for idx in batches:
         pooled, used = encode_batch(
             backbone,
             sae,
@@ -241,40 +254,61 @@ def encode_shard(
 
 def length_batches(
     prompt_len: Sequence[int],
-    response_len: Sequence[int],
-    batch_size: int,
+    response_len: Sequence[int] | Sequence[Sequence[int]],
+    batch_size: int | None = None,
     *,
+    batch_tokens: int | None = None,
     share_prompt: bool = True,
+    packed: bool = True,
     max_padding: float = 0.25,
 ) -> list[np.ndarray]:
-    """Group pairs so that padding wastes at most ``max_padding`` of a batch's real work.
+    """Group pairs into forward passes of at most ``batch_tokens`` padded tokens.
 
-    A batch costs rows x padded length: ``2n * max(prompt + response)`` without prompt sharing, and
-    ``n * max(prompt) + 2n * max(response)`` with it (prompt pass, then both responses). With
-    sharing the two lengths are independent, so fixed-size batches of a sorted list pad a lot on
-    small or varied sets (HH: prompts 37-328 tokens, responses 5-256); instead pairs are taken in
-    order of their own cost and a batch closes when it is full or the next pair would push padding
-    past ``max_padding``. On a CPU a batch of one runs about as fast per token as a large one, so
-    small batches cost little; results never depend on the grouping.
+    ``response_len`` is, per pair, the ``(chosen, rejected)`` token counts (shape ``(n, 2)``) or
+    the longer of the two. A batch's cost is rows x padded length in the layout that reads it
+    (:mod:`prefaudit.pair_layouts`): packed ``n * max(p + c + r)``; prompt cache
+    ``n * max(p) + 2n * max(max(c, r))``; separate (``share_prompt=False``)
+    ``2n * max(p + max(c, r))``. Pairs are taken in order of their own cost; a batch closes when
+    the next pair would take it past ``batch_tokens`` padded tokens, past ``batch_size`` pairs
+    (either limit may be ``None``), or its padding past ``max_padding`` of its real tokens. A pair
+    costlier than ``batch_tokens`` on its own is a batch of one. Results never depend on the
+    grouping: it only decides how much padding the model runs.
 
-    >>> [b.tolist() for b in length_batches([10, 10, 200], [5, 6, 5], batch_size=8)]
+    >>> [b.tolist() for b in length_batches([10, 10, 200], [5, 6, 5], batch_tokens=64)]
     [[0, 1], [2]]
     """
-    p = np.asarray(prompt_len, dtype=np.int64)
+    for name, limit in (("batch_size", batch_size), ("batch_tokens", batch_tokens)):
+        if limit is not None and limit < 1:
+            raise ConfigError(f"{name}={limit}; it must be >= 1 (or None for no limit).")
+    p = np.asarray(prompt_len, dtype=np.int64).reshape(-1)
     r = np.asarray(response_len, dtype=np.int64)
-    own = p + 2 * r if share_prompt else 2 * (p + r)
+    r = np.stack([r, r], axis=1) if r.ndim == 1 else r
+    if r.shape != (len(p), 2):
+        raise ConfigError(f"response_len has shape {r.shape}; expected ({len(p)},) or ({len(p)}, 2).")
+    layout = ("packed" if packed else "cache") if share_prompt else "separate"
+    # Per pair: its real tokens, and the lengths whose batch maxima make the padded cost.
+    own = p + r.sum(axis=1) + (0 if share_prompt else p)
+    dims = np.stack([p, r.max(axis=1), p + r.max(axis=1), p + r.sum(axis=1)], axis=1)
+
+    def padded(n: int, m: np.ndarray) -> int:
+        m_p, m_r, m_sep, m_row = (int(x) for x in m)
+        return {"packed": n * m_row, "cache": n * (m_p + 2 * m_r), "separate": 2 * n * m_sep}[layout]
+
     batches: list[np.ndarray] = []
     cur: list[int] = []
-    for i in np.argsort(own, kind="stable"):
-        cand = [*cur, int(i)]
-        if share_prompt:
-            padded = len(cand) * (p[cand].max() + 2 * r[cand].max())
-        else:
-            padded = 2 * len(cand) * (p[cand] + r[cand]).max()
-        if cur and (len(cand) > batch_size or padded > (1 + max_padding) * own[cand].sum()):
+    real, top = 0, np.zeros(4, dtype=np.int64)
+    for i in np.argsort(own, kind="stable").tolist():
+        cand = np.maximum(top, dims[i])
+        cost = padded(len(cur) + 1, cand)
+        over = (batch_size is not None and len(cur) >= batch_size) or (
+            batch_tokens is not None and cost > batch_tokens
+        )
+        if cur and (over or cost > (1 + max_padding) * (real + own[i])):
             batches.append(np.asarray(cur))
-            cand = [int(i)]
-        cur = cand
+            cur, real, cand = [], 0, dims[i]
+        cur.append(i)
+        real += int(own[i])
+        top = cand
     if cur:
         batches.append(np.asarray(cur))
     return batches
@@ -291,15 +325,55 @@ def _write_atomic(enc: EncodedFeatures, path: Path) -> None:
             os.unlink(tmp)
 
 
+def open_cache(
+    pairs: Any,
+    backbone: Any,
+    sae: Any,
+    *,
+    pooling: str,
+    batch_size: int | None,
+    shard_size: int,
+    cache_dir: str | Path | None,
+) -> tuple[dict[str, Any], Path | None, int]:
+    """Check the settings; return the encode's meta (its cache key included), its cache folder
+    (created; ``None`` without ``cache_dir``) and its number of shards.
+
+    Everything that decides a shard's bytes enters the key (data, backbone incl. dtype and token
+    limits, SAE, pooling, shard size); the device does not, nor does the batch size.
+    """
+    check_pooling(pooling)
+    if (batch_size is not None and batch_size < 1) or shard_size < 1:
+        raise ConfigError("batch_size and shard_size must be >= 1.")
+    sae.check_fits(backbone)
+    key = cache_key(pairs.fingerprint(), backbone.fingerprint(), sae.fingerprint(), pooling, shard_size)
+    meta = describe(key, len(pairs), backbone, sae, pooling, shard_size)
+    folder = None
+    if cache_dir is not None:
+        folder = Path(cache_dir).expanduser() / "encode" / key
+        folder.mkdir(parents=True, exist_ok=True)
+    return meta, folder, shard_count(len(pairs), shard_size)
+
+
+def encode_shard_of(
+    pairs: Any, backbone: Any, sae: Any, s: int, shard_size: int, **kw: Any
+) -> tuple[Any, int]:
+    """:func:`encode_shard` of shard ``s`` of ``pairs`` (its pairs ``s * shard_size`` on)."""
+    lo, hi = s * shard_size, min(len(pairs), (s + 1) * shard_size)
+    df = pairs.df.iloc[lo:hi]
+    messages = [pairs.messages(i) for i in range(lo, hi)]
+    return encode_shard(backbone, sae, messages, df["chosen"].tolist(), df["rejected"].tolist(), **kw)
+
+
 def encode_pairs(
     pairs: Any,
     backbone: Any,
     sae: Any,
     *,
     pooling: str = "max",
-    batch_size: int = 8,
+    batch_size: int | None = 8,
     shard_size: int = 128,
     cache_dir: str | Path | None = None,
+    batch_tokens: int | None = None,
     share_prompt: bool = True,
     progress: bool = True,
 ) -> EncodedFeatures:
@@ -312,71 +386,60 @@ def encode_pairs(
     sae : SAEFeatures
     pooling : {"max", "mean", "sum"}
         How token activations of a response become one value per feature.
-    batch_size : int
-        Pairs per forward pass.
+    batch_size : int or None
+        At most this many pairs per forward pass (``None``: no cap).
     shard_size : int
         Pairs per cache shard (the unit of resumption and of bounded memory).
     cache_dir : path or None
         Root of the shard cache; ``None`` keeps nothing on disk.
+    batch_tokens : int or None
+        Padded tokens per forward pass (``None``: the backbone's default for its device,
+        :data:`prefaudit.pair_layouts.BATCH_TOKENS`). Features never depend on either limit.
+
+    The result's ``meta`` says what this call did: ``shards_found`` (read from the cache),
+    ``shards_encoded`` and ``tokens_processed_this_run``. Shards written by other processes (a
+    distributed ``prefaudit encode``, :mod:`prefaudit.features.distributed`) are read like any other.
     """
-    check_pooling(pooling)
-    if batch_size < 1 or shard_size < 1:
-        raise ConfigError("batch_size and shard_size must be >= 1.")
-    sae.check_fits(backbone)
-    n = len(pairs)
-    key = cache_key(pairs.fingerprint(), backbone.fingerprint(), sae.fingerprint(), pooling, shard_size)
-    meta = {
-        "key": key,
-        "model": backbone.name,
-        "layer": backbone.layer,
-        "hook_name": backbone.hook_name,
-        "dtype": backbone.dtype,
-        "sae": sae.name,
-        "d_sae": sae.d_sae,
-        "pooling": pooling,
-        "n_pairs": n,
-        "shard_size": shard_size,
-        "max_prompt_tokens": backbone.max_prompt_tokens,
-        "max_response_tokens": backbone.max_response_tokens,
-    }
-    folder = None
-    if cache_dir is not None:
-        folder = Path(cache_dir).expanduser() / "encode" / key
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
-    n_shards = (n + shard_size - 1) // shard_size
+    meta, folder, n_shards = open_cache(
+        pairs, backbone, sae, pooling=pooling, batch_size=batch_size, shard_size=shard_size, cache_dir=cache_dir
+    )  # fmt: skip
+    if folder is not None:
+        write_meta(folder, meta, n_shards)
     parts: list[EncodedFeatures] = []
-    bar = _progress(n, progress)
-    tokens_processed = 0
+    counts = ShardCounts(n_shards, assigned=list(range(n_shards)))
+    bar = _progress(len(pairs), progress)
     try:
         for s in range(n_shards):
-            lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-            path = folder / f"shard-{s:05d}.npz" if folder else None
+            path = shard_path(folder, s) if folder else None
             if path is not None and path.is_file():
-                parts.append(EncodedFeatures.load(path))
-                bar.update(hi - lo)
+                # Read later, through the memory-mapped store (nothing loaded into RAM here).
+                counts.found.append(s)
+                bar.update(min(shard_size, len(pairs) - s * shard_size))
                 continue
-            df = pairs.df.iloc[lo:hi]
-            enc, used = encode_shard(
-                backbone,
-                sae,
-                [pairs.messages(i) for i in range(lo, hi)],
-                df["chosen"].tolist(),
-                df["rejected"].tolist(),
-                pooling=pooling,
-                batch_size=batch_size,
-                share_prompt=share_prompt,
-                on_batch=lambda k, _used: bar.update(k),
-            )
-            tokens_processed += used
+            enc, used = encode_shard_of(
+                pairs, backbone, sae, s, shard_size, pooling=pooling, batch_size=batch_size,
+                batch_tokens=batch_tokens, share_prompt=share_prompt, on_batch=lambda k, _used: bar.update(k),
+            )  # fmt: skip
+            counts.tokens_processed += used
+            counts.encoded.append(s)
             if path is not None:
                 _write_atomic(enc, path)
-            parts.append(enc)
+            else:
+                parts.append(enc)
     finally:
         bar.close()
-    meta["tokens_processed_this_run"] = tokens_processed
-    if not parts:
+    if n_shards == 0:
         raise ConfigError("Nothing to encode: the dataset has no pairs.")
+    if folder is not None:
+        meta = write_meta(folder, meta, n_shards)
+    meta.update(
+        tokens_processed_this_run=counts.tokens_processed,
+        shards_found=len(counts.found),
+        shards_encoded=len(counts.encoded),
+    )
+    if folder is not None:
+        # Shards merged once into a memory-mapped CSR store beside them (prefaudit.features.store).
+        return EncodedFeatures.from_shards([shard_path(folder, s) for s in range(n_shards)], folder, meta)
     return EncodedFeatures.concat(parts, meta=meta)
 
 

@@ -5,6 +5,8 @@ token that attained the maximum activation and its position in the response, whi
 label features by their top tokens and to show a context snippet without re-running the model.
 
 Saved as ``.npz`` of plain arrays (no pickle); :meth:`EncodedFeatures.load` refuses pickles.
+Many shards merge into one memory-mapped store (:mod:`prefaudit.features.store`):
+:meth:`EncodedFeatures.open` maps it without reading the values into RAM.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from .store import STORE_DIR, build_store, read_store
 
 SIDES = ("chosen", "rejected")
 
@@ -40,6 +44,9 @@ class SidePooled:
         Tokens of the whole response, before the cut (``== n_tokens`` where not cut). ``None``
         where it was not recorded (shards and sessions written before prefaudit recorded it);
         :meth:`full_lengths` then falls back to ``n_tokens``.
+    by_column : scipy.sparse.csc_matrix, or None
+        The same values column-major, where a feature store provides them (memory-mapped), so
+        that :meth:`column` reads only one feature's entries; ``None`` otherwise.
     """
 
     values: sp.csr_matrix
@@ -49,6 +56,21 @@ class SidePooled:
     n_tokens: np.ndarray
     truncated: np.ndarray
     full_length: np.ndarray | None = None
+    by_column: sp.csc_matrix | None = field(default=None, repr=False, compare=False)
+
+    def column(self, j: int) -> np.ndarray:
+        """Dense float64 values of feature ``j`` over all pairs.
+
+        From :attr:`by_column` this reads that feature's entries only; without it, the CSR
+        values are scanned once (no dense matrix either way).
+        """
+        if self.by_column is not None:
+            m = self.by_column
+            lo, hi = int(m.indptr[j]), int(m.indptr[j + 1])
+            out = np.zeros(m.shape[0], dtype=np.float64)
+            out[m.indices[lo:hi]] = m.data[lo:hi]
+            return out
+        return self.values[:, [j]].toarray().ravel().astype(np.float64)
 
     def full_lengths(self) -> np.ndarray:
         """Tokens of each whole response (before the cut); ``n_tokens`` where not recorded."""
@@ -56,28 +78,42 @@ class SidePooled:
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         v = self.values
+        # copy=False: arrays of a memory-mapped store are passed on as they are, not read into RAM.
         full = (
-            {} if self.full_length is None else {f"{prefix}_full_length": self.full_length.astype(np.int32)}
+            {}
+            if self.full_length is None
+            else {f"{prefix}_full_length": self.full_length.astype(np.int32, copy=False)}
         )
         return {
-            f"{prefix}_data": v.data.astype(np.float32),
-            f"{prefix}_indices": v.indices.astype(np.int32),
-            f"{prefix}_indptr": v.indptr.astype(np.int64),
+            f"{prefix}_data": v.data.astype(np.float32, copy=False),
+            f"{prefix}_indices": v.indices.astype(np.int32, copy=False),
+            f"{prefix}_indptr": v.indptr.astype(np.int64, copy=False),
             f"{prefix}_shape": np.asarray(v.shape, dtype=np.int64),
-            f"{prefix}_top_token": self.top_token.astype(np.int32),
-            f"{prefix}_top_pos": self.top_pos.astype(np.int32),
-            f"{prefix}_mean_act": self.mean_act.astype(np.float32),
-            f"{prefix}_n_tokens": self.n_tokens.astype(np.int32),
-            f"{prefix}_truncated": self.truncated.astype(bool),
+            f"{prefix}_top_token": self.top_token.astype(np.int32, copy=False),
+            f"{prefix}_top_pos": self.top_pos.astype(np.int32, copy=False),
+            f"{prefix}_mean_act": self.mean_act.astype(np.float32, copy=False),
+            f"{prefix}_n_tokens": self.n_tokens.astype(np.int32, copy=False),
+            f"{prefix}_truncated": self.truncated.astype(bool, copy=False),
             **full,
         }
 
     @classmethod
     def from_arrays(cls, arrays: Any, prefix: str) -> SidePooled:
         shape = tuple(int(x) for x in arrays[f"{prefix}_shape"])
+        # scipy wraps the three arrays without copying them (memory-mapped ones stay mapped).
         values = sp.csr_matrix(
             (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape
         )
+        by_column = None
+        if f"{prefix}_csc_data" in arrays:
+            by_column = sp.csc_matrix(
+                (
+                    arrays[f"{prefix}_csc_data"],
+                    arrays[f"{prefix}_csc_indices"],
+                    arrays[f"{prefix}_csc_indptr"],
+                ),
+                shape=shape,
+            )
         return cls(
             values=values,
             top_token=np.asarray(arrays[f"{prefix}_top_token"]),
@@ -86,6 +122,7 @@ class SidePooled:
             n_tokens=np.asarray(arrays[f"{prefix}_n_tokens"]),
             truncated=np.asarray(arrays[f"{prefix}_truncated"]),
             full_length=_optional(arrays, f"{prefix}_full_length"),
+            by_column=by_column,
         )
 
     @classmethod
@@ -181,8 +218,36 @@ class EncodedFeatures:
 
     @classmethod
     def load(cls, path: str | Path, meta: dict[str, Any] | None = None) -> EncodedFeatures:
+        """Read an ``.npz`` (into RAM), or open a feature store folder memory-mapped (:meth:`open`)."""
+        if Path(path).is_dir():
+            return cls.open(path, meta)
         with np.load(Path(path), allow_pickle=False) as arrays:
             return cls.from_arrays(arrays, meta)
+
+    @classmethod
+    def open(cls, folder: str | Path, meta: dict[str, Any] | None = None) -> EncodedFeatures:
+        """Map a feature store (:mod:`prefaudit.features.store`) read-only; nothing is read yet.
+
+        The values are ``scipy.sparse.csr_matrix`` over the mapped arrays; each side also carries
+        them column-major (:attr:`SidePooled.by_column`). ``meta["store"]`` is the folder.
+        """
+        arrays, _info = read_store(folder)
+        return cls.from_arrays(arrays, {**(meta or {}), "store": str(folder)})
+
+    @classmethod
+    def from_shards(
+        cls, shards: list[str | Path], folder: str | Path, meta: dict[str, Any] | None = None
+    ) -> EncodedFeatures:
+        """Merge ``.npz`` shards (in order) into a store under ``folder`` once, then :meth:`open` it.
+
+        ``folder`` is the encode cache folder that holds the shards; the store goes into its
+        ``store-v1`` subfolder and is built only when missing or made from another number of
+        shards. Memory holds one shard at a time while merging.
+
+        >>> enc = EncodedFeatures.from_shards(sorted(folder.glob("shard-*.npz")), folder)  # doctest: +SKIP
+        """
+        store = build_store(shards, Path(folder) / STORE_DIR)
+        return cls.open(store, meta)
 
     @classmethod
     def concat(cls, parts: list[EncodedFeatures], meta: dict[str, Any] | None = None) -> EncodedFeatures:

@@ -26,10 +26,13 @@ from .encoded import EncodedFeatures
 class FeatureMatrix:
     """Pooled chosen and rejected values ``(n_pairs, n_features)`` with Δ, sd and column access cached."""
 
-    def __init__(self, chosen: sp.csr_matrix, rejected: sp.csr_matrix) -> None:
+    def __init__(self, chosen: sp.csr_matrix, rejected: sp.csr_matrix, sides: tuple | None = None) -> None:
         if chosen.shape != rejected.shape:
             raise ValueError(f"chosen {chosen.shape} and rejected {rejected.shape} differ in shape.")
         self.chosen, self.rejected = chosen, rejected
+        # The encoded sides (SidePooled), whose column-major copies answer column() for SAE
+        # latents without converting the whole matrix to CSC.
+        self._sides = sides
         self._delta: sp.csc_matrix | None = None
         self._csc: tuple[sp.csc_matrix, sp.csc_matrix] | None = None
         self._sd: np.ndarray | None = None
@@ -45,6 +48,7 @@ class FeatureMatrix:
         return cls(
             sp.hstack([encoded.chosen.values, sp.csr_matrix(concepts_chosen)], format="csr"),
             sp.hstack([encoded.rejected.values, sp.csr_matrix(concepts_rejected)], format="csr"),
+            sides=(encoded.chosen, encoded.rejected),
         )
 
     @property
@@ -74,6 +78,8 @@ class FeatureMatrix:
 
     def column(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Dense (chosen, rejected) values of column ``j`` (column slices of CSC are cheap)."""
+        if self._sides is not None and j < self._sides[0].values.shape[1]:
+            return self._sides[0].column(j), self._sides[1].column(j)
         if self._csc is None:
             self._csc = (self.chosen.tocsc(), self.rejected.tocsc())
         c, r = self._csc
