@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it (imported on first access, PEP 562).
 _LAZY = {
     "load_pairs": "prefaudit.pairs",
+    "stream_pairs": "prefaudit.pairs",
     "PreferencePairs": "prefaudit.pairs",
     "LoadReport": "prefaudit.pairs",
     "AuditSession": "prefaudit.session",
@@ -59,6 +60,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pairs import LoadReport, PreferencePairs, load_pairs  # noqa: F401
+    from .pairs import LoadReport, PreferencePairs, load_pairs, stream_pairs  # noqa: F401
     from .session import AuditSession  # noqa: F401
     from .stats import paired_tests  # noqa: F401

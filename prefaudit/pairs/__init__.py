@@ -17,6 +17,7 @@ Example
 from __future__ import annotations
 
 from .load import load_pairs
+from .stream import PairStream, stream_pairs
 from .types import LoadReport, PreferencePairs, RejectedRow
 
-__all__ = ["LoadReport", "PreferencePairs", "RejectedRow", "load_pairs"]
+__all__ = ["LoadReport", "PairStream", "PreferencePairs", "RejectedRow", "load_pairs", "stream_pairs"]

@@ -46,14 +46,31 @@ _CSV_NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
 class RawRows:
     """Rows as read, before any format is applied.
 
-    ``items[i]`` is source row ``i``: a dict, or a :class:`RejectedRow` when it could not be read.
-    ``frame`` is the source table when there is one, so metadata columns keep their dtypes.
+    ``items[i]`` is source row ``start + i``: a dict, or a :class:`RejectedRow` when it could not
+    be read. ``frame`` is the source table (of these rows) when there is one, so metadata columns
+    keep their dtypes. ``start`` is 0 except for the chunks of :func:`stream_source`.
     """
 
     description: str
     items: list[Row | RejectedRow]
     columns: list[str]
     frame: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    start: int = 0
+
+
+@dataclass
+class RawStream:
+    """A source read chunk by chunk (:func:`stream_source`).
+
+    ``chunks`` yields :class:`RawRows` of consecutive rows (``start`` is the first one's source
+    index). ``columns`` holds the columns known so far: the schema of a parquet file or dataset
+    from the start, else those of the rows read (updated as chunks are read).
+    """
+
+    description: str
+    columns: list[str]
+    chunks: Iterator[RawRows]
     notes: list[str] = field(default_factory=list)
 
 
@@ -84,11 +101,131 @@ def read_source(
     )
 
 
+def stream_source(
+    source: Any,
+    *,
+    batch_rows: int,
+    limit: int | None = None,
+    split: str = "train",
+    text_columns: Iterable[str] = ("prompt", "chosen", "rejected"),
+) -> RawStream:
+    """Read ``source`` in chunks of at most ``batch_rows`` rows (at most ``limit`` rows in all).
+
+    Read lazily, one chunk in memory at a time: ``.parquet`` files (pyarrow record batches,
+    row group by row group), ``.jsonl``/``.jsonl.gz`` files (line by line), a
+    ``datasets.IterableDataset`` and hub names (``datasets.load_dataset(name, streaming=True)``).
+    Other sources (``.json``, ``.csv``, DataFrames, lists, an in-memory ``datasets.Dataset``)
+    are read as :func:`read_source` reads them and then handed out in chunks.
+    """
+    if isinstance(source, (str, os.PathLike)) and not (isinstance(source, str) and not source.strip()):
+        path = Path(source).expanduser()
+        if isinstance(source, str) and not _exists(path) and _HUB_NAME.match(source) and not _suffix(path):
+            return _stream_dataset(
+                _load_hub(source, split, streaming=True), batch_rows, limit, f"hub:{source}[{split}]"
+            )
+        suffix = _check_file(path)
+        if suffix == ".parquet":
+            return _stream_parquet(path, batch_rows, limit)
+        if suffix in (".jsonl", ".jsonl.gz"):
+            columns: list[str] = []
+            return RawStream(str(path), columns, _jsonl_chunks(path, batch_rows, limit, columns))
+    elif _is_datasets_object(source):
+        import datasets
+
+        if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+            if split not in source:
+                raise DataError(f"DatasetDict has no split {split!r}; splits: {list(source)}")
+            return _stream_dataset(source[split], batch_rows, limit, f"DatasetDict[{split!r}]")
+        if isinstance(source, datasets.IterableDataset):
+            return _stream_dataset(source, batch_rows, limit, None)
+    raw = read_source(source, limit=limit, split=split, text_columns=text_columns)
+    return RawStream(raw.description, list(raw.columns), _chunks_of(raw, batch_rows), list(raw.notes))
+
+
+def _chunks_of(raw: RawRows, batch_rows: int) -> Iterator[RawRows]:
+    for lo in range(0, len(raw.items), batch_rows):
+        hi = lo + batch_rows
+        frame = None if raw.frame is None else raw.frame.iloc[lo:hi].reset_index(drop=True)
+        yield RawRows(raw.description, raw.items[lo:hi], raw.columns, frame=frame, start=lo)
+
+
+def _stream_parquet(path: Path, batch_rows: int, limit: int | None) -> RawStream:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        columns = list(pf.schema_arrow.names)
+    except Exception as err:  # pyarrow: ArrowInvalid, OSError, ... for a file that is not parquet
+        raise DataError(f"{path}: cannot parse parquet ({type(err).__name__}: {err})") from err
+
+    def chunks() -> Iterator[RawRows]:
+        start = 0
+        try:
+            # iter_batches reads row group by row group: memory holds one batch, not the file.
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                rows = batch.to_pylist()[: None if limit is None else limit - start]
+                if rows:
+                    yield RawRows(str(path), rows, columns, start=start)
+                start += len(rows)
+                if limit is not None and start >= limit:
+                    return
+        except Exception as err:
+            raise DataError(f"{path}: cannot parse parquet ({type(err).__name__}: {err})") from err
+        if start == 0:
+            raise DataError(f"{path}: file contains no rows")
+
+    return RawStream(str(path), columns, chunks())
+
+
+def _jsonl_chunks(path: Path, batch_rows: int, limit: int | None, columns: list[str]) -> Iterator[RawRows]:
+    """Chunks of a JSON-lines file; ``columns`` grows (in order of first appearance) as rows are read."""
+    seen = dict.fromkeys(columns)
+    items: list[Row | RejectedRow] = []
+    start = 0
+    try:
+        with _open_binary(path) as fh:
+            for lineno, line in _numbered_nonblank(fh):
+                if limit is not None and start + len(items) >= limit:
+                    break
+                item = _parse_json_line(line, lineno, start + len(items))
+                if isinstance(item, dict):
+                    for key in item:
+                        if key not in seen:
+                            seen[key] = None
+                            columns.append(key)
+                items.append(item)
+                if len(items) == batch_rows:
+                    yield RawRows(str(path), items, list(columns), start=start)
+                    start, items = start + len(items), []
+    except (OSError, EOFError, zlib.error) as err:
+        raise _read_error(path, err) from err
+    if items:
+        yield RawRows(str(path), items, list(columns), start=start)
+    elif start == 0:
+        raise DataError(f"{path}: file contains no rows")
+
+
+def _stream_dataset(ds: Any, batch_rows: int, limit: int | None, description: str | None) -> RawStream:
+    description = description or "datasets.IterableDataset"
+    columns: list[str] = list(ds.column_names or [])  # None for JSON files until rows are read
+
+    def chunks() -> Iterator[RawRows]:
+        rows = itertools.islice(iter(ds), limit)
+        start = 0
+        while batch := list(itertools.islice(rows, batch_rows)):
+            chunk = _from_records(batch, description, start=start)
+            columns.extend(c for c in chunk.columns if c not in columns)
+            yield RawRows(description, chunk.items, list(columns), start=start)
+            start += len(batch)
+
+    return RawStream(description, columns, chunks())
+
+
 # ----------------------------------------------------------------------------------- in memory
-def _from_records(records: Iterable[Any], description: str) -> RawRows:
+def _from_records(records: Iterable[Any], description: str, start: int = 0) -> RawRows:
     items: list[Row | RejectedRow] = []
     columns: dict[str, None] = {}  # ordered set: keys in order of first appearance
-    for i, rec in enumerate(records):
+    for i, rec in enumerate(records, start=start):
         if isinstance(rec, Mapping):
             row = {str(k): v for k, v in rec.items()}
             columns.update(dict.fromkeys(row))
@@ -131,19 +268,24 @@ def _read_dataset(ds: Any, *, split: str, limit: int | None, description: str | 
 
 
 def _read_hub(name: str, *, split: str, limit: int | None) -> RawRows:
+    ds = _load_hub(name, split, streaming=False)
+    return _read_dataset(ds, split=split, limit=limit, description=f"hub:{name}[{split}]")
+
+
+def _load_hub(name: str, split: str, *, streaming: bool) -> Any:
     try:
         import datasets
     except ImportError as err:
         raise MissingDependencyError(f"loading hub dataset {name!r} needs `pip install datasets`") from err
     try:
-        ds = datasets.load_dataset(name, split=split)
+        # streaming=True only when asked: the non-streaming call stays the plain one.
+        return datasets.load_dataset(name, split=split, **({"streaming": True} if streaming else {}))
     except Exception as err:  # network, auth, missing dataset or split: all mean "not loadable here"
         raise DataError(
             f"could not load hub dataset {name!r} (split {split!r}): the Hugging Face hub could not be "
             f"reached or has no such dataset ({type(err).__name__}: {err}). Download it where a network "
             "exists and pass the local file (.jsonl, .parquet, ...) or a datasets.Dataset instead."
         ) from err
-    return _read_dataset(ds, split=split, limit=limit, description=f"hub:{name}[{split}]")
 
 
 # ----------------------------------------------------------------------------------- files
@@ -152,7 +294,8 @@ def _suffix(path: Path) -> str:
     return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
 
 
-def _read_path(path: Path, *, limit: int | None, text_columns: tuple[str, ...]) -> RawRows:
+def _check_file(path: Path) -> str:
+    """The file's suffix, once it is known to be a non-empty file of a supported type."""
     where = str(path)
     if not _exists(path):
         hint = "" if _suffix(path) else " (nor a hub dataset name of the form 'owner/name')"
@@ -164,6 +307,12 @@ def _read_path(path: Path, *, limit: int | None, text_columns: tuple[str, ...]) 
         raise DataError(f"{where}: unknown file type; supported: {', '.join(SUFFIXES)}")
     if path.stat().st_size == 0:
         raise DataError(f"{where}: file is empty")
+    return suffix
+
+
+def _read_path(path: Path, *, limit: int | None, text_columns: tuple[str, ...]) -> RawRows:
+    where = str(path)
+    suffix = _check_file(path)
     if suffix in (".jsonl", ".jsonl.gz"):
         raw = RawRows(where, *_read_jsonl(path, limit))
     elif suffix in (".json", ".json.gz"):
