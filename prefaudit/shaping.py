@@ -44,6 +44,24 @@ and small spread gets the larger aᶠ: that is the near-constant case that explo
 so margins are clipped to ±C after the sum and the clipped pairs are counted
 (``ShapingPreview.n_capped``). Keep τ < C, or no pair can be dominated.
 
+Exact sums, and one weight at a time
+------------------------------------
+The uncapped sum is kept in integer **ticks** of 2⁻³² logit (:class:`MarginSum`): each entry's
+term wᶠ·Δᵢᶠ/sᶠ is rounded to a tick once (±1.2e-10 logit), and integer addition is exact and
+does not depend on order. So when one weight moves, ``mᵢ += (uᶠ_new − uᶠ_old)·Δᵢᶠ`` on the pairs
+where f is active (uᶠ = wᶠ/sᶠ; O(kᶠ) instead of O(n · weighted features)) gives **the same
+margins bit for bit** as summing every weight again — and so the same cap, the same
+``n_capped`` and the same dominated pairs, which both read the uncapped sum. A margin of
+exactly −1 (a one-sided feature at w = −1) stays exactly −1, on the threshold, however the
+slider got there.
+
+Margin coefficients
+-------------------
+A margin is linear in the Δ columns: mᵢ = Σ_j uⱼ·Δᵢⱼ with one coefficient uⱼ per column
+(:func:`margin_unit`: wⱼ/sⱼ). Anything else that is a fixed linear combination of columns — a
+feature group's score (:mod:`prefaudit.audit.group_weights`) — adds to the coefficients of its
+member columns, so every consumer of margins sees one definition.
+
 Example
 -------
 >>> import numpy as np
@@ -55,7 +73,10 @@ Example
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -153,25 +174,176 @@ def margin_scale(delta: np.ndarray | sp.spmatrix) -> np.ndarray:
     return scale
 
 
+def margin_unit(weights: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Margin coefficient per column, ``u = w / s`` (0 where the scale is 0: no contribution)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.shape != weights.shape:
+        raise ConfigError(f"Shapes do not match: scale {scale.shape}, weights {weights.shape}.")
+    if not np.all(np.isfinite(weights)):
+        raise ConfigError("Weights must be finite numbers.")
+    return np.divide(weights, scale, out=np.zeros_like(weights), where=scale > 0)
+
+
+#: Ticks per logit of the exact margin sum (a power of two: scaling by it is exact).
+MARGIN_TICKS = 2.0**32
+# |Σ ticks| stays below 2^62 (int64) when Σ_j max_i |uⱼ·Δᵢⱼ| is below this many logits.
+_MAX_LOGITS = 2.0**30
+
+
+def _ticks(values: np.ndarray, unit: np.ndarray | float) -> np.ndarray:
+    # The one rounding of a term; the full sum and an update both call it on the same products.
+    return np.rint(values * unit * MARGIN_TICKS).astype(np.int64)
+
+
+class MarginSum:
+    """Uncapped margins ``Σ_j uⱼ·Δᵢⱼ`` of one Δ, kept in exact integer ticks between updates.
+
+    :meth:`set_unit` moves to new coefficients: only the columns whose coefficient changed are
+    read (``incremental=True``), and the result equals :meth:`recompute` exactly (see the module
+    docstring). A full recompute is used instead when the changed columns hold more entries than
+    all weighted columns together (many weights changed at once).
+
+    >>> d = sp.csc_matrix(np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.0]]))
+    >>> s = MarginSum(d)
+    >>> _ = s.set_unit(np.array([0.5, 0.0])); _ = s.set_unit(np.array([0.5, -1.0]))
+    >>> s.raw().tolist(), bool(np.array_equal(s.ticks, MarginSum(d, np.array([0.5, -1.0])).ticks))
+    ([-1.5, 1.0, 1.5], True)
+    """
+
+    def __init__(self, delta: np.ndarray | sp.spmatrix, unit: np.ndarray | None = None) -> None:
+        d = sp.csc_matrix(delta, dtype=np.float64)
+        if not d.has_canonical_format:
+            d = d.copy()
+            d.sum_duplicates()
+        self.delta = d
+        n, p = d.shape
+        self.counts = np.diff(d.indptr)
+        self.unit = np.zeros(p)
+        self.ticks = np.zeros(n, dtype=np.int64)
+        self._colmax = np.zeros(p)  # max_i |uⱼ·Δᵢⱼ| per column: the overflow bound
+        self.lock = threading.Lock()  # a run's plan may read margins while a slider moves
+        # What capped() last returned, and the rows whose sum moved since (None: all rows).
+        self._read: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._moved: list[np.ndarray] | None = None
+        self._signal: tuple[bytes | None, Any, np.ndarray] | None = None  # signal_columns()
+        if unit is not None:
+            self.set_unit(unit, incremental=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.delta.shape
+
+    def raw(self) -> np.ndarray:
+        """The uncapped margins in logits (float64)."""
+        return self.ticks / MARGIN_TICKS
+
+    def capped(self, cap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(uncapped, clipped to ±cap, σ(clipped)) margins, fresh arrays. Between two reads only
+        the rows whose sum moved are converted, clipped and through σ again (elementwise, as a
+        full pass: the arrays equal a full pass exactly)."""
+        cap = float(cap)
+        read, moved = self._read, self._moved
+        if read is None or read[0] != cap or moved is None:
+            raw = self.raw()
+            m = np.clip(raw, -cap, cap)
+            g = expit(m)
+        else:
+            _, raw, m, g = read
+            # A row repeated (it moved with two columns) is written twice with the same value.
+            rows = np.concatenate(moved) if moved else np.zeros(0, dtype=np.int64)
+            raw[rows] = self.ticks[rows] / MARGIN_TICKS
+            m[rows] = np.clip(raw[rows], -cap, cap)
+            g[rows] = expit(m[rows])
+        self._read, self._moved = (cap, raw, m, g), []
+        return raw.copy(), m.copy(), g.copy()
+
+    def signal_columns(
+        self, delta: np.ndarray | sp.spmatrix, columns: np.ndarray | None
+    ) -> tuple[Any, np.ndarray]:
+        """(``columns`` of ``delta``, their plain mean), kept: a slider asks for the same few
+        columns on every drop, and their vanilla signal does not depend on any weight."""
+        key = None if columns is None else np.asarray(columns, dtype=np.int64).tobytes()
+        kept = self._signal
+        if kept is None or kept[0] != key:
+            sub = delta if columns is None else _columns(delta, columns)
+            kept = self._signal = (key, sub, _weighted_means(sub, np.full(delta.shape[0], 0.5)))
+        return kept[1], kept[2]
+
+    def set_unit(self, unit: np.ndarray, *, incremental: bool = True) -> np.ndarray:
+        """Move to coefficients ``unit`` (one per column); returns the columns that changed."""
+        unit = np.asarray(unit, dtype=np.float64)
+        if unit.shape != self.unit.shape:
+            raise ConfigError(f"unit has shape {unit.shape}; expected {self.unit.shape}.")
+        if not np.all(np.isfinite(unit)):
+            raise ConfigError("Margin coefficients must be finite numbers.")
+        changed = np.flatnonzero(unit != self.unit)
+        if not changed.size:
+            return changed
+        if incremental and self.counts[changed].sum() <= self.counts[unit != 0].sum():
+            self._update(changed, unit)
+        else:
+            self.recompute(unit)
+        return changed
+
+    def recompute(self, unit: np.ndarray) -> None:
+        """Sum every weighted column again (what :meth:`set_unit` must equal)."""
+        unit = np.asarray(unit, dtype=np.float64)
+        cols = np.flatnonzero(unit)
+        sub = self.delta[:, cols]
+        counts = np.diff(sub.indptr)
+        prod = sub.data * np.repeat(unit[cols], counts)
+        colmax = np.zeros(len(self.unit))
+        has = counts > 0
+        if prod.size:
+            colmax[cols[has]] = np.maximum.reduceat(np.abs(prod), sub.indptr[:-1][has])
+        self._check(colmax)
+        ticks = np.zeros(self.delta.shape[0], dtype=np.int64)
+        np.add.at(ticks, sub.indices, _ticks(sub.data, np.repeat(unit[cols], counts)))
+        self.ticks, self.unit, self._colmax = ticks, unit.copy(), colmax
+        self._moved = None
+
+    def _update(self, changed: np.ndarray, unit: np.ndarray) -> None:
+        d = self.delta
+        colmax = self._colmax.copy()
+        for j in changed:
+            v = d.data[d.indptr[j] : d.indptr[j + 1]]
+            colmax[j] = float(np.abs(v * unit[j]).max()) if v.size else 0.0
+        self._check(colmax)
+        for j in changed:
+            lo, hi = d.indptr[j], d.indptr[j + 1]
+            v = d.data[lo:hi]
+            # Row indices within one column are unique: a fancy-index add is exact here.
+            self.ticks[d.indices[lo:hi]] += _ticks(v, unit[j]) - _ticks(v, self.unit[j])
+            if self._moved is not None:
+                self._moved.append(d.indices[lo:hi])
+        self.unit[changed] = unit[changed]
+        self._colmax = colmax
+
+    @staticmethod
+    def _check(colmax: np.ndarray) -> None:
+        if colmax.sum() >= _MAX_LOGITS:
+            raise ConfigError(
+                f"Weights this large give margins of up to {colmax.sum():.3g} logits before the "
+                f"±{MARGIN_CAP:g} cap; use weights of a few units."
+            )
+
+
 def pair_margins(
     delta_w: np.ndarray, scale_w: np.ndarray, weights: np.ndarray, *, cap: float | None = MARGIN_CAP
 ) -> np.ndarray:
     """Margins ``m = clip(Δ_w @ (w / s), −cap, cap)`` for the weighted columns of ``delta_w``.
 
     ``scale_w`` is :func:`margin_scale` of those columns; a column with scale 0 contributes
-    nothing. ``cap=None`` returns the unclipped sum.
+    nothing. ``cap=None`` returns the unclipped sum. Summed exactly, as :class:`MarginSum`.
     """
-    delta_w = np.asarray(delta_w, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
-    scale_w = np.asarray(scale_w, dtype=np.float64)
-    if delta_w.ndim != 2 or delta_w.shape[1] != weights.shape[0] or scale_w.shape != weights.shape:
+    delta_w = delta_w if sp.issparse(delta_w) else np.asarray(delta_w, dtype=np.float64)
+    if delta_w.ndim != 2 or delta_w.shape[1] != weights.shape[0] or np.shape(scale_w) != weights.shape:
         raise ConfigError(
-            f"Shapes do not match: delta {delta_w.shape}, scale {scale_w.shape}, weights {weights.shape}."
+            f"Shapes do not match: delta {delta_w.shape}, scale {np.shape(scale_w)}, weights {weights.shape}."
         )
-    if not np.all(np.isfinite(weights)):
-        raise ConfigError("Weights must be finite numbers.")
-    unit = np.divide(weights, scale_w, out=np.zeros_like(weights), where=scale_w > 0)
-    m = delta_w @ unit
+    m = MarginSum(delta_w, margin_unit(weights, scale_w)).raw()
     return m if cap is None else np.clip(m, -float(cap), float(cap))
 
 
@@ -195,9 +367,14 @@ def predicted_signal(delta: np.ndarray | sp.spmatrix, margins: np.ndarray | None
     """Gradient-weighted mean Δ per feature (``margins=None``: vanilla, the plain mean)."""
     n = delta.shape[0]
     g = np.full(n, 0.5) if margins is None else gradient_weights(margins)
+    return _weighted_means(delta, g)
+
+
+def _weighted_means(delta: np.ndarray | sp.spmatrix, g: np.ndarray) -> np.ndarray:
+    """Σᵢ gᵢ·Δᵢⱼ / Σᵢ gᵢ per column of ``delta``."""
     total = g.sum()
     if sp.issparse(delta):
-        return np.asarray(sp.csr_matrix(delta).T @ g).ravel() / total
+        return np.asarray(delta.T @ g).ravel() / total
     return (g @ np.asarray(delta, dtype=np.float64)) / total
 
 
@@ -234,6 +411,33 @@ def _columns(delta: np.ndarray | sp.spmatrix, cols: np.ndarray) -> np.ndarray | 
     return sp.csc_matrix(delta)[:, cols] if sp.issparse(delta) else np.asarray(delta)[:, cols]
 
 
+#: Whether :func:`preview` moves the kept margin sum of a Δ column by column when weights
+#: change (False: sum every weight again each time). The margins are identical either way; the
+#: slider benchmark compares the two.
+INCREMENTAL_MARGINS = True
+
+# id(Δ) -> (weak reference to that Δ, its MarginSum); the entry leaves with its Δ (FeatureMatrix
+# caches one Δ per matrix). Sound because the sums are exact: a kept sum and a fresh one agree.
+_MARGIN_SUMS: dict[int, tuple[weakref.ref, MarginSum]] = {}
+_SUMS_LOCK = threading.Lock()
+
+
+def _forget(ref: weakref.ref, key: int) -> None:
+    if _MARGIN_SUMS and _MARGIN_SUMS.get(key, (None,))[0] is ref:  # None at interpreter exit
+        _MARGIN_SUMS.pop(key, None)
+
+
+def kept_margin_sum(delta: np.ndarray | sp.spmatrix) -> MarginSum:
+    """The :class:`MarginSum` :func:`preview` keeps for this Δ object (Δ must not change in place)."""
+    key = id(delta)
+    with _SUMS_LOCK:
+        entry = _MARGIN_SUMS.get(key)
+        if entry is None or entry[0]() is not delta or entry[1].shape != delta.shape:
+            ref = weakref.ref(delta, lambda r, k=key: _forget(r, k))
+            entry = _MARGIN_SUMS[key] = (ref, MarginSum(delta))
+        return entry[1]
+
+
 def preview(
     delta: np.ndarray | sp.spmatrix,
     weights: np.ndarray,
@@ -243,6 +447,7 @@ def preview(
     threshold: float = DOMINANCE_THRESHOLD,
     cap: float = MARGIN_CAP,
     columns: np.ndarray | None = None,
+    incremental: bool | None = None,
 ) -> ShapingPreview:
     """Margins and predicted signal given per-column ``weights``.
 
@@ -251,6 +456,11 @@ def preview(
     (:func:`margin_scale`), one entry per column, are computed when not given (pass cached ones).
     Signals are reported for ``columns`` (default: all), so a slider preview over a few features
     costs a few sparse column reads, not a full product.
+
+    The uncapped sum is kept per Δ object (:func:`kept_margin_sum`): when one weight moved
+    since the last preview of this Δ, only that column's active pairs are read
+    (``incremental``, default :data:`INCREMENTAL_MARGINS`); the result is exactly that of a
+    full recompute.
     """
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (delta.shape[1],):
@@ -259,22 +469,26 @@ def preview(
         raise ConfigError(f"cap must be > 0 (a margin in logit units), got {cap!r}.")
     sd = delta_sd(delta) if sd is None else np.asarray(sd, dtype=np.float64)
     scale = margin_scale(delta) if scale is None else np.asarray(scale, dtype=np.float64)
-    cols = np.flatnonzero(weights)
-    if cols.size:
-        delta_w = _columns(delta, cols)
-        delta_w = delta_w.toarray() if sp.issparse(delta_w) else np.asarray(delta_w, dtype=np.float64)
-        raw = pair_margins(delta_w, scale[cols], weights[cols], cap=None)
-    else:
-        raw = np.zeros(delta.shape[0])
-    m = np.clip(raw, -float(cap), float(cap))
+    unit = margin_unit(weights, scale)
+    kept = kept_margin_sum(delta)
+    incremental = INCREMENTAL_MARGINS if incremental is None else incremental
+    with kept.lock:
+        kept.set_unit(unit, incremental=incremental)
+        if incremental:
+            raw, m, g = kept.capped(cap)
+        else:  # every pair converted, clipped and through σ again
+            raw = kept.raw()
+            m = np.clip(raw, -float(cap), float(cap))
+            g = gradient_weights(m)
     if columns is not None:
         columns = np.asarray(columns, dtype=int)
-        delta, sd, scale = _columns(delta, columns), sd[columns], scale[columns]
+        sd, scale = sd[columns], scale[columns]
+    delta, before = kept.signal_columns(delta, columns)
     return ShapingPreview(
         margins=m,
-        gradient_weight=gradient_weights(m),
-        signal_before=predicted_signal(delta, None),
-        signal_after=predicted_signal(delta, m),
+        gradient_weight=g,  # σ(m), computed once: the signal and the caller read the same
+        signal_before=before.copy(),
+        signal_after=_weighted_means(delta, g),
         sd=sd,
         n_dominated=int(dominated(m, threshold).sum()),
         threshold=float(threshold),

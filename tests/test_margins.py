@@ -165,3 +165,74 @@ def test_preview_with_given_scale_and_columns_equals_the_computed_one(rare_and_c
     np.testing.assert_array_equal(full.margins, part.margins)
     assert part.scale.tolist() == [full.scale[1]] and part.sd.tolist() == [full.sd[1]]
     assert part.signal_after.tolist() == [full.signal_after[1]]
+
+
+# ---------------------------------------------------------------------- one weight at a time
+def _sae_like(n: int = 3_000, p: int = 24, seed: int = 7) -> sp.csc_matrix:
+    """Sparse two-sided Δ plus one-sided binary columns (their margins land exactly on ±w)."""
+    rng = np.random.default_rng(seed)
+    dense = rng.lognormal(size=(n, p)) * rng.choice([-1.0, 1.0], size=(n, p))
+    dense *= rng.uniform(size=(n, p)) < rng.uniform(0.01, 0.4, size=p)
+    dense[:, :4] = rng.uniform(size=(n, 4)) < 0.2  # binary, only chosen responses have them
+    return sp.csc_matrix(dense)
+
+
+def test_moving_one_weight_updates_the_margins_exactly_as_a_full_recompute():
+    d = _sae_like()
+    scale = margin_scale(d)
+    rng = np.random.default_rng(8)
+    w = np.zeros(d.shape[1])
+    kept = shaping.MarginSum(d)
+    saw_capped = saw_threshold = 0
+    for step in range(300):
+        j = int(rng.integers(d.shape[1]))
+        w[j] = 0.0 if step % 17 == 0 else float(rng.choice([-1.0, 1.0, -3.0, 2.5, rng.normal(0, 2)]))
+        if step % 50 == 0:
+            w[:4] = -1.0  # back to exactly −1 on the binary columns, from wherever they were
+        changed = kept.set_unit(shaping.margin_unit(w, scale))
+        assert changed.size <= 5
+        fresh = shaping.MarginSum(d, shaping.margin_unit(w, scale))
+        np.testing.assert_array_equal(kept.ticks, fresh.ticks)  # bit for bit, not approximately
+        raw = kept.raw()
+        saw_capped += int(np.sum(np.abs(raw) > MARGIN_CAP))
+        saw_threshold += int(np.sum(raw == -1.0))
+        # And what the sum is: Σ_f w_f Δ_f / s_f, to the tick (2⁻³²) per term.
+        np.testing.assert_allclose(raw, d @ shaping.margin_unit(w, scale), rtol=0, atol=1e-8)
+    assert saw_capped > 0 and saw_threshold > 0  # the cap and the exact threshold were both exercised
+
+
+def test_the_preview_keeps_its_sum_and_agrees_with_a_full_recompute(monkeypatch):
+    d = _sae_like(seed=9)
+    twin = d.copy()  # another Δ object: its preview starts from nothing
+    scale, sd = margin_scale(d), delta_sd(d)
+    w = np.zeros(d.shape[1])
+    w[:4] = -1.0
+    preview(d, w, scale=scale, sd=sd)
+    calls = []
+    monkeypatch.setattr(shaping.MarginSum, "recompute", lambda self, unit: calls.append(unit))
+    for value in (-0.35, 2.0, -1.0, -2.75, -1.0):
+        w[2] = value
+        inc = preview(d, w, scale=scale, sd=sd, columns=np.arange(6))  # reads column 2 only
+        monkeypatch.undo()
+        full = preview(twin, w, scale=scale, sd=sd, columns=np.arange(6), incremental=False)
+        monkeypatch.setattr(shaping.MarginSum, "recompute", lambda self, unit: calls.append(unit))
+        np.testing.assert_array_equal(inc.margins, full.margins)
+        np.testing.assert_array_equal(inc.gradient_weight, full.gradient_weight)
+        np.testing.assert_array_equal(inc.signal_after, full.signal_after)
+        assert (inc.n_capped, inc.n_dominated) == (full.n_capped, full.n_dominated)
+    assert calls == []  # the kept sum was never summed again
+    monkeypatch.undo()
+    first = inc.margins.copy()
+    w[2] = 3.0
+    tight = preview(d, w, scale=scale, sd=sd, cap=2.0)  # another cap: every pair clipped anew
+    ref = preview(twin, w, scale=scale, sd=sd, cap=2.0, incremental=False)
+    np.testing.assert_array_equal(tight.margins, ref.margins)
+    assert tight.n_capped == ref.n_capped > 0 and tight.margins.max() == 2.0
+    np.testing.assert_array_equal(inc.margins, first)  # an earlier result is not changed later
+    assert full.n_dominated > 0 and np.sum(full.margins == -1.0) > 0
+
+
+def test_margins_too_large_to_sum_exactly_are_refused():
+    d = _columns(np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(pa.ConfigError, match="use weights of a few units"):
+        shaping.MarginSum(d, np.array([3e9]))

@@ -90,3 +90,24 @@ def test_two_shapers_and_a_view_shown_twice_agree(session):
     assert a.preview.features == b.preview.features
     # Displaying one view twice renders one model: the state is the widget's, shared.
     assert a.rows["concept:url"].slider.model_id == a.rows["concept:url"].slider.model_id
+
+
+def test_preview_after_many_slider_moves_equals_a_full_recompute(session):
+    from prefaudit import shaping
+
+    for f in ("url", "flattery", "length"):
+        session.select_feature(f, focus=False)
+    view = ShaperView(session)
+    rows = view.rows
+    for fid, value in [("concept:url", -2.0), ("concept:flattery", -1.0), ("concept:length", 2.5),
+                       ("concept:flattery", -0.35), ("concept:url", 3.0), ("concept:flattery", -1.0)]:  # fmt: skip
+        rows[fid].slider.set_state({"value": value})  # each drop moves one column of the kept sum
+    m = session.matrix
+    w = np.zeros(m.shape[1])
+    for f, v in session.weights.items():
+        w[session.column(f)] = v
+    fresh = shaping.preview(m.delta.copy(), w, sd=m.sd, scale=m.margin_scale, incremental=False)
+    p = view.preview
+    np.testing.assert_array_equal(np.frombuffer(p.margins, dtype="<f4"), fresh.margins.astype("<f4"))
+    assert (p.n_dominated, p.n_capped) == (fresh.n_dominated, fresh.n_capped)
+    assert p.n_capped > 0  # the sum went past the cap somewhere: the uncapped sum was needed

@@ -2,7 +2,11 @@
 
 Views call these and redraw from the traits they assign; nothing else assigns those traits
 (persistence goes through :meth:`prefaudit.audit.core.AuditCore.restore`). Mixed into
-:class:`~prefaudit.audit.core.AuditCore`, which provides ``feature_id``, ``label`` and the traits.
+:class:`~prefaudit.audit.core.AuditCore`, which provides ``decision_id``, ``label`` and the traits.
+
+Decisions may name a feature group (``group:<k>``) as well as a feature: it can be selected,
+weighted (:mod:`prefaudit.audit.group_weights` says what its weight means), given a verdict,
+a label or a note. The focus (what the drill-down shows) is always a feature.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from .. import ids
 from ..errors import ConfigError
 from ..shaping import VERDICTS
 
@@ -26,46 +31,51 @@ class IntentsMixin:
     notes: dict[str, str]
     results: Any
     results_version: int
-    # AuditCore provides feature_id(feature) -> id and label(feature) -> str.
+    # AuditCore provides feature_id / decision_id (feature or group) -> id and label(feature) -> str.
 
     def select_feature(self, feature: int | str, *, focus: bool = True) -> None:
-        """Add a feature to the selection (if new) and make it the drill-down's focus."""
-        fid = self.feature_id(feature)
+        """Add a feature or group to the selection (if new) and make a feature the drill-down's focus."""
+        fid = self.decision_id(feature)
         if fid not in self.selection:
             self.selection = [*self.selection, fid]
-        if focus:
+        if focus and not ids.is_group(fid):
             self.focus = fid
 
     def set_selection(self, features: Iterable[int | str]) -> None:
-        ids = list(dict.fromkeys(self.feature_id(f) for f in features))
-        self.selection = ids
-        if ids and self.focus not in ids:
-            self.focus = ids[0]
+        chosen = list(dict.fromkeys(self.decision_id(f) for f in features))
+        self.selection = chosen
+        features_only = [f for f in chosen if not ids.is_group(f)]
+        if features_only and self.focus not in features_only:
+            self.focus = features_only[0]
 
     def deselect_feature(self, feature: int | str) -> None:
-        fid = self.feature_id(feature)
+        fid = self.decision_id(feature)
         self.selection = [f for f in self.selection if f != fid]
         if self.focus == fid:
-            self.focus = self.selection[0] if self.selection else None
+            self.focus = next((f for f in self.selection if not ids.is_group(f)), None)
 
     def set_focus(self, feature: int | str | None) -> None:
         self.focus = None if feature is None else self.feature_id(feature)
 
     def set_weight(self, feature: int | str, weight: float) -> None:
-        """Reward weight in standardised units (0 removes it). Negative suppresses, positive amplifies."""
-        fid = self.feature_id(feature)
+        """Reward weight (0 removes it; :mod:`prefaudit.shaping` units). Negative suppresses, positive amplifies.
+
+        ``feature`` may be a group id: its score is weighted as one feature with its own margin
+        scale (:mod:`prefaudit.audit.group_weights`).
+        """
+        fid = self.decision_id(feature)
         weights = {k: v for k, v in self.weights.items() if k != fid}
         weights.update(self.checked_weights({fid: weight}))
         self.weights = weights
 
     def checked_weights(self, weights: dict[int | str, float]) -> dict[str, float]:
-        """Feature id -> finite non-zero weight (zeros dropped; a non-finite weight is an error).
+        """Feature or group id -> finite non-zero weight (zeros dropped; a non-finite weight is an error).
 
         The one weight check: ``set_weights``, ``predict``, the interventions and training use it.
         """
         new = {}
         for f, w in weights.items():
-            fid, w = self.feature_id(f), float(w)
+            fid, w = self.decision_id(f), float(w)
             if not math.isfinite(w):
                 raise ConfigError(f"Weight for {fid} must be a finite number, got {w!r}.")
             if w != 0.0:
@@ -81,7 +91,7 @@ class IntentsMixin:
         ``suppress`` sets weight −1 and ``amplify`` +1 unless a weight of that sign is already
         set; ``allow`` sets the weight to 0 (the preference is legitimate); ``None`` clears.
         """
-        fid = self.feature_id(feature)
+        fid = self.decision_id(feature)
         if verdict is not None and verdict not in VERDICTS:
             raise ConfigError(f"Verdict {verdict!r} for {fid}; choose one of {', '.join(VERDICTS)} or None.")
         self.verdicts = {
@@ -97,7 +107,7 @@ class IntentsMixin:
             self.set_weight(fid, 0.0)
 
     def set_label(self, feature: int | str, text: str) -> None:
-        fid = self.feature_id(feature)
+        fid = self.decision_id(feature)
         labels = {k: v for k, v in self.labels.items() if k != fid}
         if text:
             labels[fid] = str(text)
@@ -107,7 +117,7 @@ class IntentsMixin:
             self.results_version += 1
 
     def set_note(self, feature: int | str, text: str) -> None:
-        fid = self.feature_id(feature)
+        fid = self.decision_id(feature)
         notes = {k: v for k, v in self.notes.items() if k != fid}
         if text:
             notes[fid] = str(text)

@@ -128,7 +128,7 @@ class Intervention:
         pv = core.predict(weights)
         sd = pv["sd"].to_numpy()
         rows = np.arange(len(core.data)) if positions is None else np.asarray(positions, dtype=np.int64)
-        omega = self.pair_weights(pv, threshold)[rows]
+        omega = (self.pair_weights(pv, threshold) * core.pair_edit_signs())[rows]  # person's flips/exclusions
         if delta is None:
             delta = sp.csr_matrix(core.delta_matrix())[rows]
         elif delta.shape[0] != len(rows):
@@ -166,6 +166,7 @@ class Intervention:
             raw[index[f]] = 0.0
         w = np.zeros(len(fids))
         for f, v in run.weights.items():
-            w[index[f]] = v
+            if f in index:  # a group's weight has no feature row (its members' signals move)
+                w[index[f]] = v
         labels = [core.labels.get(f) or core.auto_labels.get(f, "") for f in fids]
         return prediction_table(fids, labels, w, raw, core.matrix.sd)

@@ -81,7 +81,11 @@ def verify_run(
     # Decided from the audit alone, before a single token is generated or scored.
     trained = trained_positions(run)
     cols = evaluated_features(
-        session, [*run.weights, *run.shaped.ablate_features], n_random=n_features, seed=seed
+        # A weighted group enters by its members (the evaluated features are feature columns).
+        session,
+        [*session.weighted_features(run.weights), *run.shaped.ablate_features],
+        n_random=n_features,
+        seed=seed,
     )
     # The trained pairs read in the run's window: the text the prediction is about.
     trained_matrix = window_matrix(session, run.plan.window, trained)

@@ -8,6 +8,10 @@ every view of the session agrees. Rows are the session's selection plus any feat
 a weight (a weight never hides: everything that shapes the margins has a row). Removing a row
 sets its weight to 0 and deselects it.
 
+A row may be a **feature group** (type ``group:12`` in the add box): its slider weights the
+group's score as one feature with its own margin scale (:mod:`prefaudit.audit.group_weights`),
+and the row shows the group's label and how many features it has.
+
 The preview (:class:`ShaperPreview`, a small SVG anywidget) shows ``session.predict()``: the
 predicted learning signal of each row's feature before and after shaping, the histogram of pair
 margins with the dominated side shaded, how many pairs are dominated (m ≤ −τ: what ``filter``
@@ -28,6 +32,7 @@ import ipywidgets as w
 import numpy as np
 import traitlets as t
 
+from .. import ids
 from ..shaping import VERDICTS
 from ._assets import asset
 from .base import SessionView
@@ -127,7 +132,15 @@ class WeightRow(w.HBox):
         self.slider.value = weight
         self.verdict.value = s.verdicts.get(fid)
         self.note.value = s.notes.get(fid, "")
-        self.label.value = s.label(fid)
+        self.label.value = row_label(s, fid, s.label(fid))
+
+
+def row_label(session: Any, fid: str, label: str) -> str:
+    """A row's label; a group's says how many features it weights."""
+    if not ids.is_group(fid):
+        return label
+    n = len(session.group_members(fid))
+    return f"{label} · {n} feature{'s' * (n != 1)}" if label else f"{n} feature{'s' * (n != 1)}"
 
 
 class ShaperView(SessionView):
@@ -143,7 +156,7 @@ class ShaperView(SessionView):
         Feature id → its row (``row.slider``, ``row.verdict``, ``row.note``, ``row.remove``).
     preview : ShaperPreview
     add_box : ipywidgets.Text
-        Type a feature id or concept name and press Enter to add it.
+        Type a feature id, a concept name or a group id (``group:4``) and press Enter to add it.
 
     Example
     -------
@@ -161,7 +174,7 @@ class ShaperView(SessionView):
         self.row_box = w.VBox()
         self.row_box.add_class("pa-weight-rows")
         self.add_box = w.Text(
-            placeholder="add feature: sae:123 or a concept name, then Enter",
+            placeholder="add: sae:123, a concept name or group:4, then Enter",
             continuous_update=False,
             layout=w.Layout(width="340px"),
         )
@@ -183,7 +196,7 @@ class ShaperView(SessionView):
         self._update_preview()
 
     def features(self) -> list[str]:
-        """Row order: the selection, then weighted features that are not selected."""
+        """Row order: the selection, then weighted features (or groups) that are not selected."""
         sel = list(self.session.selection)
         return sel + [f for f in self.session.weights if f not in sel]
 
@@ -203,11 +216,14 @@ class ShaperView(SessionView):
     def _update_preview(self) -> None:
         features = self.features()
         pred = self.session.predict(features=features)
-        margins = np.asarray(pred.attrs["margins"], dtype="<f4")
+        # pandas deep-copies attrs (two arrays of n_pairs) into every column it hands out: take
+        # them off first (at 260,000 pairs that copy cost more than the preview itself).
+        attrs, pred.attrs = dict(pred.attrs), {}
+        margins = np.asarray(attrs["margins"], dtype="<f4")
         rows = [
             {
                 "id": r.feature,
-                "label": r.label,
+                "label": row_label(self.session, r.feature, r.label),
                 "weight": float(r.weight),
                 "before": float(r.signal_before_z),
                 "after": float(r.signal_after_z),
@@ -219,10 +235,10 @@ class ShaperView(SessionView):
             p.features = rows
             p.margins = margins.tobytes()
             p.n_pairs = int(margins.size)
-            p.n_dominated = int(pred.attrs["n_dominated"])
-            p.threshold = float(pred.attrs["threshold"])
-            p.n_capped = int(pred.attrs["n_capped"])
-            p.cap = float(pred.attrs["cap"])
+            p.n_dominated = int(attrs["n_dominated"])
+            p.threshold = float(attrs["threshold"])
+            p.n_capped = int(attrs["n_capped"])
+            p.cap = float(attrs["cap"])
             p.version += 1
 
     # ------------------------------------------------------------------ intents up
