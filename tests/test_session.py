@@ -190,7 +190,12 @@ def test_save_load_round_trip_is_exact(tested, tmp_path):
     tested.set_weight("flattery", -1.5)
     tested.set_verdict("url", "suppress")
     tested.select_feature(5)
+    ids = tested.data.df["pair_id"].tolist()
+    tested.flip_pairs(ids[:2])
+    tested.exclude_pairs(ids[2:3])
+    fit = tested.sae_fit(n=8)
     path = tested.save(tmp_path / "saved")
+    tested.clear_pair_edits()  # the fixture is shared
     back = pa.AuditSession.load(path)
     pd.testing.assert_frame_equal(back.data.df, tested.data.df)
     pd.testing.assert_frame_equal(back.results, tested.results)
@@ -201,6 +206,8 @@ def test_save_load_round_trip_is_exact(tested, tmp_path):
         np.testing.assert_array_equal(a.mean_act, b.mean_act)
     for attr in ("labels", "notes", "weights", "verdicts", "selection", "focus", "auto_labels"):
         assert getattr(back, attr) == getattr(tested, attr), attr
+    assert back.pair_edits == {ids[0]: "flip", ids[1]: "flip", ids[2]: "exclude"}
+    assert back.sae_fit(n=8) == fit  # the measured fit comes back; the model is not read for it
     assert back.data.report.n_read == tested.data.report.n_read
     np.testing.assert_array_equal(back.concept_values()[0], tested.concept_values()[0])
     # Re-testing the loaded session reproduces the table without touching the model.

@@ -10,6 +10,9 @@ initialisation under the current weights (vanilla: every gᵢ = ½, and S is the
 against the signal, and a few pairs with most of the share mean that a handful of examples,
 not the data set, teach the feature.
 
+Pair edits (:mod:`prefaudit.audit.pair_edits`: ``exclude_pairs``, ``flip_pairs``) are honoured: an
+excluded pair has gᵢ = 0 (share 0), a flipped one teaches −Δᵢ, with the margin of its swapped sides.
+
 Example
 -------
 >>> d = session.drivers("concept:length")             # doctest: +SKIP
@@ -27,10 +30,12 @@ import pandas as pd
 
 from .. import ids
 from ..errors import ConfigError
+from ..shaping import gradient_weights
+from .pair_edits import PairEditsMixin
 
 
-class DriversMixin:
-    """Per-pair shares of a feature's predicted learning signal."""
+class DriversMixin(PairEditsMixin):
+    """Per-pair shares of a feature's predicted learning signal (and the pair edits that act on them)."""
 
     data: Any
     _ids_index: dict[str, int]
@@ -45,9 +50,11 @@ class DriversMixin:
         """Every pair ranked by its share of ``feature``'s predicted learning signal.
 
         Columns: ``position`` (row in ``session.data.df``), ``pair_id``, ``delta`` (Δ of the
-        feature), ``gradient_weight`` (σ(m) at ``weights``, default ``session.weights``),
-        ``share`` (gᵢΔᵢ / Σⱼ gⱼΔⱼ; NaN when that sum is 0) and ``cumulative_share``, sorted by
-        |share| (|gᵢΔᵢ|) descending, ties in pair order.
+        feature, as labelled), ``gradient_weight`` (σ(m) at ``weights``, default
+        ``session.weights``; 0 for an excluded pair; ``session.pair_edits`` says which), ``share``
+        (gᵢsᵢΔᵢ / Σⱼ gⱼsⱼΔⱼ, sᵢ = −1 for a flipped pair; NaN when that sum is 0) and
+        ``cumulative_share``. Sorted by |σ(mᵢ)Δᵢ| as labelled (before any pair edit: without
+        edits that is |share|), ties in pair order, so editing a driver does not move it.
 
         ``attrs``: ``feature``, ``signal`` (Σ gΔ / Σ g, raw units: ``predict``'s
         ``signal_after``), ``signal_z`` (÷ sd(Δ) over all pairs), ``top_k``,
@@ -57,9 +64,13 @@ class DriversMixin:
         """
         fid, delta = self._signal_delta(feature)
         g = self._gradient_weights(weights)
-        contribution = g * delta
+        signs = self.pair_edit_signs()
+        contribution = g * signs * delta
         total = float(contribution.sum())
-        order = np.argsort(-np.abs(contribution), kind="stable")
+        as_labelled = (
+            contribution if not self.pair_edits else gradient_weights(self._unedited_margins(weights)) * delta
+        )
+        order = np.argsort(-np.abs(as_labelled), kind="stable")
         with np.errstate(invalid="ignore", divide="ignore"):
             share = contribution / total if total != 0 else np.full(delta.size, np.nan)
         out = pd.DataFrame(
@@ -74,8 +85,8 @@ class DriversMixin:
         )
         k = int(min(max(int(top_k), 0), max(delta.size - 1, 0)))
         sd = float(np.std(delta, ddof=1)) if delta.size > 1 else 0.0
-        signal = float(total / g.sum())
-        without = _weighted_mean(delta, g, np.delete(np.arange(delta.size), order[:k]))
+        signal = float(total / g.sum()) if g.sum() > 0 else float("nan")
+        without = _weighted_mean(signs * delta, g, np.delete(np.arange(delta.size), order[:k]))
         out.attrs.update(
             feature=fid,
             signal=signal,
@@ -101,6 +112,7 @@ class DriversMixin:
         """
         _, delta = self._signal_delta(feature)
         g = self._gradient_weights(weights)
+        delta = self.pair_edit_signs() * delta  # a flipped pair teaches −Δ (an excluded one has g = 0)
         index = pd.Index(self.data.df["pair_id"])
         wanted = list(pair_ids)
         where = index.get_indexer(wanted) if wanted else np.empty(0, dtype=int)
@@ -136,7 +148,8 @@ class DriversMixin:
 
 
 def _weighted_mean(delta: np.ndarray, g: np.ndarray, keep: np.ndarray) -> float:
-    return float(g[keep] @ delta[keep] / g[keep].sum())
+    total = g[keep].sum()
+    return float(g[keep] @ delta[keep] / total) if total > 0 else float("nan")
 
 
 def _delta_of(scores: Any, n: int) -> np.ndarray:

@@ -16,6 +16,7 @@ restored, so the table and the views are identical, but new data cannot be score
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..features.concepts import DirectionConcept, TextConcept, builtin_concepts, regex_concept
 from ..features.encoded import EncodedFeatures
+from .fit import SAEFit
 
 FORMAT_VERSION = 1
 _JSON_COLS = "json_columns"
@@ -124,6 +126,10 @@ def save_session(session: Any, path: Path) -> Path:
         "verdicts": dict(session.verdicts),
         "selection": list(session.selection),
         "focus": session.focus,
+        "pair_edits": [[getattr(p, "item", lambda p=p: p)(), k] for p, k in session.pair_edits.items()],
+        # Measured lens fits (sae_fit reads responses through the model): an opened audit shows
+        # them without loading the model again.
+        "sae_fits": [{"n": n, **asdict(fit)} for (n, _seed), fit in (session._sae_fit_cache or {}).items()],
     }
     (path / "session.json").write_text(json.dumps(state, indent=1, default=str))
     return path
@@ -186,7 +192,14 @@ def load_session(cls: type, path: Path, **overrides: Any) -> Any:
         results = _frame_from_parquet(path / "results.parquet", state["results"][_JSON_COLS])
         results.attrs.update(state["results"].get("attrs") or {})
     decisions = {k: state[k] for k in ("labels", "notes", "weights", "verdicts", "selection", "focus")}
+    decisions["pair_edits"] = {pid: kind for pid, kind in state.get("pair_edits") or []}
+    fits = {}
+    for f in state.get("sae_fits") or []:
+        f = {**f, "sample": tuple((int(i), str(side)) for i, side in f["sample"])}
+        n = f.pop("n")
+        fits[(n, f["seed"])] = SAEFit(**f)
     session.restore(
+        sae_fits=fits,
         concepts=concepts,
         concept_values=values,
         encoded=encoded,

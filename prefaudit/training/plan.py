@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..audit.pair_edits import flip_rows
 from .tokens import trl_token_ids, window_cut
 
 STATUSES = ("trained", "held_out", "dropped_length", "not_sampled", "excluded")
@@ -134,6 +135,8 @@ def shape_training_set(core: Any, config: Any) -> tuple[Any, np.ndarray, np.ndar
 
     weights = {} if config.intervention == "none" else resolve_weights(core, config.weights)
     train, held = split_positions(len(core.data), config)
+    signs = core.pair_edit_signs()  # a person's pair edits (audit/pair_edits.py): 0 excluded, -1 flipped
+    train = train[signs[train] != 0]
     margins = None
     if weights:
         # The margins of the text the run will see: its pairs read in its token window.
@@ -141,11 +144,12 @@ def shape_training_set(core: Any, config: Any) -> tuple[Any, np.ndarray, np.ndar
 
         matrix = window_matrix(core, config.window(), train)
         margins = np.asarray(core.predict(weights, matrix=matrix).attrs["margins"], dtype=np.float64)
+        margins = margins * signs[train]  # a flipped pair's margin, read from its swapped sides
     shaped = shape_pairs(
         core, config.intervention, weights=weights, positions=train, threshold=config.filter_threshold,
         margins=margins,
     )  # fmt: skip
-    return shaped, train, held
+    return flip_rows(shaped, core.pair_edits), train, held
 
 
 # ---------------------------------------------------------------------- the plan
@@ -327,10 +331,11 @@ def build_plan(core: Any, config: Any, shaped: Any, heldout_positions: np.ndarra
     held = np.asarray(heldout_positions, dtype=np.int64)
     status[held], reason[held] = "held_out", "held out for verification"
     rest = np.setdiff1d(np.arange(n), np.concatenate([pos, held]))
-    by_intervention = set(shaped.dropped)
+    by_intervention, by_person = set(shaped.dropped), core.pair_edit_reasons()
     for i in rest:
         left_out = int(pair_ids[i]) in by_intervention
         reason[i] = f"left out by {shaped.intervention}" if left_out else "beyond max_train_pairs"
+        reason[i] = by_person.get(pair_ids[i].item(), reason[i])
     others = np.concatenate([held, rest]).astype(np.int64)
     if len(others):
         # Held-out and excluded pairs: their unshaped rows, counted as the window would keep them.

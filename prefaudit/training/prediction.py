@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
+from ..features.matrix import FeatureMatrix
 from .plan import plan_training
 from .window import window_matrix
 
@@ -34,7 +36,22 @@ def predict_in_window(
     """
     plan = plan_training(core, config)
     trained = plan.trained_positions
-    matrix = window_matrix(core, plan.window, trained)
+    matrix = person_flipped(window_matrix(core, plan.window, trained), core.pair_edit_signs()[trained])
     out = core.predict(weights, features=features, matrix=matrix)
     out.attrs.update(plan=plan.counts(), positions=np.asarray(trained), window=dict(plan.window))
     return out
+
+
+def person_flipped(matrix: FeatureMatrix, signs: np.ndarray) -> FeatureMatrix:
+    """``matrix`` with chosen and rejected swapped on the rows a person flipped (sign −1).
+
+    Training swaps those pairs (``training.plan.shape_training_set``), so the prediction reads
+    them swapped too; excluded pairs are not among the trained rows at all.
+    """
+    flip = np.asarray(signs) < 0
+    if not flip.any():
+        return matrix
+    keep_d, flip_d = sp.diags((~flip).astype(np.float64)), sp.diags(flip.astype(np.float64))
+    chosen = (keep_d @ matrix.chosen + flip_d @ matrix.rejected).tocsr()
+    rejected = (keep_d @ matrix.rejected + flip_d @ matrix.chosen).tocsr()
+    return FeatureMatrix(chosen, rejected)
