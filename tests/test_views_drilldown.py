@@ -154,3 +154,69 @@ def test_volcano_and_dashboard_on_an_sae_session(sae_session):
     click(dash.volcano, *point_of(dash.volcano, fid))
     assert dash.pairs.widget.feature == fid and fid in dash.shaper.rows
     assert dash.volcano.last_error is None and dash.pairs.last_error is None
+
+
+# ---------------------------------------------------------------------- regex concepts by description
+def test_regex_concepts_are_named_by_description_with_the_pattern_apart(session):
+    flat = session.concept("flattery")
+    wdg = PairsView(session, feature="flattery").widget
+    assert wdg.header["label"] == flat.description == wdg.header["description"]
+    assert wdg.header["pattern"] == flat.regex.pattern
+    assert (
+        wdg.legend["text"] == f"highlighted: {flat.description}"
+        and wdg.legend["pattern"] == flat.regex.pattern
+    )
+    assert flat.regex.pattern not in json.dumps([wdg.header["label"], wdg.legend["text"]])
+    # A regex concept added without a description is named after the concept, not its regex.
+    fid = session.add_concept("word_the", r"\bthe\b")
+    session.test(n_boot=20)
+    wdg = PairsView(session, feature=fid).widget
+    assert session.label(fid) == r"matches of /\bthe\b/"  # the automatic label quotes the regex …
+    assert wdg.header["label"] == "matches of the 'word_the' pattern"  # … the drill-down does not
+    assert wdg.header["pattern"] == r"\bthe\b" and "\\b" not in wdg.legend["text"]
+    session.set_label(fid, "the definite article")  # a person's label wins
+    assert wdg.header["label"] == "the definite article" and wdg.header["pattern"] == r"\bthe\b"
+    # Concepts without a regex have a description and no pattern; SAE ids neither.
+    length = PairsView(session, feature="length").widget.header
+    assert length["description"] == "response length in words" and "pattern" not in length
+    assert length["d_z"] == session.results.set_index("feature").loc["concept:length", "d_z"]
+
+
+# ---------------------------------------------------------------------- top-k without sorting every pair
+def test_top_k_order_equals_the_stable_full_sort():
+    from prefaudit.audit.queries import top_k_order
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 1000):
+        for key in (
+            rng.normal(size=n),
+            rng.integers(-2, 3, size=n).astype(float),  # many ties
+            np.where(rng.random(n) < 0.9, 0.0, rng.exponential(size=n)),  # sparse: mostly zero
+        ):
+            ref = np.argsort(-key, kind="stable")
+            for k in (0, 1, 3, n // 3, n - 1, n, n + 5):
+                np.testing.assert_array_equal(top_k_order(key, k), ref[: max(k, 0)])
+    key = np.array([1.0, np.nan, 3.0, 3.0, 0.0])
+    np.testing.assert_array_equal(top_k_order(key, 2), np.argsort(-key, kind="stable")[:2])
+
+
+def test_top_pairs_ranks_once_per_feature_and_order_and_matches_a_full_sort(session, monkeypatch):
+    import prefaudit.audit.queries as queries
+
+    calls = []
+    real = queries.top_k_order
+    monkeypatch.setattr(queries, "top_k_order", lambda key, k: calls.append(k) or real(key, k))
+    for by in ("abs_delta", "delta", "chosen", "rejected"):
+        for fid in ("concept:length", "concept:url", "concept:flattery"):
+            vals = session.values(fid)
+            key = vals["delta"].abs() if by == "abs_delta" else vals[by]
+            ref = np.argsort(-key.to_numpy(), kind="stable")
+            for offset in (0, 5, 35):
+                top = session.top_pairs(fid, by=by, n=5, offset=offset)
+                np.testing.assert_array_equal(top["position"], ref[offset : offset + 5])
+                np.testing.assert_allclose(top["delta"], vals["delta"].to_numpy()[ref[offset : offset + 5]])
+                assert top["pair_id"].tolist() == vals["pair_id"].iloc[ref[offset : offset + 5]].tolist()
+    assert len(calls) == 12  # one ranking per (feature, order); later pages come from the cache
+    session.add_concept("cats", r"\bcat\b")  # features changed: the cache is dropped with the matrix
+    session.top_pairs("concept:length", by="chosen", n=5)
+    assert len(calls) == 13

@@ -176,3 +176,139 @@ def test_volcano_65536_features_as_binary_buffers():
     assert s.focus == s.results["feature"].iloc[view._rows[last][-1]]
     pts = volcano_points(s.results)
     assert np.isfinite(pts["y"]).all()
+
+
+# ---------------------------------------------------------------------- group mode
+@pytest.fixture(scope="module")
+def grouped(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
+    s = pa.AuditSession(
+        pa.load_pairs(tiny.planted_pairs(40)),
+        model=tiny_model_dir,
+        sae=tiny_sae_dir,
+        cache_dir=tiny_cache_dir,
+        batch_size=4,
+        shard_size=16,
+    )
+    s.encode(progress=False)
+    s.test(n_boot=50)
+    s.groups()
+    return s
+
+
+@pytest.fixture()
+def fresh(grouped):
+    grouped.set_selection([])
+    grouped.set_focus(None)
+    return grouped
+
+
+def messages(view) -> list[list[int]]:
+    """Record the trace indexes of every restyle / update message the figure sends."""
+    sent: list[list[int]] = []
+    fig = view.figure
+    restyle, update = fig._send_restyle_msg, fig._send_update_msg
+
+    def spy(send):
+        def wrapper(*args, **kwargs):
+            sent.append(sorted(np.atleast_1d(kwargs.get("trace_indexes", [])).tolist()))
+            return send(*args, **kwargs)
+
+        return wrapper
+
+    fig._send_restyle_msg, fig._send_update_msg = spy(restyle), spy(update)
+    return sent
+
+
+def test_group_mode_draws_one_point_per_group_sized_by_members(fresh):
+    from prefaudit.views.figures import group_marker_size
+
+    table = fresh.groups()
+    view = VolcanoView(fresh, groups=True)
+    drawn = [view.feature_at(k, i) for k in range(len(CATEGORIES)) for i in range(len(view._rows[k]))]
+    plottable = table.loc[np.isfinite(table["d_z"]) & np.isfinite(table["q"]), "group"]
+    assert sorted(drawn) == sorted(plottable) and len(drawn) == len(set(drawn))
+    n_members = table.set_index("group")["n_members"]
+    for k in range(len(CATEGORIES)):
+        gids = [view.feature_at(k, i) for i in range(len(view._rows[k]))]
+        size = np.atleast_1d(view.figure.data[k].marker.size)
+        if gids:
+            np.testing.assert_allclose(size, group_marker_size(n_members[gids].to_numpy()))
+            np.testing.assert_allclose(view.figure.data[k].x, table.set_index("group").loc[gids, "d_z"])
+    sizes = group_marker_size(np.array([1, 4, 20, 10_000]))
+    assert sizes[0] < sizes[1] < sizes[2] < sizes[3] == 40  # bigger groups, bigger points, capped
+    info = view.info.value
+    assert f"{table.attrs['n_unclustered']:,} unclustered SAE features" in info and "14 concepts" in info
+    assert "group score" in view.figure.layout.xaxis.title.text
+    assert view.group_mode.value and not view.group_mode.disabled
+
+
+def test_clicking_a_group_expands_it_into_its_features_and_back(fresh):
+    table = fresh.groups()
+    view = VolcanoView(fresh, groups=True)
+    big = table.sort_values("n_members", ascending=False).iloc[0]
+    k = next(k for k in range(len(CATEGORIES)) if big["group"] in list(view._drawn.point_ids[k]))
+    click(view, k, list(view._drawn.point_ids[k]).index(big["group"]))
+    assert view.expanded == big["group"] and view.back.layout.display == "flex"
+    assert fresh.selection == [] and fresh.focus is None  # expanding is view state, not an intent
+    shown = [view.feature_at(t, i) for t in range(len(CATEGORIES)) for i in range(len(view._rows[t]))]
+    res = fresh.results.set_index("feature")
+    expected = [f for f in big["members"] if np.isfinite(res.loc[f, "d_z"]) and np.isfinite(res.loc[f, "q"])]
+    assert sorted(shown) == sorted(expected) and len(shown) >= 2
+    assert big["group"] in view.info.value and "other features are hidden" in view.info.value
+    assert view.figure.layout.xaxis.title.text == "Cohen's d_z (paired, chosen − rejected)"
+    member = shown[0]
+    click(view, *point_of(view, member))  # a member is a feature: the click selects it
+    assert fresh.selection == [member] and fresh.focus == member
+    ring = view.figure.data[SELECTED_TRACE]
+    assert len(ring.x) == 1 and np.isclose(ring.x[0], res.loc[member, "d_z"])
+
+    view.back.click()
+    assert view.expanded is None and view.back.layout.display == "none"
+    assert len(view._rows[0]) + len(view._rows[1]) + len(view._rows[2]) == len(
+        table.loc[np.isfinite(table["d_z"]) & np.isfinite(table["q"])]
+    )
+    # the selected member is ringed on its group's point, in the focus colour
+    assert len(ring.x) == 1 and np.isclose(ring.x[0], big["d_z"])
+    with pytest.raises(ValueError, match="Unknown group"):
+        view.expand("group:9999")
+
+
+def test_group_toggle_and_lasso_over_groups(fresh):
+    view = VolcanoView(fresh, max_lasso=3)
+    n_features = sum(len(r) for r in view._rows)
+    view.group_mode.value = True
+    table = fresh.groups()
+    assert sum(len(r) for r in view._rows) <= len(table) < n_features
+    points = [(k, i) for k in range(len(CATEGORIES)) for i in range(len(view._rows[k]))][:2]
+    lasso(view, points)
+    members = [f for k, i in points for f in table.set_index("group").loc[view.feature_at(k, i), "members"]]
+    q = fresh.results.set_index("feature")["q"]
+    assert fresh.selection == sorted(members, key=lambda f: q[f])[:3]
+    view.expand(view.feature_at(*points[0]))
+    view.group_mode.value = False  # off: every feature again, nothing expanded
+    assert view.expanded is None and sum(len(r) for r in view._rows) == n_features
+    assert not view.last_error
+
+
+def test_group_mode_needs_an_sae(session):
+    view = VolcanoView(session)
+    assert view.group_mode.disabled and "concepts only" in view.group_mode.tooltip
+    view.group_mode.value = True  # set from code anyway: the error is shown, the toggle goes back
+    assert not view.group_mode.value and "concepts only" in str(view.last_error)
+    with pytest.raises(ValueError, match="concepts only"):
+        VolcanoView(session, groups=True)
+
+
+def test_a_click_sends_only_the_ring_trace_and_a_label_only_its_trace(session):
+    view = VolcanoView(session)
+    sent = messages(view)
+    click(view, *point_of(view, "concept:url"))
+    assert sent and all(m == [SELECTED_TRACE] for m in sent)
+    sent.clear()
+    session.set_label("concept:apology", "said sorry")  # results_version: one trace's hover text changed
+    trace, _ = point_of(view, "concept:apology")
+    assert sent == [[trace]]
+    assert any("said sorry" in t for t in view.figure.data[trace].text)
+    sent.clear()
+    session.set_focus("concept:url")  # focus already there: nothing to send
+    assert sent == []

@@ -124,7 +124,9 @@ function renderLegend(legend) {
     const swatch = el("span", `pa-swatch pa-swatch-${legend.kind}`);
     box.appendChild(swatch);
   }
-  box.appendChild(el("span", "pa-legend-text", legend.text || ""));
+  const text = el("span", "pa-legend-text", legend.text || "");
+  if (legend.pattern) text.title = `regular expression: ${legend.pattern}`; // a title is text, not markup
+  box.appendChild(text);
   if (legend.kind === "sae") box.appendChild(el("span", "pa-legend-max", `max on page ${fmt(legend.max)}`));
   return box;
 }
@@ -169,16 +171,28 @@ function renderControls(model, nPages) {
   return bar;
 }
 
+// A regex concept is named by its description; its regular expression opens on demand.
+function renderPattern(pattern) {
+  const box = el("details", "pa-pattern");
+  box.appendChild(el("summary", null, "regular expression"));
+  box.appendChild(el("code", "pa-pattern-text", pattern));
+  return box;
+}
+
 function renderHeader(model) {
   const head = el("div", "pa-header");
   const feature = model.get("feature");
   const info = model.get("header") || {};
   head.appendChild(el("span", "pa-feature", feature || "no feature"));
   if (info.label) head.appendChild(el("span", "pa-label", info.label));
+  if (info.description && info.description !== info.label) {
+    head.appendChild(el("span", "pa-description", info.description));
+  }
   if (info.d_z !== undefined) {
     const more = info.direction && info.direction !== "none" ? `, more in ${info.direction}` : "";
     head.appendChild(el("span", "pa-stats", `d_z ${fmt(info.d_z)} · Δ mean ${fmt(info.delta_mean)} · q ${fmt(info.q)}${more}`));
   }
+  if (info.pattern) head.appendChild(renderPattern(info.pattern));
   return head;
 }
 

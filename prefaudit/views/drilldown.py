@@ -28,7 +28,7 @@ import traitlets as t
 from .. import ids
 from ._assets import asset
 from .base import SessionView
-from .figures import _finite, concept_regex, regex_segments, token_segments
+from .figures import _finite, concept_naming, concept_regex, regex_segments, token_segments
 
 SORTS = ("abs_delta", "delta", "chosen", "rejected")
 
@@ -106,6 +106,7 @@ class PairsView(SessionView):
         self.observe_session(self._on_focus, "focus")
         self.observe_session(lambda _c: self._load(), "results_version")  # part of the page key
         self.observe_session(self._on_labels, "labels")
+        self.observe_session(self._on_topic_filter, "topic_filter")
         self._load()
 
     # ------------------------------------------------------------------ state from the session
@@ -124,6 +125,13 @@ class PairsView(SessionView):
             return
         self._load()
 
+    def _on_topic_filter(self, _change: Any) -> None:
+        # Another set of pairs is ranked (session.top_pairs honours the filter): back to page one.
+        if self.widget.page != 0:
+            self.widget.page = 0  # the page observer reloads
+        else:
+            self._load()
+
     def _on_labels(self, _change: Any) -> None:
         if self.widget.feature is not None:  # the label is in the header only: no new page
             with self.widget.hold_sync():
@@ -137,10 +145,17 @@ class PairsView(SessionView):
         costs model reads, so a page already shown (same key) is not loaded again.
         """
         wdg, fid = self.widget, self.widget.feature
-        key = (fid, wdg.sort, wdg.page, wdg.page_size, self.session.results_version)
+        key = (
+            fid,
+            wdg.sort,
+            wdg.page,
+            wdg.page_size,
+            self.session.results_version,
+            self.session.topic_filter,
+        )
         if key == self._shown:
             return
-        wdg.n_pairs = len(self.session.data)
+        wdg.n_pairs = len(self.session.filtered_positions())
         if fid is None:
             with wdg.hold_sync():
                 wdg.pairs, wdg.header, wdg.legend = [], {}, {}
@@ -150,7 +165,7 @@ class PairsView(SessionView):
                 wdg.version += 1
             self._shown = key
             return
-        n_pages = max(1, math.ceil(len(self.session.data) / wdg.page_size))
+        n_pages = max(1, math.ceil(wdg.n_pairs / wdg.page_size))
         if wdg.page >= n_pages or wdg.page < 0:
             wdg.page = min(max(wdg.page, 0), n_pages - 1)
             return  # the page observer reloads
@@ -204,12 +219,27 @@ class PairsView(SessionView):
         return pairs, legend
 
     def _header(self, fid: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"label": self.session.label(fid)}
+        """Label and statistics; a concept's ``description`` and, for a regex, its ``pattern``.
+
+        A regex concept is named by its description, never by the raw regular expression (the
+        front end shows the pattern on demand, in a ``<details>``).
+        """
+        naming = concept_naming(self.session, fid)
+        label = self.session.label(fid)
+        if "pattern" in naming and label == f"matches of /{naming['pattern']}/":
+            label = naming["description"]  # the automatic label quotes the regex
+        out: dict[str, Any] = {"label": label, **naming}
         res = self.session.results
         if res is not None:
-            row = res.loc[res["feature"] == fid]
-            if len(row):
-                r = row.iloc[0]
+            # Results rows are in feature-column order: one lookup, not a scan of every feature.
+            j = self.session.column(fid)
+            rows = (
+                [j]
+                if j < len(res) and res["feature"].iat[j] == fid
+                else np.flatnonzero(res["feature"] == fid)
+            )
+            if len(rows):
+                r = res.iloc[int(rows[0])]
                 out.update({k: _finite(r[k]) for k in ("d_z", "delta_mean", "q") if k in r.index})
                 out["direction"] = str(r.get("direction", ""))
         return out
@@ -228,7 +258,8 @@ class PairsView(SessionView):
             return {"kind": "sae", "text": f"token shade = activation of {fid} (darkest = page maximum)"}, sae
         rx = concept_regex(self.session, fid)
         if rx is not None:
-            legend = {"kind": "regex", "text": f"highlighted: matches of /{rx.pattern}/"}
+            naming = concept_naming(self.session, fid)
+            legend = {"kind": "regex", "text": f"highlighted: {naming['description']}", "pattern": rx.pattern}
             return legend, lambda _p, texts: {side: regex_segments(text, rx) for side, text in texts.items()}
         legend = {
             "kind": "none",

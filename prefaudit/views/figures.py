@@ -40,8 +40,10 @@ __all__ = [
     "EFFECTS",
     "MAX_LABEL",
     "SIGNIFICANT",
+    "concept_naming",
     "concept_regex",
     "fmt_seconds",
+    "group_marker_size",
     "hover_escape",
     "regex_segments",
     "scatter_svg",
@@ -103,12 +105,19 @@ def volcano_points(results: pd.DataFrame, effect: str = "d_z") -> pd.DataFrame:
     return pd.DataFrame({"row": rows, "x": x[rows], "y": y[rows], "category": category[rows]})
 
 
+def group_marker_size(n_members: np.ndarray) -> np.ndarray:
+    """Marker diameter (px) of a group point: grows with √members, 8 px for one, at most 40."""
+    return np.minimum(8.0 + 3.0 * np.sqrt(np.maximum(np.asarray(n_members, dtype=np.float64), 1) - 1), 40.0)
+
+
 def volcano_traces(
-    results: pd.DataFrame, effect: str = "d_z"
+    results: pd.DataFrame, effect: str = "d_z", *, groups: bool = False
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Plotly trace dicts for the three main categories, and each trace's rows in ``results``.
 
     Coordinates are numpy arrays (plotly sends them as typed arrays); hover text is escaped.
+    ``groups=True``: ``results`` is a ``session.groups()`` table, one point per group whose
+    size grows with its ``n_members`` (:func:`group_marker_size`).
     """
     pts = volcano_points(results, effect)
     size = 9 if len(pts) < 500 else 6 if len(pts) < 5000 else 4
@@ -117,6 +126,9 @@ def volcano_traces(
     # Numbers go into the per-point text, not a 2-D customdata: the FigureWidget echoes every
     # trace's computed data back to Python, and 2-D typed arrays make that echo explode in size.
     template = "%{text}<br>" + effect + ": %{x:" + fmt + "}<extra></extra>"
+    id_col, count_col, count_name = (
+        ("group", "n_members", "members") if groups else ("feature", "n_active", "n_active")
+    )
     for key, name, color in CATEGORIES:
         sub = pts[pts["category"] == key]
         r = sub["row"].to_numpy()
@@ -124,13 +136,13 @@ def volcano_traces(
         res = results.iloc[r]
         text = [
             f"<b>{hover_escape(f)}</b><br>{hover_escape(lab[:MAX_LABEL] + ('…' if len(lab) > MAX_LABEL else ''))}"
-            f"<br>Δ mean {dm:.3g} · q {q:.2e} · n_active {int(na)}"
+            f"<br>Δ mean {dm:.3g} · q {q:.2e} · {count_name} {int(na)}"
             for f, lab, dm, q, na in zip(
-                res["feature"],
+                res[id_col],
                 res["label"].fillna("").astype(str),
                 res["delta_mean"],
                 res["q"],
-                res["n_active"],
+                res[count_col],
                 strict=True,
             )
         ]
@@ -143,7 +155,11 @@ def volcano_traces(
                 "y": sub["y"].to_numpy(np.float64),
                 "text": text,
                 "hovertemplate": template,
-                "marker": {"color": color, "size": size, "opacity": opacity},
+                "marker": {
+                    "color": color,
+                    "size": group_marker_size(res[count_col].to_numpy()) if groups else size,
+                    "opacity": opacity,
+                },
                 # No dimming after a box/lasso: the rings (the session's selection) are the truth.
                 "unselected": {"marker": {"opacity": opacity}},
             }
@@ -215,6 +231,29 @@ def concept_regex(session: Any, fid: str) -> re.Pattern[str] | None:
     name = ids.concept_name(fid)
     concept = next((c for c in session.concepts if c.name == name), None)
     return getattr(concept, "regex", None)
+
+
+def concept_naming(session: Any, fid: str) -> dict[str, str]:
+    """How the drill-down names a concept: ``description`` and, for a regex concept, ``pattern``.
+
+    A regex concept is named by its description; the regular expression itself is kept apart
+    (the drill-down shows it on demand). A regex concept added without a description gets
+    ``"matches of /<regex>/"`` from :func:`prefaudit.features.concepts.regex_concept`: it is
+    named after the concept instead. ``{}`` for SAE features and unknown concepts.
+    """
+    if not ids.is_concept(fid):
+        return {}
+    name = ids.concept_name(fid)
+    concept = next((c for c in session.concepts if c.name == name), None)
+    if concept is None:
+        return {}
+    rx = getattr(concept, "regex", None)
+    description = str(concept.description or "")
+    if rx is None:
+        return {"description": description}
+    if not description or description == f"matches of /{rx.pattern}/":
+        description = f"matches of the {name!r} pattern"
+    return {"description": description, "pattern": rx.pattern}
 
 
 def regex_segments(text: str, rx: re.Pattern[str]) -> list[list[Any]]:
