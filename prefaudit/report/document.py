@@ -9,6 +9,8 @@ from typing import Any
 
 from .. import ids
 from ..errors import ConfigError
+from .concept_sections import drivers_html, fit_html, groups_html, topics_html
+from .concepts import PARTS, ConceptParts, gather
 from .sections import (
     SIGNIFICANT,
     decisions_html,
@@ -35,6 +37,8 @@ code { font-size: 12px; }
 .chosen { border-top: 3px solid #1f77b4; } .rejected { border-top: 3px solid #d62728; }
 mark { background: rgba(255, 127, 14, 0.75); border-radius: 2px; }
 .small { font-size: 12px; color: #666; }
+.warning { border: 2px solid #d62728; background: #fdecea; color: #8b1a1a; border-radius: 4px; padding: 8px 10px; margin: 8px 0; font-weight: 600; }
+table.drivers td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 380px; }
 """
 
 
@@ -48,6 +52,8 @@ def write_report(
     effect: str = "d_z",
     examples: Sequence[int | str] | None = None,
     title: str = "prefaudit report",
+    compute: Sequence[str] = PARTS,
+    parts: ConceptParts | None = None,
 ) -> Path:
     """Write a standalone HTML report of ``session`` to ``path``; returns the path.
 
@@ -64,6 +70,12 @@ def write_report(
     examples : sequence of feature ids, optional
         Show snippets for these features instead of the session's selection followed by the top ones.
     title : str
+    compute : sequence of {"groups", "topics", "fit"}
+        Parts to compute when the session has not yet (default all; the session caches them).
+        A part left out and not computed is skipped, with a note saying how to compute it.
+    parts : ConceptParts, optional
+        Already gathered (:func:`prefaudit.report.concepts.gather`; the CLI summarises the same
+        parts in ``summary.json``); ``compute`` is then not used.
 
     Example
     -------
@@ -80,7 +92,9 @@ def write_report(
     if examples is None:
         # What the person selected comes first: the report is about what they were looking at.
         top_ids = [*more_c["feature"].head(example_features), *more_r["feature"].head(example_features)]
-        example_ids = list(dict.fromkeys([*session.selection, *top_ids]))
+        # A selected group has no per-feature snippets; its members show in the groups section.
+        selected = [f for f in session.selection if not ids.is_group(f)]
+        example_ids = list(dict.fromkeys([*selected, *top_ids]))
     else:
         example_ids = [session.feature_id(f) for f in examples]
     cfg = session.config
@@ -89,6 +103,7 @@ def write_report(
         if not session.uses_sae
         else f"model {cfg.get('model') or 'embedded default'}, SAE {cfg.get('sae') or 'embedded default'}"
     )
+    parts = gather(session, compute) if parts is None else parts
     n_sig = int((results["q"] < ids.ALPHA).sum())
     meta = (
         f"{len(session.data):,} pairs · {len(results):,} features ({esc(model)}; pooling {esc(cfg.get('pooling'))}; "
@@ -101,6 +116,8 @@ def write_report(
 <h1>{esc(title)}</h1>
 <p class="meta">{meta}</p>
 {truncation_html(session)}
+<h2>How well the SAE reads this data</h2>
+{fit_html(parts)}
 <h2>Volcano</h2>
 <p class="small">Each point is a feature: effect size ({esc(effect)}, chosen − rejected) against −log10 of the
 Benjamini–Hochberg q. Blue: more in chosen responses, red: more in rejected ({SIGNIFICANT}).</p>
@@ -109,6 +126,12 @@ Benjamini–Hochberg q. Blue: more in chosen responses, red: more in rejected ({
 {feature_table(session, more_c, effect)}
 <h2>Features more present in rejected responses</h2>
 {feature_table(session, more_r, effect)}
+<h2>Feature groups</h2>
+{groups_html(parts)}
+<h2>Prompt topics</h2>
+{topics_html(parts)}
+<h2>Drivers: the pairs that carry the signal</h2>
+{drivers_html(session, parts)}
 <h2>Examples</h2>
 <p class="small">Top pairs of the strongest features; the feature's peak token (SAE) or first match (regex concept) is marked.</p>
 {examples_html(session, example_ids, example_pairs) or "<p class='small'>No significant features.</p>"}

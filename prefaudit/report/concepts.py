@@ -1,0 +1,337 @@
+"""What the report and ``summary.json`` say beyond single features: groups, topics, drivers, the SAE's fit.
+
+:func:`gather` asks the session for each part. A part the session has not computed yet is
+computed when ``compute`` names it (the session caches it, so the CLI's summary reads the same
+values afterwards), and otherwise left out with a note that says why and how to get it.
+:func:`concept_summary` turns the parts into plain JSON; the HTML is :mod:`.concept_sections`.
+
+Topic-specific effects: a feature or group is *flagged* when its Δ differs across topics
+(``q_heterogeneity`` < α: Kruskal–Wallis across topics, BH across features; groups: across
+groups) **and** it is significant (q < α) in at least one topic but not in all of them.
+
+Example
+-------
+>>> parts = gather(session, compute=())          # doctest: +SKIP
+>>> concept_summary(parts)["fit"]                # doctest: +SKIP
+{'explained_variance': 0.84, 'l0': 32.0, ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import ids
+from ..errors import ConfigError
+from ..stats import paired_tests
+from ..stats.pvalues import benjamini_hochberg
+
+#: What :func:`gather` may compute when the session has not: ``groups``, ``topics`` (clustering
+#: and ``test(by="topic")``) and ``fit`` (``sae_fit()``, which reads responses through the model).
+PARTS: tuple[str, ...] = ("groups", "topics", "fit")
+TOP_GROUPS = 10  # groups listed, strongest |d_z| first
+TOP_TOPIC_SPECIFIC = 15  # topic-specific features and groups listed (each kind)
+DRIVER_FEATURES, DRIVER_GROUPS, DRIVER_PAIRS = 3, 2, 5
+#: Bootstrap draws of the groups' per-topic tests: only p, q and d_z are used there, not the CI.
+GROUP_TOPIC_BOOT = 100
+
+
+@dataclass
+class ConceptParts:
+    """The parts of the report beyond features; ``*_note`` says why a part is missing."""
+
+    fit: Any = None
+    fit_note: str = ""
+    groups: pd.DataFrame | None = None
+    groups_note: str = ""
+    topics: pd.DataFrame | None = None  # session.topic_labels()
+    topic_rule: str = ""
+    by_topic: pd.DataFrame | None = None  # features: session.results_by_topic
+    groups_by_topic: pd.DataFrame | None = None  # groups: the same test on group scores
+    topics_note: str = ""
+    drivers: list[pd.DataFrame] = field(default_factory=list)
+    drivers_note: str = ""
+
+
+def gather(session: Any, compute: Iterable[str] = PARTS) -> ConceptParts:
+    """Collect groups, topics, drivers and the fit of ``session`` (computing the parts in ``compute``)."""
+    compute = tuple(compute)
+    unknown = sorted(set(compute) - set(PARTS))
+    if unknown:
+        raise ConfigError(f"compute={unknown}: choose among {', '.join(PARTS)}.")
+    parts = ConceptParts()
+    _gather_fit(session, parts, "fit" in compute)
+    _gather_groups(session, parts, "groups" in compute)
+    _gather_topics(session, parts, "topics" in compute)
+    _gather_drivers(session, parts)
+    return parts
+
+
+def fit_line(session: Any) -> str | None:
+    """One line on the SAE's fit for the session's repr: the measured fit, or how to measure it."""
+    if not session.uses_sae:
+        return None
+    fit = session.measured_sae_fit()
+    if fit is None:
+        return "SAE fit: not measured yet (session.sae_fit() reads 128 sampled responses)"
+    return f"{fit}"
+
+
+def repr_html(session: Any) -> str:
+    """The session's notebook repr: its one-line summary and the fit (cached only), a low fit in red."""
+    import html
+
+    head = html.escape(repr(session).split("\n", 1)[0])
+    if not session.uses_sae:
+        return f"<div><code>{head}</code></div>"
+    fit = session.measured_sae_fit()
+    if fit is None:
+        body = "SAE fit: not measured yet — <code>session.sae_fit()</code> reads 128 sampled responses."
+    else:
+        body = html.escape(str(fit).split("\n", 1)[0])
+        if fit.warning:
+            body += f"<div style='color:#b00020;font-weight:600'>⚠ {html.escape(fit.warning)}</div>"
+    return f"<div><code>{head}</code><div style='font-size:12px'>{body}</div></div>"
+
+
+# ---------------------------------------------------------------------- parts
+def _gather_fit(session: Any, parts: ConceptParts, compute: bool) -> None:
+    if not session.uses_sae:
+        parts.fit_note = "Concepts-only audit: there is no SAE whose fit could be measured."
+        return
+    parts.fit = session.measured_sae_fit()
+    if parts.fit is None and compute:
+        parts.fit = session.sae_fit()
+    if parts.fit is None:
+        parts.fit_note = (
+            "Not measured: session.sae_fit() reads 128 sampled responses through the model and reports it."
+        )
+
+
+def _gather_groups(session: Any, parts: ConceptParts, compute: bool) -> None:
+    if not session.uses_sae:
+        parts.groups_note = "Concepts-only audit: groups cluster SAE features, and there are none."
+        return
+    parts.groups = session.groups() if compute else session.computed_groups()
+    if parts.groups is None:
+        parts.groups_note = "Not computed: session.groups() clusters the SAE features into groups."
+
+
+def _gather_topics(session: Any, parts: ConceptParts, compute: bool) -> None:
+    long = session.results_by_topic
+    if long is None and not compute:
+        parts.topics_note = (
+            "Not computed: session.topics() clusters the prompts, session.test(by='topic') tests each topic."
+        )
+        return
+    labels = session.topic_labels()
+    parts.topics, parts.topic_rule = labels, str(labels.attrs.get("rule", ""))
+    if long is None:
+        if len(labels) < 2:
+            parts.topics_note = f"One topic only ({parts.topic_rule}): nothing to compare across topics."
+            return
+        test = session.results.attrs.get("test", "wilcoxon") if session.results is not None else "wilcoxon"
+        long = session.test_by_topic(test=test)
+    parts.by_topic = long
+    if parts.groups is not None and len(parts.groups):
+        parts.groups_by_topic = group_topic_tests(
+            session, parts.groups, session.topic_assignment(), list(labels["label"]), long.attrs.get("test")
+        )
+
+
+def _gather_drivers(session: Any, parts: ConceptParts) -> None:
+    res = session.results
+    picks: list[str] = []
+    if res is not None:
+        picks += strongest(res[res["q"] < ids.ALPHA], DRIVER_FEATURES)["feature"].tolist()
+    if parts.groups is not None:
+        picks += strongest(parts.groups[parts.groups["q"] < ids.ALPHA], DRIVER_GROUPS)["group"].tolist()
+    parts.drivers = [session.drivers(f, top_k=DRIVER_PAIRS) for f in picks]
+    if not picks:
+        parts.drivers_note = f"No feature or group with q < {ids.ALPHA}: no signal to attribute to pairs."
+
+
+def strongest(table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` rows of largest |d_z| (ties in table order)."""
+    return table.reindex(table["d_z"].abs().sort_values(ascending=False, kind="stable").index).head(n)
+
+
+# ---------------------------------------------------------------------- groups across topics
+def group_topic_tests(
+    session: Any, groups: pd.DataFrame, assignment: np.ndarray, topic_labels: list[str], test: str | None
+) -> pd.DataFrame:
+    """The groups tested within each topic, as ``test(by="topic")`` tests features.
+
+    One row per topic × group: ``topic, topic_label`` and :func:`prefaudit.stats.paired_tests` of
+    the group scores on that topic's pairs; ``q`` is BH over all topic × group tests (untested:
+    q = 1), ``p_heterogeneity`` Kruskal–Wallis of the group's Δ across topics, ``q_heterogeneity``
+    its BH over the groups whose Δ varies.
+    """
+    from ..features.topics import kruskal_wallis_columns
+
+    gids = groups["group"].tolist()
+    columns = [ids.parse(g)[1] for g in gids]
+    chosen, rejected = (m[:, columns].toarray() for m in session.group_score_matrices())
+    lc, lr = session.lengths()
+    tables = []
+    for t, label in enumerate(topic_labels):
+        rows = np.flatnonzero(assignment == t)
+        if rows.size == 0:
+            continue
+        part = paired_tests(
+            chosen[rows],
+            rejected[rows],
+            test=test or "wilcoxon",
+            lengths=(np.asarray(lc)[rows], np.asarray(lr)[rows]),
+            n_boot=GROUP_TOPIC_BOOT,
+            names=gids,
+            source="group",
+            labels=groups["label"].tolist(),
+        )
+        part.insert(0, "topic_label", label)
+        part.insert(0, "topic", t)
+        tables.append(part)
+    table = pd.concat(tables, ignore_index=True)
+    tested = table["n_nonzero"].to_numpy() > 0
+    p = table["p"].to_numpy(dtype=np.float64)
+    q = np.where(tested, np.nan, 1.0)
+    ok = tested & np.isfinite(p)
+    q[ok] = benjamini_hochberg(p[ok])
+    table["q"] = q
+    _, p_het, varies = kruskal_wallis_columns(chosen - rejected, assignment)
+    q_het = np.where(varies, np.nan, 1.0)
+    ok = varies & np.isfinite(p_het)
+    q_het[ok] = benjamini_hochberg(p_het[ok])
+    table["p_heterogeneity"] = np.tile(p_het, len(tables))
+    table["q_heterogeneity"] = np.tile(q_het, len(tables))
+    return table
+
+
+def topic_specific(long: pd.DataFrame, alpha: float = ids.ALPHA) -> pd.DataFrame:
+    """The flagged rows of a by-topic table, one per feature or group, most heterogeneous first.
+
+    Columns: ``feature``, ``label``, ``p_heterogeneity``, ``q_heterogeneity``, ``significant_in``
+    (topics with q < ``alpha``), ``d_z_by_topic`` ({topic: d_z}), ``q_by_topic`` and ``max_abs_d_z``.
+    """
+    cols = ["feature", "label", "p_heterogeneity", "q_heterogeneity", "significant_in"]
+    cols += ["d_z_by_topic", "q_by_topic", "max_abs_d_z"]
+    if long is None or long.empty:
+        return pd.DataFrame(columns=cols)
+    n_topics = long["topic"].nunique()
+    # The filter is vectorised (thousands of features × topics); only the flagged few are looped.
+    n_sig = (long["q"] < alpha).groupby(long["feature"], sort=False).sum()
+    q_first = long.groupby("feature", sort=False)["q_heterogeneity"].first()
+    keep = n_sig.index[(q_first.reindex(n_sig.index) < alpha) & (n_sig > 0) & (n_sig < n_topics)]
+    rows = []
+    for fid, sub in long[long["feature"].isin(keep)].groupby("feature", sort=False):
+        q_het = float(sub["q_heterogeneity"].iloc[0])
+        sig = sub.loc[sub["q"] < alpha, "topic"].astype(int).tolist()
+        rows.append(
+            {
+                "feature": fid,
+                "label": str(sub["label"].iloc[0]),
+                "p_heterogeneity": float(sub["p_heterogeneity"].iloc[0]),
+                "q_heterogeneity": q_het,
+                "significant_in": sig,
+                "d_z_by_topic": dict(zip(sub["topic"].astype(int), sub["d_z"].astype(float), strict=True)),
+                "q_by_topic": dict(zip(sub["topic"].astype(int), sub["q"].astype(float), strict=True)),
+                "max_abs_d_z": float(sub.loc[sub["q"] < alpha, "d_z"].abs().max()),
+            }
+        )
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values(["q_heterogeneity", "max_abs_d_z"], ascending=[True, False], kind="stable")
+
+
+# ---------------------------------------------------------------------- summary.json
+def concept_summary(parts: ConceptParts) -> dict[str, Any]:
+    """Plain-JSON summaries of the parts (what ``summary.json`` carries; the report shows the same)."""
+    return {
+        "fit": _fit_summary(parts),
+        "groups": _groups_summary(parts),
+        "topics": _topics_summary(parts),
+        "drivers": [_driver_summary(d) for d in parts.drivers] or parts.drivers_note,
+    }
+
+
+def _fit_summary(parts: ConceptParts) -> dict[str, Any]:
+    f = parts.fit
+    if f is None:
+        return {"skipped": parts.fit_note}
+    keys = ("explained_variance", "l0", "dead_fraction", "mse_per_token", "n_tokens", "n_responses", "seed")
+    return {**{k: getattr(f, k) for k in keys}, "warning": f.warning}
+
+
+def _groups_summary(parts: ConceptParts) -> dict[str, Any]:
+    g = parts.groups
+    if g is None:
+        return {"skipped": parts.groups_note}
+    top = strongest(g, TOP_GROUPS)
+    return {
+        "n_groups": len(g),
+        "n_significant": int((g["q"] < ids.ALPHA).sum()),
+        "n_unclustered": int(g.attrs.get("n_unclustered", 0)),
+        "top": [
+            {
+                "group": r.group,
+                "label": r.label,
+                "n_members": int(r.n_members),
+                "members": list(r.members),
+                "d_z": _f(r.d_z),
+                "q": _f(r.q),
+                "d_z_controlled": _f(r.d_z_controlled),
+                "q_ctrl": _f(r.q_ctrl),
+                "controlled_for": list(r.controlled_for),
+            }
+            for r in top.itertuples(index=False)
+        ],
+    }
+
+
+def _topics_summary(parts: ConceptParts) -> dict[str, Any]:
+    if parts.topics is None:
+        return {"skipped": parts.topics_note}
+    out: dict[str, Any] = {
+        "rule": parts.topic_rule,
+        "topics": [
+            {"topic": int(r.topic), "label": r.label, "n_pairs": int(r.n_pairs)}
+            for r in parts.topics.itertuples(index=False)
+        ],
+    }
+    if parts.by_topic is None:
+        out["skipped"] = parts.topics_note
+        return out
+    for key, long in (("features", parts.by_topic), ("groups", parts.groups_by_topic)):
+        flagged = topic_specific(long)
+        out[f"n_topic_specific_{key}"] = len(flagged) if long is not None else None
+        out[f"topic_specific_{key}"] = [
+            {
+                "id": r.feature,
+                "label": r.label,
+                "q_heterogeneity": _f(r.q_heterogeneity),
+                "significant_in": list(r.significant_in),
+                "d_z_by_topic": {str(t): _f(v) for t, v in r.d_z_by_topic.items()},
+            }
+            for r in flagged.head(TOP_TOPIC_SPECIFIC).itertuples(index=False)
+        ]
+    return out
+
+
+def _driver_summary(d: pd.DataFrame) -> dict[str, Any]:
+    top = d.head(int(d.attrs["top_k"]))
+    return {
+        "feature": d.attrs["feature"],
+        "signal_z": _f(d.attrs["signal_z"]),
+        "signal_without_top_k_z": _f(d.attrs["signal_without_top_k_z"]),
+        "top_k": int(d.attrs["top_k"]),
+        "top_k_share": _f(top["share"].sum()) if len(top) else None,
+        "top_pairs": [str(p) for p in top["pair_id"]],
+    }
+
+
+def _f(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
