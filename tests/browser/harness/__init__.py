@@ -31,12 +31,18 @@ Modules, one concern each
     ``expect``: Playwright's ``expect`` with a 30 s default timeout, imported on use.
 :mod:`.screens`
     ``save_screenshot``: PNG into ``artifacts/screens/`` (git-ignored).
+:mod:`.app`
+    ``AppServer``: ``prefaudit app`` (Voila) on a free port, isolated like the Jupyter servers.
+:mod:`.dashboard`
+    ``wait_for_dashboard`` / ``volcano_points`` / ``most_isolated``: prefaudit's dashboard on a page.
 """
 
 from __future__ import annotations
 
+from .app import AppServer, prefaudit_command
 from .assertions import EXPECT_TIMEOUT_MS, expect
 from .chromium import CHROMIUM, CHROMIUM_ARGS, chromium_problem, launch_chromium
+from .dashboard import VolcanoPoint, most_isolated, volcano_points, wait_for_dashboard
 from .gestures import _parse_number as _parse_number  # the benchmark reads slider readouts with it
 from .gestures import click_plotly_point, drag_slider, plotly_point_position
 from .kernel import KernelProbe, ProbeError
@@ -63,12 +69,14 @@ __all__ = [
     "LOCAL_SCHEMES",
     "REPO",
     "SCREENS_DIR",
+    "AppServer",
     "Cell",
     "JupyterServer",
     "KernelProbe",
     "NetworkGuard",
     "NotebookRun",
     "ProbeError",
+    "VolcanoPoint",
     "chromium_problem",
     "click_plotly_point",
     "drag_slider",
@@ -76,12 +84,16 @@ __all__ = [
     "free_port",
     "is_local",
     "launch_chromium",
+    "most_isolated",
     "new_notebook",
     "notebook_page",
     "open_notebook",
     "plotly_point_position",
+    "prefaudit_command",
     "run_all_cells",
     "save_screenshot",
+    "volcano_points",
+    "wait_for_dashboard",
     "wait_for_kernel_idle",
     "write_notebook",
 ]

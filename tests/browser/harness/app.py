@@ -1,0 +1,147 @@
+"""``prefaudit app`` (the Voila web app) as a throwaway server for tests.
+
+``AppServer(args, base_dir)``
+    Runs ``prefaudit app <args> --port <free> --no-browser`` with every Jupyter/IPython
+    directory and ``TMPDIR`` isolated under ``base_dir``; ``start()`` waits until Voila listens,
+    ``stop()`` sends SIGTERM (the app stops Voila, Voila its kernels), notes in ``orphans`` the
+    kernels still running after that, then kills what is left.
+    Voila keeps its kernels' connection files under ``TMPDIR``, so leftover kernels are found
+    by that path, as :class:`~.server.JupyterServer` finds its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+
+from .server import JUPYTER_DIR_VARS, REPO, _is_zombie, free_port
+
+
+def prefaudit_command() -> list[str]:
+    """The installed ``prefaudit`` console script beside this Python, else ``python -m prefaudit.cli``."""
+    script = Path(sys.executable).with_name("prefaudit")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "prefaudit.cli"]
+
+
+class AppServer:
+    """``prefaudit app`` on a free port of 127.0.0.1, isolated under ``base_dir``.
+
+    Example
+    -------
+    >>> app = AppServer(["demo", "--limit", "200"], Path("/tmp/x")).start()   # doctest: +SKIP
+    >>> page.goto(app.url, wait_until="commit")                               # doctest: +SKIP
+    >>> app.stop()                                                            # doctest: +SKIP
+    """
+
+    def __init__(self, args: Sequence[str], base_dir: Path) -> None:
+        self.args = [str(a) for a in args]
+        self.base_dir = Path(base_dir)
+        self.dirs = {var: self.base_dir / var.lower() for var in JUPYTER_DIR_VARS}
+        self.tmp_dir = self.base_dir / "tmp"
+        self.log_path = self.base_dir / "app.log"
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.orphans: list[int] = []
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 600.0) -> AppServer:
+        """Start the app and wait until Voila accepts connections (after the audit is prepared)."""
+        for path in [*self.dirs.values(), self.tmp_dir]:
+            path.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update({var: str(path) for var, path in self.dirs.items()})
+        env["TMPDIR"] = str(self.tmp_dir)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.pop("JUPYTER_PATH", None)
+        self.port = free_port()
+        cmd = [*prefaudit_command(), "app", *self.args, "--port", str(self.port), "--no-browser", "--quiet"]
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=self.base_dir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._listening():
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.stop()
+                raise RuntimeError(f"prefaudit app exited with {code}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prefaudit app did not listen within {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.3)
+        return self
+
+    def _listening(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(1)
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc = self.proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                with suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            self.proc = None
+            # What a clean stop left behind (the app must shut Voila's kernels down itself).
+            self.orphans = self.kernel_pids()
+        self._kill_kernels()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kernel_pids(self) -> list[int]:
+        """Processes whose command line names a file under this app's ``TMPDIR`` (Voila's kernels)."""
+        marker = str(self.tmp_dir) + os.sep
+        pids = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.decode(errors="replace").startswith(marker) for a in args):
+                pids.append(int(entry.name))
+        return pids
+
+    def _kill_kernels(self, grace: float = 5.0) -> None:
+        pids = self.kernel_pids()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while pids and time.monotonic() < deadline:
+                pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
+                time.sleep(0.05)
+            if not pids:
+                return
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
