@@ -1,8 +1,9 @@
-"""Command line: ``prefaudit audit DATA --out DIR`` and ``prefaudit demo``.
+"""Command line: ``prefaudit audit DATA --out DIR``, ``prefaudit encode DATA`` and ``prefaudit demo``.
 
 Example
 -------
 $ prefaudit audit pairs.jsonl.gz --out audit-out --limit 200
+$ accelerate launch --multi_gpu --num_processes 8 -m prefaudit.cli encode pairs.jsonl.gz --cache-dir /shared/cache
 $ prefaudit demo --out demo-out
 """
 
@@ -17,6 +18,9 @@ from typing import Any
 
 from .errors import MissingDependencyError, PrefauditError
 from .ids import ALPHA
+
+# The dtype enters the encode cache key: a cache encoded on a bf16 GPU is read on a CPU with --dtype bfloat16.
+DTYPES = ["float32", "bfloat16", "float16"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,12 +41,45 @@ def _parser() -> argparse.ArgumentParser:
         help="where the model and SAE run (default: auto, i.e. CUDA when available, else the CPU)",
     )
 
+    _encode_parser(sub)
+
     d = sub.add_parser("demo", help="audit the bundled demo dataset with the embedded model and SAE")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default: demo-out)")
     d.add_argument("--limit", type=int, default=None, help="use only the first N demo pairs")
     d.add_argument("--null", action="store_true", help="swap chosen/rejected at random (calibration check)")
     _model_args(d, with_model=False)
+
+    from .app.command import add_app_parser
+
+    add_app_parser(sub, device_type=_device_arg)
     return p
+
+
+def _encode_parser(sub: Any) -> None:
+    e = sub.add_parser(
+        "encode",
+        help="fill the encode cache, alone or on every process of accelerate launch / torchrun",
+        description="Encode DATA into the shard cache that `prefaudit audit` and AuditSession read "
+        "(same key: same data, model, SAE, layer, pooling and --shard-size). Under `accelerate launch` "
+        "or `torchrun` each process encodes its own share of the unfinished shards.",
+    )
+    e.add_argument("data", help="a .jsonl/.jsonl.gz/.json/.csv/.parquet file or a hub dataset name")
+    e.add_argument("--cache-dir", type=Path, default=None, help="encode cache (default: ~/.cache/prefaudit)")
+    e.add_argument("--model", default=None, help="hub name or local directory (default: embedded SmolLM2)")
+    e.add_argument("--sae", default=None, help="SAE directory or release/sae_id (default: embedded SAE)")
+    e.add_argument("--layer", type=int, default=None, help="layer to read (default: the SAE's layer)")
+    e.add_argument("--pooling", choices=["max", "mean", "sum"], default="max")
+    e.add_argument("--device", type=_device_arg, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+                   help="auto/cuda under a launcher: each process's own GPU (default: auto)")  # fmt: skip
+    e.add_argument("--limit", type=int, default=None, help="use only the first N rows of the source")
+    e.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
+    e.add_argument("--shard-size", type=int, default=128, help="pairs per cache shard (default: 128)")
+    e.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: the device's)")
+    e.add_argument("--batch-size", type=int, default=8, help="at most N pairs per forward pass (default: 8)")
+    e.add_argument(
+        "--batch-tokens", type=int, default=None, help="padded tokens per forward (default: per device)"
+    )
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _device_arg(value: str) -> str:
@@ -62,7 +99,12 @@ def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
         p.add_argument("--no-sae", action="store_true", help="test text concepts only (no model)")
     p.add_argument("--pooling", choices=["max", "mean", "sum"], default="max")
     p.add_argument("--test", choices=["wilcoxon", "sign", "t"], default="wilcoxon")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="at most N pairs per forward pass (default: 8)")
+    p.add_argument(
+        "--batch-tokens", type=int, default=None, help="padded tokens per forward (default: per device)"
+    )
+    p.add_argument("--shard-size", type=int, default=128, help="pairs per cache shard (default: 128)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default: the device's)")
     p.add_argument("--cache-dir", type=Path, default=None, help="encode cache (default: ~/.cache/prefaudit)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the encode cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -74,6 +116,7 @@ def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: b
     ``summary["truncation"]`` holds what the token window cut (:meth:`AuditCore.truncation`):
     the limits, the counts of prompts and of chosen and rejected responses cut (``None`` when
     nothing was tokenised), their ``pair_ids`` and a ``sentence`` for people.
+    ``summary["concepts"]``: groups, topics, drivers and the SAE's fit (:mod:`prefaudit.report.concepts`).
     """
     out.mkdir(parents=True, exist_ok=True)
     table = session.results
@@ -97,21 +140,31 @@ def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: b
         ],
     )
     files = ["features.csv", "features.parquet", "summary.json"]
+    from .report.concepts import PARTS, concept_summary, gather
+
+    # Groups, topics, drivers and the SAE's fit: gathered once (computed for the report), shown and summarised.
+    parts = gather(session, compute=PARTS if report else ())
     if report:
-        session.report(out / "report.html")
+        session.report(out / "report.html", parts=parts)
         files.append("report.html")
+    summary["concepts"] = concept_summary(parts)
     summary["files"] = files
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
 
 def _session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw: dict[str, Any] = {"pooling": args.pooling, "batch_size": args.batch_size}
+    kw: dict[str, Any] = {
+        "pooling": args.pooling,
+        "batch_size": args.batch_size,
+        "batch_tokens": args.batch_tokens,
+    }
+    kw["shard_size"] = args.shard_size
     if args.no_cache:
         kw["cache_dir"] = False
     elif args.cache_dir is not None:
         kw["cache_dir"] = args.cache_dir
-    for name in ("model", "layer", "device"):
+    for name in ("model", "layer", "device", "dtype"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
     if getattr(args, "no_sae", False):
@@ -148,6 +201,41 @@ def run_audit(pairs: Any, args: argparse.Namespace, summary: dict[str, Any]) -> 
     return write_outputs(session, args.out, summary)
 
 
+def run_encode(args: argparse.Namespace) -> int:
+    """``prefaudit encode``: this process's share of the shards (all of them without a launcher)."""
+    from .features.distributed import encode_distributed, process_state, rank_device
+    from .pairs import load_pairs
+    from .session import AuditSession
+
+    state = process_state(args.device)
+    pairs = load_pairs(args.data, limit=args.limit, split=args.split)
+    kw = {"model": args.model, "sae": args.sae, "layer": args.layer, "dtype": args.dtype}
+    kw["device"] = rank_device(args.device, state)
+    if args.cache_dir is not None:
+        kw["cache_dir"] = args.cache_dir
+    # Loaded as AuditSession loads them, so the cache key is the one `prefaudit audit` computes.
+    session = AuditSession(pairs, pooling=args.pooling, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
+                           shard_size=args.shard_size, concepts=False, **kw)  # fmt: skip
+    backbone, sae = session.backbone, session.sae  # every process at once (hub downloads are file-locked)
+    done = encode_distributed(
+        session.data, backbone, sae, cache_dir=session.cache_dir, pooling=args.pooling,
+        batch_size=args.batch_size, batch_tokens=args.batch_tokens, shard_size=args.shard_size,
+        progress=not args.quiet, state=state,
+    )  # fmt: skip
+    if done is not None:
+        n_enc = sum(len(v) for v in done["encoded"].values())
+        per_rank = ", ".join(f"rank {r}: {len(v)}" for r, v in done["encoded"].items())
+        print(
+            f"prefaudit encode: {len(pairs)} pairs ({len(pairs.report.rejected)} rows rejected) in "
+            f"{done['n_shards']} shards of {args.shard_size}, {done['world_size']} process(es): "
+            f"{len(done['found'])} found finished, {n_enc} encoded this run ({per_rank}; "
+            f"{done['tokens_processed']:,} tokens)"
+        )
+        print(f"cache complete: {done['folder']}")
+    state.destroy_process_group()
+    return 0
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     print(
         f"prefaudit: {summary['n_pairs']} pairs ({len(summary['rejected_rows'])} rows rejected), "
@@ -170,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .pairs import load_pairs
 
+        if args.command == "app":
+            from .app.command import run_app
+
+            return run_app(args)
+        if args.command == "encode":
+            return run_encode(args)
         if args.command == "audit":
             pairs = load_pairs(args.data, limit=args.limit, split=args.split)
             summary = run_audit(pairs, args, {"data": args.data, "out": str(args.out)})

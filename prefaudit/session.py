@@ -67,6 +67,18 @@ class AuditSession(AuditCore):
 
         return ShaperView(self, **kwargs)
 
+    def topic_heatmap(self, **kwargs: Any) -> Any:
+        """Per-topic effects of the strongest features; a click filters the drill-down to that topic."""
+        from .views.heatmap import TopicHeatmapView
+
+        return TopicHeatmapView(self, **kwargs)
+
+    def drivers_view(self, feature: int | str | None = None, **kwargs: Any) -> Any:
+        """The pairs that drive a feature's signal, with exclude / flip / export and a what-if preview."""
+        from .views.drivers_view import DriversView
+
+        return DriversView(self, feature=feature, **kwargs)
+
     def dashboard(self, **kwargs: Any) -> Any:
         """Volcano, drill-down and sliders, linked through this session."""
         from .views.dashboard import Dashboard
@@ -78,6 +90,17 @@ class AuditSession(AuditCore):
         from .report import write_report
 
         return write_report(self, Path(path), **kwargs)
+
+    def __repr__(self) -> str:
+        from .report.concepts import fit_line
+
+        line = fit_line(self)  # the cached fit only: a repr never reads the model
+        return super().__repr__() + (f"\n{line}" if line else "")
+
+    def _repr_html_(self) -> str:
+        from .report.concepts import repr_html
+
+        return repr_html(self)
 
     # ------------------------------------------------------------------ shaping, training, verification
     def predict(

@@ -38,6 +38,7 @@ from ..features.encoded import EncodedFeatures
 from ..features.matrix import FeatureMatrix
 from .drivers import DriversMixin
 from .fit import FitMixin
+from .group_weights import GroupWeightsMixin
 from .groups import GroupsMixin
 from .intents import IntentsMixin
 from .queries import QueriesMixin
@@ -46,7 +47,16 @@ from .topics import TopicsMixin
 Concept = TextConcept | DirectionConcept
 
 
-class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMixin, FitMixin, t.HasTraits):
+class AuditCore(
+    IntentsMixin,
+    QueriesMixin,
+    GroupWeightsMixin,
+    GroupsMixin,
+    TopicsMixin,
+    DriversMixin,
+    FitMixin,
+    t.HasTraits,
+):
     """State, queries and intents of an audit (see :class:`prefaudit.session.AuditSession` for the parameters)."""
 
     selection = t.List(t.Unicode(), help="features selected for shaping, in selection order")
@@ -57,6 +67,8 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
     notes = t.Dict(help="feature id -> free-text note")
     results_version = t.Int(0, help="increments whenever the results table changes")
     status = t.Unicode("", help="what the session is doing, for views")
+    pair_edits = t.Dict(help="pair_id -> 'exclude' | 'flip' for training (audit/pair_edits.py)")
+    topic_filter = t.Int(None, allow_none=True, help="the topic whose pairs the drill-down shows (None: all)")
 
     def __init__(
         self,
@@ -69,7 +81,8 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
         pooling: str = "max",
         concepts: bool = True,
         cache_dir: str | Path | bool | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = 8,
+        batch_tokens: int | None = None,
         shard_size: int = 128,
         dtype: str | None = None,
         device: str = "auto",
@@ -87,7 +100,8 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
             "sae": sae if not isinstance(sae, Path) else str(sae),
             "layer": layer,
             "pooling": check_pooling(pooling),
-            "batch_size": int(batch_size),
+            "batch_size": None if batch_size is None else int(batch_size),
+            "batch_tokens": None if batch_tokens is None else int(batch_tokens),
             "shard_size": int(shard_size),
             "dtype": dtype,
             "device": device,
@@ -170,17 +184,12 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
 
         self.status = "encoding"
         try:
+            cfg = self.config
             self.encoded = encode_pairs(
-                self.data,
-                self.backbone,
-                self.sae,
-                pooling=self.config["pooling"],
-                batch_size=self.config["batch_size"],
-                shard_size=self.config["shard_size"],
-                cache_dir=self.cache_dir,
-                share_prompt=share_prompt,
-                progress=progress,
-            )
+                self.data, self.backbone, self.sae, pooling=cfg["pooling"], batch_size=cfg["batch_size"],
+                batch_tokens=cfg["batch_tokens"], shard_size=cfg["shard_size"], cache_dir=self.cache_dir,
+                share_prompt=share_prompt, progress=progress,
+            )  # fmt: skip
             labels = auto_labels(self.encoded, self.backbone.decode_tokens)
             self.auto_labels = {
                 **self._concept_auto_labels(),
@@ -277,9 +286,13 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
         return fid
 
     def label(self, feature: int | str) -> str:
-        """The person's label if set, else the automatic one."""
-        fid = self.feature_id(feature)
-        return self.labels.get(fid) or self.auto_labels.get(fid, "")
+        """The person's label if set, else the automatic one (a ``group:`` id: its group's)."""
+        fid = self.decision_id(feature)
+        return (
+            self.group_label(fid)
+            if ids.is_group(fid)
+            else self.labels.get(fid) or self.auto_labels.get(fid, "")
+        )
 
     def concept(self, feature: int | str) -> Concept:
         """The concept object behind a ``concept:`` id."""
@@ -391,36 +404,33 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
         :mod:`prefaudit.shaping`), ``gradient_weight``, ``n_dominated`` (m ≤ −threshold), the
         threshold, ``n_capped`` (pairs whose margin hit the cap) and ``cap``. ``matrix``: predict
         from these pooled values (same columns; e.g. the trained pairs read in the training
-        window) instead of the audit's.
+        window) instead of the audit's. Weights and ``features`` may name groups (``group:<k>``,
+        :mod:`prefaudit.audit.group_weights`): a group row is the signal of its score's Δ.
         """
-        from ..shaping import preview
-
         m = self.matrix if matrix is None else matrix
-        fids = self.feature_ids
         w_map = (
-            self.weights if weights is None else {self.feature_id(k): float(v) for k, v in weights.items()}
+            self.weights if weights is None else {self.decision_id(k): float(v) for k, v in weights.items()}
         )
-        w = np.zeros(len(fids))
-        index = self._ids_index
-        for f, v in w_map.items():
-            w[index[f]] = v
-        cols = (
-            np.arange(len(fids))
-            if features is None
-            else np.array([index[self.feature_id(f)] for f in features], dtype=int)
-        )
-        pv = preview(m.delta, w, sd=m.sd, scale=m.margin_scale, columns=None if features is None else cols)
-        sd = pv.sd
+        w_margin = self.margin_weights(w_map, m)  # each weighted group's share on its members' weights
+        rows, cols, combine, row_sd = self.predict_rows(features, m)
+        # Pair edits (exclude/flip) apply to the audit's own pairs, not to another matrix's rows.
+        pv = self.pair_edited_preview(m, w_margin, cols, own_pairs=matrix is None)
+        sd, before, after = pv.sd, pv.signal_before, pv.signal_after
+        if combine is not None:  # feature rows pick their column, group rows combine their members'
+            sd, before, after = row_sd, combine @ before, combine @ after
         with np.errstate(divide="ignore", invalid="ignore"):
-            before_z = np.where(sd > 0, pv.signal_before / sd, 0.0)
-            after_z = np.where(sd > 0, pv.signal_after / sd, 0.0)
+            before_z = np.where(sd > 0, before / sd, 0.0)
+            after_z = np.where(sd > 0, after / sd, 0.0)
+        labels, auto = self.labels, self.auto_labels
         out = pd.DataFrame(
             {
-                "feature": [fids[j] for j in cols],
-                "label": [self.labels.get(fids[j]) or self.auto_labels.get(fids[j], "") for j in cols],
-                "weight": w[cols],
-                "signal_before": pv.signal_before,
-                "signal_after": pv.signal_after,
+                "feature": rows,
+                "label": [
+                    self.group_label(f) if ids.is_group(f) else labels.get(f) or auto.get(f, "") for f in rows
+                ],
+                "weight": [w_map.get(f, 0.0) for f in rows],
+                "signal_before": before,
+                "signal_after": after,
                 "signal_before_z": before_z,
                 "signal_after_z": after_z,
                 "change_z": after_z - before_z,
@@ -447,11 +457,12 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
         results: pd.DataFrame | None,
         auto_labels: dict[str, str],
         decisions: dict[str, Any],
+        sae_fits: dict[tuple[int, int], Any] | None = None,
     ) -> None:
         """Put back a saved audit (:mod:`prefaudit.audit.persist`): concepts with their values, features, results, decisions.
 
         ``decisions`` holds ``labels``, ``notes``, ``weights``, ``verdicts``, ``selection`` and
-        ``focus`` exactly as saved.
+        ``focus`` exactly as saved, and ``pair_edits``; ``sae_fits`` the measured lens fits.
         """
         self.concepts = list(concepts)
         self._concept_values = {
@@ -468,6 +479,8 @@ class AuditCore(IntentsMixin, QueriesMixin, GroupsMixin, TopicsMixin, DriversMix
         self.verdicts = dict(decisions["verdicts"])
         self.selection = list(decisions["selection"])
         self.focus = decisions["focus"]
+        self.pair_edits = dict(decisions.get("pair_edits", {}))
+        self._sae_fit_cache = dict(sae_fits) if sae_fits else None
 
     def _invalidate(self, results: bool = True) -> None:
         self._matrix = None
