@@ -84,3 +84,24 @@ def test_gallery_opens_with_each_planted_concepts_feature(session) -> None:  # t
     assert [f"sae:{f}" for f, _ in picks[:3]] == list(best)
     assert [why for _, why in picks[:3]] == [f"best feature of planted *{c}*" for c in best.index]
     assert len({f for f, _ in picks}) == len(picks) == 10
+
+
+def test_null_labels_yield_no_group_and_no_topic_specific_effect(session) -> None:  # type: ignore[no-untyped-def]
+    """Calibration of the concept layer: with labels swapped at random, no feature group is
+    significant and no feature is flagged topic-specific (the report's rule)."""
+    from prefaudit import AuditSession
+    from prefaudit.demo import load_demo_pairs
+    from prefaudit.demo.recovery import swap_encoded
+    from prefaudit.report.concepts import topic_specific
+
+    null = load_demo_pairs(null=True)
+    s = AuditSession(null, concepts=False, cache_dir=False)
+    s.encoded = swap_encoded(session.encoded, null.df["swapped"].to_numpy())
+    s.test()
+    groups = s.groups()
+    assert len(groups) > 100  # the same readings cluster as before: the test is not vacuous
+    assert (groups["q"] < 0.05).sum() == 0, groups.nsmallest(5, "q")[["group", "label", "d_z", "q"]]
+    long = s.test(by="topic")
+    assert long["topic"].nunique() > 1
+    flagged = topic_specific(long)
+    assert flagged.empty, flagged.head()
