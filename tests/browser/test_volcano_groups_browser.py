@@ -93,6 +93,9 @@ def test_group_points_expand_into_features_and_regex_concepts_read_by_descriptio
     label = h.click_plotly_point(page, plot, trace, point, expect_text=gid)
     assert "members" in label
     nb.probe.wait_for("volcano.expanded", equals=gid)
+    # `expanded` is assigned before the redraw that reads it: wait for the redraw's message too
+    # (the probe's requests can be served while the click's handler is still running).
+    nb.probe.wait_for(f"volcano._drawn.message.startswith({gid!r})", equals=True)
     members = nb.probe.eval(
         "sorted(volcano.feature_at(k, i) for k in range(3) for i in range(len(volcano._rows[k])))"
     )
