@@ -92,7 +92,9 @@ def _accelerate(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _rank_lines(text: str) -> list[str]:
-    return sorted(re.findall(r"^rank \d/\d: .*$", text, flags=re.M))
+    # Each rank's summary line, wherever another process's output lands around it.
+    pattern = r"rank \d+/\d+: \d+ shards in all, \d+ found finished, encoding \d+ of the \d+ left(?: \(shards [^)]*\))?"
+    return sorted(re.findall(pattern, text))
 
 
 def test_alone_it_encodes_every_shard_and_the_audit_then_encodes_nothing(

@@ -115,7 +115,10 @@ def encode_shards(
 
 
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # One write per line: ranks share stderr, and print() writes the text and the newline apart,
+    # so two ranks' lines could interleave (a single short write to a pipe is atomic).
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def encode_distributed(
