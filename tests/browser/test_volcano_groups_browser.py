@@ -9,8 +9,6 @@ the drill-down header by a description, with its regular expression behind a ``<
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from tests.browser import harness as h
@@ -37,32 +35,6 @@ volcano
 # display() calls) was drawn without its traces here (plotly 7.1, JupyterLab 4.6).
 PAIRS_CELL = "pairs = session.pairs()\npairs"
 
-# Page coordinates of every drawn point of the three main traces.
-_JS_POINTS = """(gd) => {
-  const fl = gd._fullLayout, r = gd.getBoundingClientRect(), out = [];
-  for (let t = 0; t < 3; t++) {
-    const tr = gd._fullData[t];
-    if (!tr || tr.visible !== true || !tr.x) continue;
-    for (let i = 0; i < tr.x.length; i++) {
-      out.push([t, i, r.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]), r.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]);
-    }
-  }
-  return out;
-}"""
-
-
-def drawn_points(plot) -> list[list[float]]:
-    plot.scroll_into_view_if_needed()
-    return plot.evaluate(_JS_POINTS)
-
-
-def most_isolated(points: list[list[float]]) -> tuple[int, int]:
-    def gap(p):
-        return min((math.dist(p[2:], q[2:]) for q in points if q is not p), default=1e9)
-
-    best = max(points, key=gap)
-    return int(best[0]), int(best[1])
-
 
 @pytest.mark.parametrize("jupyter", ["lab"], indirect=True)
 def test_group_points_expand_into_features_and_regex_concepts_read_by_description(
@@ -82,7 +54,7 @@ def test_group_points_expand_into_features_and_regex_concepts_read_by_descriptio
         "([gd, n]) => gd._fullData && gd._fullData.slice(0, 3).reduce((s, t) => s + (t.x ? t.x.length : 0), 0) === n",
         arg=[plot.element_handle(), n_groups],
     )
-    assert len(drawn_points(plot)) == n_groups == nb.probe.eval("len(table)")
+    assert len(h.volcano_points(plot)) == n_groups == nb.probe.eval("len(table)")
     screens("groups", target=page.locator(".prefaudit-volcano"))
 
     # Click the largest group's point: its member features become the points drawn.
@@ -110,7 +82,7 @@ def test_group_points_expand_into_features_and_regex_concepts_read_by_descriptio
     screens("expanded", target=page.locator(".prefaudit-volcano"))
 
     # A member is a feature: clicking it focuses it and the drill-down follows.
-    t, i = most_isolated(drawn_points(plot))
+    t, i = h.most_isolated(h.volcano_points(plot))[:2]
     fid = nb.probe.eval(f"volcano.feature_at({t}, {i})")
     assert fid in members
     h.click_plotly_point(page, plot, t, i, expect_text=fid)
