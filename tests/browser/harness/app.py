@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from .server import JUPYTER_DIR_VARS, REPO, _is_zombie, free_port
+from .server import JUPYTER_DIR_VARS, REPO, free_port, pids_with_argument_under, terminate
 
 
 def prefaudit_command() -> list[str]:
@@ -117,28 +117,10 @@ class AppServer:
     def kernel_pids(self) -> list[int]:
         """Processes whose command line names a file under this app's ``TMPDIR`` (Voila's kernels)."""
         marker = str(self.tmp_dir) + os.sep
-        pids = []
-        for entry in Path("/proc").glob("[0-9]*"):
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(a.decode(errors="replace").startswith(marker) for a in args):
-                pids.append(int(entry.name))
-        return pids
+        return pids_with_argument_under(marker)
 
     def _kill_kernels(self, grace: float = 5.0) -> None:
-        pids = self.kernel_pids()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace
-            while pids and time.monotonic() < deadline:
-                pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
-                time.sleep(0.05)
-            if not pids:
-                return
+        terminate(self.kernel_pids(), grace)
 
     def log_tail(self, n: int = 4000) -> str:
         try:

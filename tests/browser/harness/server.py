@@ -172,28 +172,10 @@ class JupyterServer:
     def kernel_pids(self) -> list[int]:
         """Processes whose command line names this server's runtime directory (its kernels)."""
         marker = str(self.runtime_dir) + os.sep
-        pids = []
-        for entry in Path("/proc").glob("[0-9]*"):
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(a.decode(errors="replace").startswith(marker) for a in args):
-                pids.append(int(entry.name))
-        return pids
+        return pids_with_argument_under(marker)
 
     def _kill_kernels(self, grace: float = 5.0) -> None:
-        pids = self.kernel_pids()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace
-            while pids and time.monotonic() < deadline:
-                pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
-                time.sleep(0.05)
-            if not pids:
-                return
+        terminate(self.kernel_pids(), grace)
 
     def log_tail(self, n: int = 4000) -> str:
         try:
@@ -236,6 +218,33 @@ class JupyterServer:
             ws = workspace or f"t{uuid.uuid4().hex[:12]}"
             return f"{self.url}/lab/workspaces/{ws}/tree/{p}?token={self.token}"
         return f"{self.url}/notebooks/{p}?token={self.token}"
+
+
+def pids_with_argument_under(marker: str) -> list[int]:
+    """Processes with a command-line argument starting with ``marker`` (a directory + ``os.sep``)."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.decode(errors="replace").startswith(marker) for a in args):
+            pids.append(int(entry.name))
+    return pids
+
+
+def terminate(pids: list[int], grace: float = 5.0) -> None:
+    """SIGTERM ``pids``, then SIGKILL those still alive after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
+            time.sleep(0.05)
+        if not pids:
+            return
 
 
 def _is_zombie(pid: int) -> bool:
