@@ -8,7 +8,6 @@ in one pair; groups and the fit on the tiny real model and SAE.
 from __future__ import annotations
 
 import json
-import random
 import re
 
 import numpy as np
@@ -19,53 +18,17 @@ import prefaudit as pa
 from prefaudit.cli import write_outputs
 from prefaudit.report.concepts import concept_summary, gather, group_topic_tests, strongest, topic_specific
 from prefaudit.stats import paired_tests
-from tests import tiny
 from tests.test_report import parse
+from tests.test_topics_drivers_fit import topic_pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PAYLOAD = "<script>alert('pair')</script>"
-COOK = [
-    "bake",
-    "bread",
-    "oven",
-    "recipe",
-    "flour",
-    "dough",
-    "soup",
-    "pasta",
-    "sauce",
-    "garlic",
-    "onion",
-    "roast",
-]
-CODE = [
-    "python",
-    "code",
-    "bug",
-    "compile",
-    "function",
-    "variable",
-    "loop",
-    "error",
-    "debug",
-    "script",
-    "class",
-    "module",
-]
 
 
 def topic_rows(n: int = 120, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        topic = i % 2
-        prompt = "How do I " + " ".join(rng.sample(COOK if topic == 0 else CODE, 4)) + "?"
-        chosen = " ".join(rng.choice(tiny.WORDS[:60]) for _ in range(rng.randint(6, 20)))
-        rejected = " ".join(rng.choice(tiny.WORDS[:60]) for _ in range(rng.randint(6, 20)))
-        if topic == 0 and rng.random() < 0.8:
-            chosen += " sparkle"
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    """The topic pairs of tests/test_topics_drivers_fit.py ("sparkle" in cooking pairs only)."""
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in topic_pairs(n, seed)]
     # The strongest driver of "sparkle" carries a script in both responses (and a long chosen one).
     rows[0]["chosen"] = f"sparkle sparkle sparkle {PAYLOAD} " + "x" * 400
     rows[0]["rejected"] = f"no {PAYLOAD}"
