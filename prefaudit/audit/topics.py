@@ -205,40 +205,10 @@ class TopicsMixin:
         chosen, rejected = m.chosen.tocsr(), m.rejected.tocsr()
         self.status = "testing by " + name
         try:
-            tables = []
-            for g, label in enumerate(group_labels):
-                rows = np.flatnonzero(assignment == g)
-                if rows.size == 0:
-                    continue
-                part = paired_tests(
-                    chosen[rows],
-                    rejected[rows],
-                    test=test,
-                    lengths=None if lengths is None else (lengths[0][rows], lengths[1][rows]),
-                    n_boot=n_boot,
-                    seed=seed,
-                    names=fids,
-                    source=sources,
-                    labels=names,
-                    alpha=alpha,
-                )
-                part.insert(0, f"{name}_label", label)
-                part.insert(0, name, g)
-                tables.append(part)
-            table = pd.concat(tables, ignore_index=True)
-            p = table["p"].to_numpy(dtype=np.float64)
-            tested = table["n_nonzero"].to_numpy() > 0
-            q = np.where(tested, np.nan, 1.0)
-            corrected = tested & np.isfinite(p)
-            q[corrected] = benjamini_hochberg(p[corrected])
-            table["q"] = q
-            _, p_het, varies = kruskal_wallis_columns(m.delta, assignment)
-            q_het = np.where(varies, np.nan, 1.0)
-            het_ok = varies & np.isfinite(p_het)
-            q_het[het_ok] = benjamini_hochberg(p_het[het_ok])
-            n_groups = len(tables)
-            table["p_heterogeneity"] = np.tile(p_het, n_groups)
-            table["q_heterogeneity"] = np.tile(q_het, n_groups)
+            table = tests_within(
+                chosen, rejected, m.delta, assignment, group_labels, name, lengths=lengths, test=test,
+                n_boot=n_boot, seed=seed, names=fids, source=sources, labels=names, alpha=alpha,
+            )  # fmt: skip
         finally:
             self.status = ""
         table.attrs.update(test=test, by=name)
@@ -268,3 +238,51 @@ class TopicsMixin:
             self._grouped_results = {}
         state = (self.encoded, tuple(c.name for c in self.concepts), groups)
         self._grouped_results[by] = (state, table)
+
+
+def tests_within(
+    chosen: Any,
+    rejected: Any,
+    delta: Any,
+    assignment: np.ndarray,
+    group_labels: list[str],
+    name: str,
+    *,
+    lengths: tuple[np.ndarray, np.ndarray] | None,
+    **paired_kw: Any,
+) -> pd.DataFrame:
+    """:func:`paired_tests` within each group of pairs (``assignment``), as one long table.
+
+    Columns ``name, name_label`` then the paired-test columns; ``q`` is BH over every tested
+    group × column (untested: q = 1); ``p_heterogeneity`` is Kruskal–Wallis of each column of
+    ``delta`` across the groups, ``q_heterogeneity`` its BH over the columns whose Δ varies.
+    Used by ``test(by="topic")`` for features and by the report for feature groups.
+    """
+    tables = []
+    for g, label in enumerate(group_labels):
+        rows = np.flatnonzero(assignment == g)
+        if rows.size == 0:
+            continue
+        part = paired_tests(
+            chosen[rows],
+            rejected[rows],
+            lengths=None if lengths is None else (lengths[0][rows], lengths[1][rows]),
+            **paired_kw,
+        )
+        part.insert(0, f"{name}_label", label)
+        part.insert(0, name, g)
+        tables.append(part)
+    table = pd.concat(tables, ignore_index=True)
+    p = table["p"].to_numpy(dtype=np.float64)
+    tested = table["n_nonzero"].to_numpy() > 0
+    q = np.where(tested, np.nan, 1.0)
+    corrected = tested & np.isfinite(p)
+    q[corrected] = benjamini_hochberg(p[corrected])
+    table["q"] = q
+    _, p_het, varies = kruskal_wallis_columns(delta, assignment)
+    q_het = np.where(varies, np.nan, 1.0)
+    het_ok = varies & np.isfinite(p_het)
+    q_het[het_ok] = benjamini_hochberg(p_het[het_ok])
+    table["p_heterogeneity"] = np.tile(p_het, len(tables))
+    table["q_heterogeneity"] = np.tile(q_het, len(tables))
+    return table

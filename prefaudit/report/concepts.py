@@ -27,8 +27,6 @@ import pandas as pd
 
 from .. import ids
 from ..errors import ConfigError
-from ..stats import paired_tests
-from ..stats.pvalues import benjamini_hochberg
 
 #: What :func:`gather` may compute when the session has not: ``groups``, ``topics`` (clustering
 #: and ``test(by="topic")``) and ``fit`` (``sae_fit()``, which reads responses through the model).
@@ -171,44 +169,17 @@ def group_topic_tests(
     q = 1), ``p_heterogeneity`` Kruskal–Wallis of the group's Δ across topics, ``q_heterogeneity``
     its BH over the groups whose Δ varies.
     """
-    from ..features.topics import kruskal_wallis_columns
+    from ..audit.topics import tests_within
 
     gids = groups["group"].tolist()
     columns = [ids.parse(g)[1] for g in gids]
     chosen, rejected = (m[:, columns].toarray() for m in session.group_score_matrices())
     lc, lr = session.lengths()
-    tables = []
-    for t, label in enumerate(topic_labels):
-        rows = np.flatnonzero(assignment == t)
-        if rows.size == 0:
-            continue
-        part = paired_tests(
-            chosen[rows],
-            rejected[rows],
-            test=test or "wilcoxon",
-            lengths=(np.asarray(lc)[rows], np.asarray(lr)[rows]),
-            n_boot=GROUP_TOPIC_BOOT,
-            names=gids,
-            source="group",
-            labels=groups["label"].tolist(),
-        )
-        part.insert(0, "topic_label", label)
-        part.insert(0, "topic", t)
-        tables.append(part)
-    table = pd.concat(tables, ignore_index=True)
-    tested = table["n_nonzero"].to_numpy() > 0
-    p = table["p"].to_numpy(dtype=np.float64)
-    q = np.where(tested, np.nan, 1.0)
-    ok = tested & np.isfinite(p)
-    q[ok] = benjamini_hochberg(p[ok])
-    table["q"] = q
-    _, p_het, varies = kruskal_wallis_columns(chosen - rejected, assignment)
-    q_het = np.where(varies, np.nan, 1.0)
-    ok = varies & np.isfinite(p_het)
-    q_het[ok] = benjamini_hochberg(p_het[ok])
-    table["p_heterogeneity"] = np.tile(p_het, len(tables))
-    table["q_heterogeneity"] = np.tile(q_het, len(tables))
-    return table
+    return tests_within(
+        chosen, rejected, chosen - rejected, assignment, topic_labels, "topic",
+        lengths=(np.asarray(lc), np.asarray(lr)), test=test or "wilcoxon", n_boot=GROUP_TOPIC_BOOT,
+        names=gids, source="group", labels=groups["label"].tolist(),
+    )  # fmt: skip
 
 
 def topic_specific(long: pd.DataFrame, alpha: float = ids.ALPHA) -> pd.DataFrame:
