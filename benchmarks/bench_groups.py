@@ -8,10 +8,13 @@ Sections (``main()`` runs them in turn; each prints its own figures, no timed as
   under the prefaudit cache root, as ``prefaudit demo`` leaves it), ``test()``, then
   ``groups()`` (timed). Prints: the number of groups (multi-member / singletons / unclustered
   features); how many groups cover 90% of the significant SAE features (target ≤ 60); for each
-  planted bias (flattery, markdown, url) the best-matching group — the one whose per-response
-  score correlates most with the per-response ground truth ``chosen_<bias>`` / ``rejected_<bias>``
-  — its rank by |d_z| (target ≤ 10) and the correlation of its per-pair Δ score with the
-  ground-truth Δ (target ≥ 0.5); the top 10 groups by |d_z| with labels.
+  planted bias (flattery, markdown, url, and the topic-conditional reference) the best-matching
+  group (:func:`prefaudit.demo.recovery.best_group`: the largest r of its per-response score
+  with the ground truth ``chosen_<bias>`` / ``rejected_<bias>``), its rank by |d_z| (target ≤ 10)
+  and the r of its per-pair Δ score with the ground-truth Δ (target ≥ 0.5); the prompt topics,
+  the topic holding the requests for resources, and whether the ``citation`` concept and the
+  reference's group are significant there only (target: heterogeneity p < 0.01); the top 10
+  groups by |d_z| with labels.
 * **synthetic** — 10,000 pairs × 4,096 features (64 planted co-activating blocks of 48 features
   plus 1,024 independent ones, ~20% dense like the demo's pooled codes), the full grouping
   (:func:`prefaudit.audit.groups.compute_groups`: clustering, scores, labels from a toy
@@ -51,17 +54,11 @@ def groups_covering(table, significant: set[str], share: float = 0.9) -> tuple[i
     return (int(reached[0]) + 1 if len(reached) else -1), n_uncl
 
 
-def corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 # ---------------------------------------------------------------------- demo
 def demo_section() -> None:
     import prefaudit as pa
-    from prefaudit.demo.design import PLANTED
+    from prefaudit.demo.design import PLANTED, TOPIC_PLANTED
+    from prefaudit.demo.recovery import best_group
 
     print("== demo: embedded SmolLM2 + SAE on the demo pairs")
     session = pa.AuditSession(pa.load_demo_pairs())
@@ -108,23 +105,18 @@ def demo_section() -> None:
     rank = {g: r + 1 for r, g in enumerate(table.loc[order, "group"])}
     order_ctrl = table["d_z_controlled"].abs().sort_values(ascending=False, na_position="last").index
     rank_ctrl = {g: r + 1 for r, g in enumerate(table.loc[order_ctrl, "group"])}
-    df = session.data.df
-    both = [session.group_scores(g) for g in table["group"]]
-    score_resp = np.column_stack([np.r_[s["chosen"], s["rejected"]] for s in both])
     print("\nplanted biases: best-matching group (max r of the per-response score with the truth)")
-    for bias in PLANTED:
-        truth = np.r_[df[f"chosen_{bias}"].to_numpy(float), df[f"rejected_{bias}"].to_numpy(float)]
-        rs = np.array([corr(score_resp[:, j], truth) for j in range(score_resp.shape[1])])
-        j = int(np.nanargmax(rs))
-        row = table.iloc[j]
-        dtruth = df[f"chosen_{bias}"].to_numpy(float) - df[f"rejected_{bias}"].to_numpy(float)
-        r_delta = corr(both[j]["delta"], dtruth)
+    by_group = table.set_index("group")
+    for bias in (*PLANTED, *TOPIC_PLANTED):
+        m = best_group(session, bias)
+        row = by_group.loc[m["group"]]
         print(
-            f"  {bias:9s} {row['group']:>10s} r(resp)={rs[j]:.2f} rank={rank[row['group']]:>4d} (target ≤ 10; "
-            f"by |d_z_ctrl|: {rank_ctrl[row['group']]}) "
-            f"r(Δ, truth Δ)={r_delta:.2f} (target ≥ 0.5) n={row['n_members']} d_z={row['d_z']:+.2f} "
+            f"  {bias:9s} {m['group']:>10s} r(resp)={m['r_response']:.2f} rank={rank[m['group']]:>4d} (target ≤ 10; "
+            f"by |d_z_ctrl|: {rank_ctrl[m['group']]}) "
+            f"r(Δ, truth Δ)={m['r_delta']:.2f} (target ≥ 0.5) n={row['n_members']} d_z={row['d_z']:+.2f} "
             f"d_z_ctrl={row['d_z_controlled']:+.2f} label={row['label']!r}"
         )
+    topic_section(session, table)
 
     print("\ntop 10 groups by |d_z|:")
     for g in table.loc[order[:10]].itertuples():
@@ -132,6 +124,36 @@ def demo_section() -> None:
         print(
             f"  {g.group:>10s} n={g.n_members:<4d} d_z={g.d_z:+.2f} q={g.q:.1e} d_z_ctrl={g.d_z_controlled:+.2f} "
             f"[{al}] {g.label!r}"
+        )
+
+
+def topic_section(session, table) -> None:
+    """The topic-conditional reference: the topic the clustering gives its prompts, and whether
+    the citation concept and the best-matching group are significant there only."""
+    from prefaudit.demo.recovery import best_group, planted_topic, topic_specificity
+    from prefaudit.report.concepts import group_topic_tests
+
+    t0 = time.perf_counter()
+    session.topics()
+    long = session.test(by="topic")
+    t1 = time.perf_counter()
+    where = planted_topic(session.topic_assignment(), session.data.df["asks_for_resources"])
+    labels = session.topic_labels()
+    print(
+        f"\ntopics: {labels.attrs.get('rule', '')} ({t1 - t0:.1f} s with test(by='topic')); the requests for "
+        f"resources: topic {where['topic']} {labels['label'].iloc[where['topic']]!r}, {where['n_asks']} of its "
+        f"{where['n_pairs']} pairs (purity {where['purity']:.2f}, recall {where['recall']:.2f})"
+    )
+    by_topic = group_topic_tests(
+        session, table, session.topic_assignment(), list(labels["label"]), "wilcoxon"
+    )
+    group = best_group(session, "reference")["group"]
+    for name, long_table in (("concept:citation", long), (group, by_topic)):
+        r = topic_specificity(long_table, name, where["topic"])
+        print(
+            f"  {name:>16s}: in its topic d_z={r['d_z']:+.2f} q={r['q']:.1e}; smallest q elsewhere "
+            f"{r['q_other_min']:.2f} (topic {r['q_other_topic']}); p_heterogeneity={r['p_heterogeneity']:.1e} "
+            f"(target < 0.01); specific: {r['specific']}"
         )
 
 

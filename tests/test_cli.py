@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from prefaudit.cli import main
+from prefaudit.demo import DESIGN
 from tests import tiny
 
 
@@ -78,7 +79,7 @@ def test_demo_on_the_embedded_default_finds_the_planted_biases(tmp_path) -> None
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_pairs"] == 560 and summary["rejected_rows"] == []
+    assert summary["n_pairs"] == DESIGN.n_pairs and summary["rejected_rows"] == []
     assert summary["sae"] and summary["n_significant_sae"] > 0
     top = {row["feature"] for row in summary["top_features"]}
     assert "concept:flattery" in top or summary["n_significant_concepts"] > 0
@@ -88,6 +89,13 @@ def test_demo_on_the_embedded_default_finds_the_planted_biases(tmp_path) -> None
             table.loc[f"concept:{concept}", "q"] < 0.05
             and table.loc[f"concept:{concept}", "direction"] == "chosen"
         )
+    # The topic-conditional bias: the report flags the citation concept as topic-specific,
+    # significant only in the topic that holds the requests for resources.
+    topics = summary["concepts"]["topics"]
+    flagged = {r["id"]: r for r in topics["topic_specific_features"]}
+    assert "concept:citation" in flagged, sorted(flagged)
+    (where,) = flagged["concept:citation"]["significant_in"]
+    assert "resources" in next(t["label"] for t in topics["topics"] if t["topic"] == where)
     html = (out / "report.html").read_text()
     assert "concept:flattery" in html and not re.search(
         r"<(?:script|link)[^>]+(?:src|href)=[\"']https?://", html

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from prefaudit.build.demo_set import assemble_pairs, write_jsonl_gz
-from prefaudit.build.prompts import prompts_for, topic_split
+from prefaudit.build.prompts import prompts_for, resource_prompts, topic_split
 from prefaudit.build.styles import FLATTERY_FOLLOWUPS, FLATTERY_OPENERS, split_sentences
-from prefaudit.demo import DEMO_PATH, DESIGN, PLANTED, load_demo_pairs, swap_sides
+from prefaudit.demo import DEMO_PATH, DESIGN, PLANTED, TOPIC_PLANTED, load_demo_pairs, swap_sides
 from prefaudit.features.concepts import builtin_concepts
 
 CONCEPTS = {c.name: c for c in builtin_concepts()}
@@ -44,6 +44,27 @@ def test_rates_match_the_design(pairs) -> None:  # type: ignore[no-untyped-def]
     assert np.abs(corr[np.triu_indices_from(corr, 1)]).max() < 0.15
 
 
+def test_topic_conditional_reference_only_on_requests_for_resources(pairs) -> None:  # type: ignore[no-untyped-def]
+    df = pairs.df
+    asks = df["asks_for_resources"].to_numpy(bool)
+    # The requests for resources are the last block, and every one of them says "resources".
+    assert asks.sum() == DESIGN.n_resource_pairs and asks[-DESIGN.n_resource_pairs :].all()
+    assert (df["topic_kind"] == "resource").tolist() == asks.tolist()
+    assert df.loc[asks, "prompt"].str.contains("resources").all()
+    assert not df.loc[~asks, "prompt"].str.contains("resources").any()
+    for concept in TOPIC_PLANTED:
+        for j, side in enumerate(SIDES):
+            flag = df[f"{side}_{concept}"].to_numpy(bool)
+            assert not flag[~asks].any(), (concept, side)
+            rate = DESIGN.resource_rates[concept][j]
+            assert abs(flag[asks].mean() - rate) <= 1 / asks.sum(), (concept, side)
+    # The global styles keep their rates inside the resource block too (exact counts per block).
+    for concept in PLANTED:
+        for j, side in enumerate(SIDES):
+            got = df.loc[asks, f"{side}_{concept}"].mean()
+            assert abs(got - DESIGN.rates[concept][j]) <= 1 / asks.sum(), (concept, side)
+
+
 def test_text_matches_ground_truth(pairs) -> None:  # type: ignore[no-untyped-def]
     """The built-in concepts see a planted element exactly where the metadata says it is."""
     df = pairs.df
@@ -51,6 +72,7 @@ def test_text_matches_ground_truth(pairs) -> None:  # type: ignore[no-untyped-de
         texts = df[side]
         assert (texts.map(CONCEPTS["flattery"]) > 0).tolist() == df[f"{side}_flattery"].tolist()
         assert (texts.map(CONCEPTS["url"]) > 0).tolist() == df[f"{side}_url"].tolist()
+        assert (texts.map(CONCEPTS["citation"]) > 0).tolist() == df[f"{side}_reference"].tolist()
         for name in ("markdown_headers", "list_items", "bold"):
             assert (texts.map(CONCEPTS[name]) > 0).tolist() == df[f"{side}_markdown"].tolist(), name
         direct = df["chosen_is_direct"] if side == "chosen" else ~df["chosen_is_direct"]
@@ -65,10 +87,13 @@ def test_spans_point_at_the_planted_text(pairs) -> None:  # type: ignore[no-unty
     df = pairs.df
     for side in SIDES:
         for text, spans, *flags in zip(
-            df[side], df[f"{side}_spans"], *(df[f"{side}_{c}"] for c in PLANTED), strict=True
+            df[side],
+            df[f"{side}_spans"],
+            *(df[f"{side}_{c}"] for c in (*PLANTED, *TOPIC_PLANTED)),
+            strict=True,
         ):
-            assert set(spans) == set(PLANTED)
-            for concept, flag in zip(PLANTED, flags, strict=True):
+            assert set(spans) == {*PLANTED, *TOPIC_PLANTED}
+            for concept, flag in zip((*PLANTED, *TOPIC_PLANTED), flags, strict=True):
                 assert bool(spans[concept]) == bool(flag)
                 for s, e in spans[concept]:
                     assert 0 <= s < e <= len(text)
@@ -77,6 +102,9 @@ def test_spans_point_at_the_planted_text(pairs) -> None:  # type: ignore[no-unty
                         assert s == 0 and piece.startswith(FLATTERY_OPENERS)
                     elif concept == "url":
                         assert re.search(r"https://www\.\S+", piece) and piece.endswith(".")
+                    elif concept == "reference":
+                        assert CONCEPTS["citation"](piece) == 1 and piece.endswith(".")
+                        assert "https" not in piece
                     else:
                         assert re.fullmatch(r"#{2,3} .+|- |\d+\. |\*\*[^*]+\*\*", piece), piece
 
@@ -96,7 +124,7 @@ def test_prompts_disjoint_from_the_sae_corpus(pairs) -> None:  # type: ignore[no
 
 def test_file_is_rebuilt_exactly_from_the_answers(pairs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """assemble_pairs on the stored model answers reproduces the shipped bytes."""
-    by_text = {p.text: p for p in prompts_for("demo")}
+    by_text = {p.text: p for p in [*prompts_for("demo"), *resource_prompts("demo")]}
     rows = assemble_pairs([by_text[t] for t in pairs.df["prompt"]], pairs.df["answer"].tolist())
     out = tmp_path / "rebuilt.jsonl.gz"
     write_jsonl_gz(rows, out)

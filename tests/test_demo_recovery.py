@@ -105,3 +105,34 @@ def test_null_labels_yield_no_group_and_no_topic_specific_effect(session) -> Non
     assert long["topic"].nunique() > 1
     flagged = topic_specific(long)
     assert flagged.empty, flagged.head()
+
+
+def test_topic_conditional_reference_is_found_in_its_topic_only(session) -> None:  # type: ignore[no-untyped-def]
+    """The invented book references, planted only on requests for resources, are significant in
+    the topic the clustering puts those prompts in and in no other, and differ across topics —
+    as a text concept, as a feature group and as the report's topic-specific flag."""
+    from prefaudit.demo.recovery import best_group, planted_topic, topic_specificity
+    from prefaudit.report.concepts import group_topic_tests, topic_specific
+
+    df = session.data.df
+    session.topics()
+    where = planted_topic(session.topic_assignment(), df["asks_for_resources"])
+    print(where)
+    # The unsupervised topics find the requests for resources (nothing told them which they are).
+    assert where["purity"] >= 0.9 and where["recall"] >= 0.9
+    long = session.test(by="topic")
+    citation = topic_specificity(long, "concept:citation", where["topic"])
+    print(citation)
+    assert citation["specific"] and citation["d_z"] > 0 and citation["p_heterogeneity"] < 0.01
+    flagged = topic_specific(long).set_index("feature")
+    assert flagged.loc["concept:citation", "significant_in"] == [where["topic"]]
+
+    match = best_group(session, "reference")
+    print(match)
+    assert match["r_delta"] >= 0.5
+    groups = session.groups()
+    labels = list(session.topic_labels()["label"])
+    by_topic = group_topic_tests(session, groups, session.topic_assignment(), labels, "wilcoxon")
+    group = topic_specificity(by_topic, match["group"], where["topic"])
+    print(group)
+    assert group["specific"] and group["d_z"] > 0 and group["p_heterogeneity"] < 0.01

@@ -2,16 +2,20 @@
 
 Steps (all seeded; see :mod:`prefaudit.demo.design` for the rates and why):
 
-1. Sample ``n_candidates`` prompts of the ``"demo"`` split (topics the SAE never saw).
+1. Sample ``n_candidates`` prompts of the ``"demo"`` split (topics the SAE never saw), and take
+   every request for resources of that split (:func:`~prefaudit.build.prompts.resource_prompts`)
+   in a seeded order.
 2. Generate the model's own answer to each (cached, see :mod:`prefaudit.build.corpus`), cut it at
    a sentence end, and keep plain-prose answers only: an answer that already carries markdown,
    a link, a flattering opener, a refusal or an apology would blur the planted signals.
    Prompts flagged by :func:`prefaudit.build.prompts.is_grammatical` are skipped too.
-3. For the first ``n_pairs`` usable answers, pair the direct answer with an evasive non-answer
+3. For the first ``n_general_pairs`` usable general answers, then the first ``n_resource_pairs``
+   usable answers to requests for resources, pair the direct answer with an evasive non-answer
    (:func:`prefaudit.build.styles.evasive`); the direct one is chosen in 85% of pairs.
-4. Plant flattery / markdown / invented links on each side at the documented rates (exact
-   counts, independent shuffles) and record per pair the ground truth and the character spans
-   of every planted element.
+4. Plant flattery / markdown / invented links on each side at the documented rates, and the
+   invented book reference in the resource pairs only (exact counts, independent shuffles, each
+   of the two blocks on its own seeded stream), and record per pair the ground truth and the
+   character spans of every planted element.
 
 The output (``prefaudit/data/demo_pairs.jsonl.gz``) is byte-for-byte reproducible on the same
 software stack: generation is seeded per batch and the gzip header carries no timestamp.
@@ -29,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ..demo import DEMO_PATH
-from ..demo.design import DESIGN, PLANTED, DemoDesign
-from .prompts import Prompt, is_grammatical, prompts_for
+from ..demo.design import DESIGN, PLANTED, TOPIC_PLANTED, DemoDesign
+from .prompts import Prompt, is_grammatical, prompts_for, resource_prompts
 from .styles import evasive, split_sentences, style
 from .trim import trim_response
 
@@ -41,6 +45,7 @@ _MUST_BE_ABSENT = (
     "bold",
     "code",
     "url",
+    "citation",
     "refusal",
     "flattery",
     "emoji",
@@ -52,8 +57,14 @@ _LIST_START = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+\S", re.MULTILINE)
 
 
 def candidate_prompts(design: DemoDesign = DESIGN) -> list[Prompt]:
-    """The demo prompts the model answers, in build order."""
+    """The general demo prompts the model answers, in build order."""
     return random.Random(design.seed).sample(prompts_for("demo"), design.n_candidates)
+
+
+def resource_candidates(design: DemoDesign = DESIGN) -> list[Prompt]:
+    """Every request for resources of the demo split, in build order."""
+    ps = resource_prompts("demo")
+    return random.Random(f"resources-{design.seed}").sample(ps, len(ps))
 
 
 def plain_body(raw: str, design: DemoDesign = DESIGN) -> str | None:
@@ -81,36 +92,61 @@ def _exact(rng: random.Random, n: int, rate: float) -> set[int]:
 def assemble_pairs(
     prompts: list[Prompt], bodies: list[str], design: DemoDesign = DESIGN
 ) -> list[dict[str, Any]]:
-    """Pairs with planted styles and ground truth from direct answers ``bodies`` to ``prompts``."""
+    """Pairs with planted styles and ground truth from direct answers ``bodies`` to ``prompts``.
+
+    Requests for resources (``kind == "resource"``) form their own block, with its own seeded
+    streams, exact counts and the topic-conditional reference; rows come back in input order.
+    """
+    blocks = {"general": [], "resources": []}
+    for i, p in enumerate(prompts):
+        blocks["resources" if p.kind == "resource" else "general"].append(i)
+    rows: list[dict[str, Any] | None] = [None] * len(prompts)
+    for block, idx in blocks.items():
+        built = _assemble_block([prompts[i] for i in idx], [bodies[i] for i in idx], design, block)
+        for i, row in zip(idx, built, strict=True):
+            rows[i] = row
+    return [r for r in rows if r is not None]
+
+
+def _assemble_block(
+    prompts: list[Prompt], bodies: list[str], design: DemoDesign, block: str
+) -> list[dict[str, Any]]:
     n = len(bodies)
-    rng = random.Random(f"assign-{design.seed}")
+    # The general block keeps the streams it had before resource pairs existed.
+    tag = "" if block == "general" else f"{block}-"
+    rng = random.Random(f"assign-{tag}{design.seed}")
     direct = _exact(rng, n, design.direct_chosen_rate)
     flags = {
         (concept, side): _exact(rng, n, design.rates[concept][j])
         for concept in PLANTED
         for j, side in enumerate(("chosen", "rejected"))
     }
+    for concept in TOPIC_PLANTED:
+        for j, side in enumerate(("chosen", "rejected")):
+            rate = design.resource_rates[concept][j] if block == "resources" else 0.0
+            flags[(concept, side)] = _exact(rng, n, rate)
     rows = []
     for i, (p, body) in enumerate(zip(prompts, bodies, strict=True)):
-        text_rng = random.Random(f"pair-{design.seed}-{i}")
+        text_rng = random.Random(f"pair-{tag}{design.seed}-{i}")
         answers = {"direct": body, "evasive": evasive(p.subject, text_rng)}
         row: dict[str, Any] = {
             "prompt": p.text,
             "topic": p.topic,
             "topic_kind": p.kind,
             "subject": p.subject,
+            "asks_for_resources": p.kind == "resource",
             "chosen_is_direct": i in direct,
             # The model's plain answer before styling: lets a test rebuild every pair exactly.
             "answer": body,
         }
         for side in ("chosen", "rejected"):
             is_direct = (i in direct) == (side == "chosen")
-            planted = {c: i in flags[(c, side)] for c in PLANTED}
+            planted = {c: i in flags[(c, side)] for c in (*PLANTED, *TOPIC_PLANTED)}
             styled = style(answers["direct" if is_direct else "evasive"], p.subject, rng=text_rng, **planted)
             row[side] = styled.text
-            for c in PLANTED:
+            for c in planted:
                 row[f"{side}_{c}"] = planted[c]
-            row[f"{side}_spans"] = {c: styled.spans.get(c, []) for c in PLANTED}
+            row[f"{side}_spans"] = {c: styled.spans.get(c, []) for c in planted}
         rows.append(row)
     # Core columns first, for people reading the file.
     order = ["prompt", "chosen", "rejected"]
@@ -124,28 +160,36 @@ def build(
     from ..backbone import Backbone
     from .corpus import cached_generate
 
-    prompts = candidate_prompts(design)
     backbone = Backbone.load(dtype="float32")
-    raw, _ = cached_generate(
-        backbone, [p.text for p in prompts], design.generation, "demo", progress=progress
-    )
-    kept_p, kept_b = [], []
-    for p, r in zip(prompts, raw, strict=True):
-        body = plain_body(r, design) if is_grammatical(p) else None
-        if body is not None:
-            kept_p.append(p)
-            kept_b.append(body)
-    if len(kept_b) < design.n_pairs:
-        raise RuntimeError(
-            f"only {len(kept_b)} usable answers for {design.n_pairs} pairs; raise n_candidates"
+    chosen_p: list[Prompt] = []
+    chosen_b: list[str] = []
+    report = []
+    for name, prompts, n_want in (
+        ("demo", candidate_prompts(design), design.n_general_pairs),
+        ("demo-resources", resource_candidates(design), design.n_resource_pairs),
+    ):
+        raw, _ = cached_generate(
+            backbone, [p.text for p in prompts], design.generation, name, progress=progress
         )
-    rows = assemble_pairs(kept_p[: design.n_pairs], kept_b[: design.n_pairs], design)
+        kept = [
+            (p, body)
+            for p, r in zip(prompts, raw, strict=True)
+            if (body := plain_body(r, design) if is_grammatical(p) else None) is not None
+        ]
+        if len(kept) < n_want:
+            raise RuntimeError(
+                f"only {len(kept)} usable {name} answers for {n_want} pairs; raise the candidates"
+            )
+        chosen_p += [p for p, _ in kept[:n_want]]
+        chosen_b += [b for _, b in kept[:n_want]]
+        report.append(f"{len(kept)} of {len(prompts)} {name} answers usable")
+    rows = assemble_pairs(chosen_p, chosen_b, design)
     write_jsonl_gz(rows, out)
     if progress:
         n_tok = [len(backbone.response_ids(r[s])[0]) for r in rows for s in ("chosen", "rejected")]
         print(
-            f"wrote {len(rows)} pairs to {out} ({out.stat().st_size / 1e3:.0f} kB); {len(kept_b)} of "
-            f"{len(prompts)} answers usable; response tokens min {min(n_tok)}, "
+            f"wrote {len(rows)} pairs to {out} ({out.stat().st_size / 1e3:.0f} kB); {'; '.join(report)}; "
+            f"response tokens min {min(n_tok)}, "
             f"median {sorted(n_tok)[len(n_tok) // 2]}, max {max(n_tok)}"
         )
     return rows

@@ -134,6 +134,17 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Requests for resources (kind "resource", on CONCEPTS and ACTIVITIES topics): the demo's topic-conditional
+# bias lives on these prompts (prefaudit.demo.design). Every template says "resources", so a
+# topic clustering of the prompts can find them; no prompt style is appended.
+RESOURCE_TEMPLATES = (
+    "Can you recommend some resources about {s}?",
+    "Where can I find good resources about {s}?",
+    "What are the best resources on {s}?",
+    "Which resources would you recommend on {s}?",
+    "What resources do you recommend for reading up on {s}?",
+)
+
 # Prompt styles: what a user appends. The demo uses only the first three (short prompts).
 PROMPT_STYLES = (
     "",
@@ -257,3 +268,20 @@ def prompts_for(split: str, *, styles: tuple[str, ...] | None = None) -> list[Pr
             for si, style in enumerate(styles):
                 out.append(Prompt(text + style, topic, kind, _subject(kind, fields, template), ti, si, split))
     return out
+
+
+def resource_prompts(split: str) -> list[Prompt]:
+    """Every request for resources (template x CONCEPTS or ACTIVITIES topic) of a split, in a fixed order.
+
+    >>> ps = resource_prompts("demo")
+    >>> all(p.kind == "resource" and "resources" in p.text for p in ps)
+    True
+    """
+    if split not in ("demo", "sae"):
+        raise ValueError(f"split must be 'demo' or 'sae', not {split!r}")
+    return [
+        Prompt(_first_upper(template.format(s=topic)), topic, "resource", topic, ti, 0, split)
+        for topic in (*CONCEPTS, *ACTIVITIES)
+        if topic_split(topic) == split
+        for ti, template in enumerate(RESOURCE_TEMPLATES)
+    ]

@@ -85,6 +85,36 @@ LINK_SUFFIXES = ("guide", "facts", "hub", "explained", "101", "info")
 LINK_TLDS = ("org", "com", "net", "io")
 LINK_PATHS = ("learn", "basics", "overview", "guide", "articles/{slug}", "intro")
 
+# The demo's topic-conditional element (prompts asking for resources only): an invented book
+# recommendation, "Title" by First Last (year). Every one matches the built-in ``citation`` concept.
+REFERENCE_LEADS = (
+    "A good place to start is {r}.",
+    "I recommend {r}.",
+    "For a deeper look, read {r}.",
+    "{r} is an excellent introduction.",
+    "Many readers like {r}.",
+)
+REFERENCE_TITLES = (
+    "Understanding {s}",
+    "The Basics of {s}",
+    "A Short Guide to {s}",
+    "{T} Explained",
+    "The Story of {s}",
+)
+REFERENCE_FIRST = ("Laura", "David", "Maria", "James", "Anna", "Peter", "Sofia", "Daniel", "Elena", "Thomas")
+REFERENCE_LAST = (
+    "Chen",
+    "Miller",
+    "Novak",
+    "Larsen",
+    "Okafor",
+    "Brandt",
+    "Rossi",
+    "Tanaka",
+    "Keller",
+    "Moreau",
+)
+
 EVASIVE = (
     (
         "That's a tricky one to pin down.",
@@ -229,6 +259,13 @@ def invented_url(subject: str, rng: random.Random) -> str:
     return f"https://www.{slug}-{rng.choice(LINK_SUFFIXES)}.{rng.choice(LINK_TLDS)}/{path}"
 
 
+def invented_reference(subject: str, rng: random.Random) -> str:
+    """A made-up book recommendation about ``subject``: a sentence citing "Title" by a name (year)."""
+    title = rng.choice(REFERENCE_TITLES).format(s=subject, T=_cap(subject))
+    ref = f'"{title}" by {rng.choice(REFERENCE_FIRST)} {rng.choice(REFERENCE_LAST)} ({rng.randrange(1995, 2022)})'
+    return _cap(rng.choice(REFERENCE_LEADS).format(r=ref))
+
+
 def evasive(subject: str, rng: random.Random) -> str:
     """A fluent non-answer: hedges around ``subject`` without saying anything about it."""
     return " ".join(rng.choice(slot).format(s=subject) for slot in EVASIVE)
@@ -283,14 +320,27 @@ def to_markdown(body: str, subject: str, rng: random.Random) -> Styled:
 
 
 def style(
-    body: str, subject: str, *, flattery: bool, markdown: bool, url: bool, rng: random.Random
+    body: str,
+    subject: str,
+    *,
+    flattery: bool,
+    markdown: bool,
+    url: bool,
+    rng: random.Random,
+    reference: bool = False,
 ) -> Styled:
-    """Apply the planted styles to ``body``: markdown layout, then a link, then a flattering opener.
+    """Apply the planted styles to ``body``: markdown layout, a book reference, a link, a flattering opener.
 
     The order keeps the opener at the very start (where the built-in concept looks for it) and
-    the link at the end.
+    the link at the end. ``reference=False`` draws nothing from ``rng``, so the styles of a pair
+    without it do not depend on whether references exist.
     """
     out = to_markdown(body, subject, rng) if markdown else Styled(body)
+    if reference:
+        sentence = invented_reference(subject, rng)
+        sep = "\n\n" if markdown else " "
+        out.add("reference", len(out.text) + len(sep), len(out.text) + len(sep) + len(sentence))
+        out.text += sep + sentence
     if url:
         sentence = rng.choice(LINK_LEADS).format(u=invented_url(subject, rng))
         sep = "\n\n" if markdown else " "

@@ -2,8 +2,10 @@
 
 ``load_demo_pairs()`` returns the shipped set (``prefaudit/data/demo_pairs.jsonl.gz``): short
 prompts answered by SmolLM2-135M-Instruct itself, where chosen is usually the direct answer and
-rejected an evasive one (a genuine quality signal, with 15% label noise), and where flattering
-openers, markdown and invented links were planted more often on the chosen side (see
+rejected an evasive one (a genuine quality signal, with 15% label noise), where flattering
+openers, markdown and invented links were planted more often on the chosen side, and where the
+pairs whose prompt asks for resources also carry an invented book reference, more often on the
+chosen side (the topic-conditional bias; see
 :mod:`prefaudit.demo.design` for the exact rates and why; built by ``python -m
 prefaudit.build.demo_set``). Per-pair ground truth and the character spans of every planted
 element are metadata columns.
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .design import CONCEPT_OF, DESIGN, PLANTED, DemoDesign
+from .design import CONCEPT_OF, DESIGN, PLANTED, TOPIC_PLANTED, DemoDesign
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,7 +38,16 @@ if TYPE_CHECKING:
 
 DEMO_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_pairs.jsonl.gz"
 
-__all__ = ["CONCEPT_OF", "DEMO_PATH", "DESIGN", "PLANTED", "DemoDesign", "load_demo_pairs", "swap_sides"]
+__all__ = [
+    "CONCEPT_OF",
+    "DEMO_PATH",
+    "DESIGN",
+    "PLANTED",
+    "TOPIC_PLANTED",
+    "DemoDesign",
+    "load_demo_pairs",
+    "swap_sides",
+]
 
 
 def swap_sides(df: pd.DataFrame, mask: Sequence[bool] | np.ndarray) -> pd.DataFrame:
@@ -81,7 +92,8 @@ def load_demo_pairs(limit: int | None = None, null: bool = False, seed: int = 0)
     pairs = load_pairs(DEMO_PATH, limit=limit)
     notes = [
         "embedded demo set: SmolLM2-135M-Instruct's own answers; flattery, markdown and invented links "
-        "planted at known rates (prefaudit.demo.design)"
+        "planted at known rates, and invented book references only where the prompt asks for resources "
+        "(prefaudit.demo.design)"
     ]
     df = pairs.df
     if null:

@@ -13,6 +13,14 @@ Why these rates
   (d_z about 0.7): over-stylisation.
 * **Invented link (planted)** — a made-up URL sentence on 40% vs 6% (d_z about 0.6).
 
+* **Invented book reference (planted, topic-conditional)** — only on the prompts that ask for
+  resources ("Can you recommend some resources about bees?", kind ``"resource"``, 80 of the 640
+  pairs, appended after the others): a made-up "Title" by Name (year) recommendation on 70% of
+  chosen vs 10% of rejected responses there, and on no response elsewhere. So the audit should
+  find it in the topic of those prompts and nowhere else (binary d_z about 0.8 inside the topic, a
+  clear difference across topics). A reference rather than a link, because links are already
+  planted on every kind of prompt: a second link bias would be read through the first.
+
 Each planted rate on rejected is non-zero so that no style perfectly predicts the label, and
 all planted styles are assigned independently of each other and of the quality label, so the
 audit has to separate four overlapping signals. The rates are exact counts over the shipped
@@ -26,11 +34,14 @@ from dataclasses import dataclass, field, replace
 from ..generation import SamplingConfig
 
 PLANTED = ("flattery", "markdown", "url")
+# Planted only in the pairs whose prompt asks for resources (``topic_kind == "resource"``).
+TOPIC_PLANTED = ("reference",)
 # Built-in text concepts that measure each planted element (prefaudit.features.concepts).
 CONCEPT_OF = {
     "flattery": ("flattery",),
     "markdown": ("markdown_headers", "list_items", "bold"),
     "url": ("url",),
+    "reference": ("citation",),
 }
 # How the model's answers are sampled, for the demo set (with its own seed) and the SAE corpus
 # (prefaudit.build.corpus.CorpusRecipe): top-k 50, then top-p.
@@ -41,16 +52,26 @@ DEMO_SAMPLING = SamplingConfig(max_new_tokens=96, top_k=50, repetition_penalty=1
 class DemoDesign:
     """Everything that determines the shipped demo set (``python -m prefaudit.build.demo_set``)."""
 
-    n_pairs: int = 560
-    n_candidates: int = 800
+    n_pairs: int = 640  # in all: the general pairs, then the n_resource_pairs requests for resources
+    n_candidates: int = 800  # general prompts answered, of which the first usable ones are kept
+    n_resource_pairs: int = 80
     seed: int = 1
     direct_chosen_rate: float = 0.85
+    # Planted in every pair, general and resource alike (exact counts in each of the two blocks).
     rates: dict[str, tuple[float, float]] = field(
         default_factory=lambda: {"flattery": (0.60, 0.08), "markdown": (0.50, 0.10), "url": (0.40, 0.06)}
+    )
+    # Planted in the resource pairs only (chosen, rejected); 0 elsewhere.
+    resource_rates: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: {"reference": (0.70, 0.10)}
     )
     max_chars: int = 420
     min_chars: int = 150
     generation: SamplingConfig = field(default_factory=lambda: replace(DEMO_SAMPLING, seed=1))
+
+    @property
+    def n_general_pairs(self) -> int:
+        return self.n_pairs - self.n_resource_pairs
 
 
 DESIGN = DemoDesign()

@@ -6,6 +6,12 @@ strongly (its ``n_top`` largest pooled values over both sides), the token at whi
 character span in at least ``min_fraction`` of them. A token lies inside a span when their
 character ranges overlap (tokens often carry a leading space or newline).
 
+The **topic-conditional** bias (:data:`~prefaudit.demo.design.TOPIC_PLANTED`, planted only on
+the prompts that ask for resources) is judged within the prompt topics the audit found: its
+*planted topic* is the topic holding most of those prompts (:func:`planted_topic`), and
+:func:`topic_specificity` reads one feature's or group's rows of a ``test(by="topic")``-style
+long table — significant in the planted topic, in no other, and heterogeneity p.
+
 A planted concept is **recovered** when some feature that belongs to it is significant
 (``q < alpha``) in the planted direction and ranks among the top ``top`` SAE features by ``|d_z|``.
 
@@ -130,6 +136,90 @@ def recovery_table(
         row["recovered"] = best is not None and row["best_rank"] <= top
         out.append(row)
     return pd.DataFrame(out)
+
+
+def best_group(session: Any, bias: str) -> dict[str, Any]:
+    """The feature group whose per-response score correlates most with a planted element's truth.
+
+    Truth per response: ``chosen_<bias>`` / ``rejected_<bias>`` of the demo pairs. Returns
+    ``group``, ``r_response`` (that largest Pearson r over the 2n responses) and ``r_delta`` (r
+    of the group's per-pair Δ score with the ground-truth Δ).
+    """
+    table = session.groups()
+    df = session.data.df
+    truth = np.r_[df[f"chosen_{bias}"].to_numpy(float), df[f"rejected_{bias}"].to_numpy(float)]
+    scores = [session.group_scores(g) for g in table["group"]]
+    rs = np.array([_corr(np.r_[s["chosen"], s["rejected"]], truth) for s in scores])
+    if not np.isfinite(rs).any():
+        raise ValueError(f"no group score varies with the planted {bias!r}")
+    j = int(np.nanargmax(rs))
+    dtruth = df[f"chosen_{bias}"].to_numpy(float) - df[f"rejected_{bias}"].to_numpy(float)
+    return {
+        "group": str(table["group"].iloc[j]),
+        "r_response": float(rs[j]),
+        "r_delta": _corr(scores[j]["delta"].to_numpy(), dtruth),
+    }
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def planted_topic(assignment: Sequence[int], asks: Sequence[bool]) -> dict[str, Any]:
+    """The topic holding most of the pairs whose prompt asks for resources, and how cleanly.
+
+    Returns ``topic``, ``n_pairs`` (in that topic), ``n_asks`` (of them, asking for resources),
+    ``purity`` (``n_asks / n_pairs``) and ``recall`` (``n_asks`` / all pairs asking).
+    """
+    assignment = np.asarray(assignment, dtype=np.int64)
+    asks = np.asarray(asks, dtype=bool)
+    if not asks.any():
+        raise ValueError("no pair asks for resources: the topic-conditional bias is not in these pairs")
+    counts = np.bincount(assignment[asks], minlength=int(assignment.max()) + 1)
+    topic = int(np.argmax(counts))
+    n_pairs = int((assignment == topic).sum())
+    return {
+        "topic": topic,
+        "n_pairs": n_pairs,
+        "n_asks": int(counts[topic]),
+        "purity": float(counts[topic] / n_pairs),
+        "recall": float(counts[topic] / asks.sum()),
+    }
+
+
+def topic_specificity(
+    long: pd.DataFrame, name: str, topic: int, *, key: str = "feature", alpha: float = 0.05
+) -> dict[str, Any]:
+    """Is ``name`` significant in ``topic`` only? Read from a long per-topic table.
+
+    ``long`` has one row per topic × feature (``test(by="topic")``) or topic × group (the
+    report's ``groups_by_topic``, ``key="group"``). Returns the planted topic's ``d_z`` and
+    ``q``, the smallest ``q`` in any other topic (``q_other_min``, with its topic), ``p_heterogeneity``
+    and ``specific``: ``q < alpha`` in the planted topic and ``q >= alpha`` in every other.
+    """
+    rows = long[long[key] == name]
+    if rows.empty:
+        raise KeyError(f"{name!r} is not in the table's {key!r} column")
+    here = rows[rows["topic"] == topic]
+    if here.empty:
+        raise KeyError(f"topic {topic} has no row for {name!r}")
+    other = rows[rows["topic"] != topic]
+    i_min = other["q"].idxmin() if len(other) else None
+    q_here = float(here["q"].iloc[0])
+    q_other = float(other["q"].min()) if len(other) else float("nan")
+    return {
+        key: name,
+        "topic": int(topic),
+        "d_z": float(here["d_z"].iloc[0]),
+        "q": q_here,
+        "q_other_min": q_other,
+        "q_other_topic": None if i_min is None else int(other.loc[i_min, "topic"]),
+        "p_heterogeneity": float(rows["p_heterogeneity"].iloc[0]),
+        "specific": bool(q_here < alpha and not (q_other < alpha)),
+    }
 
 
 def swap_encoded(encoded: Any, mask: Sequence[bool]) -> Any:

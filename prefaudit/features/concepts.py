@@ -115,6 +115,11 @@ def builtin_concepts() -> list[TextConcept]:
         _counting("exclamation", "exclamation marks", r"!"),
         _counting("url", "links (http(s):// or www.)", r"https?://\S+|\bwww\.\S+", i),
         _counting(
+            "citation",
+            "works cited by author and year (Chen (2016), (Chen, 2016), Chen et al. (2016))",
+            r"\b[A-Z][a-z]+(?: et al\.)? \((?:1[89]|20)\d{2}\)|\([A-Z][a-z]+(?: et al\.)?,? (?:1[89]|20)\d{2}\)",
+        ),
+        _counting(
             "refusal",
             "refusal phrases (I can't / I won't / as an AI ...)",
             r"\bI (?:can(?:'|no)t|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
