@@ -54,7 +54,11 @@ def test_modules_have_no_html_sinks_and_export_render(module):
     src = re.sub(r"/\*.*?\*/|//[^\n]*", "", module.read_text(), flags=re.S)  # code, not comments
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in src, f"{module.name} uses {sink}"
-    assert "export default { render }" in src or "export default {render}" in src
+    # `{ render }`, or a factory returning `{ initialize, render }` (anywidget's other form; plotly_figure.js)
+    assert re.search(r"export default (\{\s*render\s*\}|\(\) => \{)", src), (
+        f"{module.name}: no default export"
+    )
+    assert re.search(r"\brender\b", src)
     assert "return () =>" in src  # render returns a cleanup
 
 

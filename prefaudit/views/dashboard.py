@@ -82,7 +82,7 @@ class Dashboard(SessionView):
         self.lens_button.add_class("pa-lens-button")
         self.lens_button.on_click(self.guard(lambda _b: self._show_lens(measure=True)))
         self._show_lens(measure=lens_fit)
-        # The volcano gets the full width: plotly sizes itself once, from its container at render.
+        # The volcano gets the full width (views/plotly_widget.py keeps the plot as wide as its container).
         self.volcano = VolcanoView(session, effect=effect)
         self.shaper = ShaperView(session, layout=w.Layout(flex="1 1 420px", min_width="0"))
         self.pairs = PairsView(session, page_size=page_size, layout=w.Layout(flex="2 1 560px", min_width="0"))

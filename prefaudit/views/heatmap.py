@@ -96,7 +96,7 @@ class TopicHeatmapView(SessionView):
             note = w.HTML("No per-topic tests yet: <code>session.test(by='topic')</code> runs them.")
             self.set_body(w.HBox([self.compute_button, note], layout=w.Layout(align_items="center")))
             return
-        import plotly.graph_objects as go
+        from .plotly_widget import FigureWidget  # plotly's, drawn from its first state (see there)
 
         if self.figure is not None:
             self.figure.close()
@@ -113,7 +113,7 @@ class TopicHeatmapView(SessionView):
             "marker": {"symbol": "square-open", "size": 24, "color": "#ff7f0e", "line": {"width": 3}},
         }
         # Data and layout go to the constructor (layout set later is missing from saved state).
-        self.figure = go.FigureWidget(data=[heatmap_trace(self.grid), ring], layout=heatmap_layout(self.grid))
+        self.figure = FigureWidget(data=[heatmap_trace(self.grid), ring], layout=heatmap_layout(self.grid))
         self.figure.data[0].on_click(self.guard(self._on_click))
         self.set_body(self.figure, footer)
         self._on_current()

@@ -95,7 +95,7 @@ class VolcanoView(SessionView):
 
     Attributes
     ----------
-    figure : plotly.graph_objects.FigureWidget
+    figure : prefaudit.views.plotly_widget.FigureWidget (a plotly ``FigureWidget``)
         The one FigureWidget (trace 0–2: features or groups by category, 3: search matches, 4: selection).
     effect : ipywidgets.Dropdown
     search : ipywidgets.Text  (CSS class ``pa-search``)
@@ -130,7 +130,7 @@ class VolcanoView(SessionView):
             raise ValueError(
                 "groups=True: feature groups cluster SAE features; this audit has concepts only."
             )
-        import plotly.graph_objects as go
+        from .plotly_widget import FigureWidget  # plotly loads here, not with the package
 
         self.max_lasso = int(max_lasso)
         self.expanded: str | None = None
@@ -182,7 +182,7 @@ class VolcanoView(SessionView):
         traces = [{**b, **u} for b, u in zip(base, self._sent, strict=True)]
         layout = volcano_layout(effect, height=height)
         layout["xaxis"]["title"]["text"] = self._axis_title()
-        self.figure = go.FigureWidget(data=traces, layout=layout)
+        self.figure = FigureWidget(data=traces, layout=layout)
         for k in range(len(CATEGORIES)):
             self.figure.data[k].on_click(self.guard(self._on_click))
             self.figure.data[k].on_selection(self.guard(self._on_selection))
