@@ -23,7 +23,6 @@ import pytest
 from tests import tiny
 from tests.browser import harness as h
 from tests.browser.harness import expect
-from tests.browser.test_layout_browser import SLOW_PLOTLY
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +45,7 @@ def tiny_app(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
 
 
 def test_app_volcano_click_updates_drilldown_offline(tiny_app, page, page_log, network_guard, screens):
-    page.add_init_script(SLOW_PLOTLY)
+    page.add_init_script(h.SLOW_PLOTLY)
     t0 = time.perf_counter()
     page.goto(tiny_app.url, wait_until="commit", timeout=120_000)
     plot = h.wait_for_dashboard(page, 180_000)

@@ -3,7 +3,7 @@
 plotly's ``FigureWidget`` is an anywidget with a ~5 MB ES module, which took 2.6 s to import on
 a quiet 2-core machine. anywidget gives a model 2 s to load; past that it logs "[anywidget]
 Failed to initialize model" and drops the model's messages, which (as plotly sends the figure
-after the comm opened) left volcanos with axes and no points. ``SLOW_PLOTLY`` makes that
+after the comm opened) left volcanos with axes and no points. ``harness.SLOW_PLOTLY`` makes that
 deterministic: any module over 1 MB finishes importing 2.5 s late (top-level await in a
 wrapper module), the small ones are untouched.
 
@@ -23,17 +23,6 @@ from tests.browser.harness import expect
 
 pytestmark = pytest.mark.browser
 
-SLOW_PLOTLY = """(() => {
-  const create = URL.createObjectURL.bind(URL);
-  URL.createObjectURL = (blob) => {
-    const url = create(blob);
-    if (!(blob instanceof Blob) || blob.size < 1e6 || !/javascript/.test(blob.type)) return url;
-    const late = `await new Promise((r) => setTimeout(r, 2500));\\n` +
-      `export * from ${JSON.stringify(url)};\\nexport { default } from ${JSON.stringify(url)};\\n`;
-    window.__slowImports = (window.__slowImports || 0) + 1;
-    return create(new Blob([late], { type: "text/javascript" }));
-  };
-})();"""
 
 CELLS = [
     """
@@ -114,7 +103,7 @@ def slow_nb(lab_server, browser):
     context.set_default_timeout(30_000)
     guard = h.NetworkGuard()
     guard.attach(context)
-    context.add_init_script(SLOW_PLOTLY)
+    context.add_init_script(h.SLOW_PLOTLY)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from .app import AppServer, prefaudit_command
 from .assertions import EXPECT_TIMEOUT_MS, expect
-from .chromium import CHROMIUM, CHROMIUM_ARGS, chromium_problem, launch_chromium
+from .chromium import CHROMIUM, CHROMIUM_ARGS, SLOW_PLOTLY, chromium_problem, launch_chromium
 from .dashboard import VolcanoPoint, most_isolated, volcano_points, wait_for_dashboard
 from .gestures import _parse_number as _parse_number  # the benchmark reads slider readouts with it
 from .gestures import click_plotly_point, drag_slider, plotly_point_position
@@ -69,6 +69,7 @@ __all__ = [
     "LOCAL_SCHEMES",
     "REPO",
     "SCREENS_DIR",
+    "SLOW_PLOTLY",
     "AppServer",
     "Cell",
     "JupyterServer",

@@ -48,3 +48,19 @@ def chromium_problem() -> str | None:
 def launch_chromium(playwright: Any, **kwargs: Any) -> Any:
     """Headless Debian Chromium with the verified arguments (Playwright sync API)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, **kwargs)
+
+
+# An init script (``page.add_init_script``) that imports any ES module over 1 MB 2.5 s late, as
+# plotly's 5 MB FigureWidget module imports on a busy machine (past anywidget's 2 s; see
+# docs/BROWSER_TESTING.md). Counts the slowed imports in ``window.__slowImports``.
+SLOW_PLOTLY = """(() => {
+  const create = URL.createObjectURL.bind(URL);
+  URL.createObjectURL = (blob) => {
+    const url = create(blob);
+    if (!(blob instanceof Blob) || blob.size < 1e6 || !/javascript/.test(blob.type)) return url;
+    const late = `await new Promise((r) => setTimeout(r, 2500));\\n` +
+      `export * from ${JSON.stringify(url)};\\nexport { default } from ${JSON.stringify(url)};\\n`;
+    window.__slowImports = (window.__slowImports || 0) + 1;
+    return create(new Blob([late], { type: "text/javascript" }));
+  };
+})();"""
