@@ -271,12 +271,6 @@ def group_labels(
         rows = np.repeat(np.arange(v.shape[0]), np.diff(v.indptr)) + s * n
         parts.append((rows, v.indices, v.data, side.top_pos, side.top_token))
     rows, feats, vals, pos, tok = (np.concatenate(x) for x in zip(*parts, strict=True))
-    g_of = groups.assignment[feats]
-    keep = g_of >= 0
-    rows, feats, vals, pos, tok, g_of = (a[keep] for a in (rows, feats, vals, pos, tok, g_of))
-    key = g_of * (2 * n) + rows
-    order = np.lexsort((feats, -vals / scale[feats], key))
-    key, pos, tok = key[order], pos[order], tok[order]
     # The n_top strongest responses of each group (ties: lower row first).
     sc = sp.coo_matrix(scores)
     by = np.lexsort((sc.row, -sc.data, sc.col))
@@ -284,8 +278,16 @@ def group_labels(
     first = np.searchsorted(g_top, np.arange(n_groups))
     rank = np.arange(len(g_top)) - first[g_top]
     g_top, r_top = g_top[rank < n_top], r_top[rank < n_top]
-    # Their n_peaks strongest members' peaks.
     want = g_top * (2 * n) + r_top
+    # Only the entries of those (group, response) keys are sorted: a small share of all stored
+    # entries, and their order within a key is the same as in a sort of all of them.
+    g_of = groups.assignment[feats]
+    key = g_of * (2 * n) + rows
+    keep = (g_of >= 0) & np.isin(key, want)
+    key, feats, vals, pos, tok = (a[keep] for a in (key, feats, vals, pos, tok))
+    order = np.lexsort((feats, -vals / scale[feats], key))
+    key, pos, tok = key[order], pos[order], tok[order]
+    # Their n_peaks strongest members' peaks.
     cand = np.searchsorted(key, want)[:, None] + np.arange(n_peaks)
     ok = cand < len(key)
     ok[ok] = key[cand[ok]] == np.broadcast_to(want[:, None], cand.shape)[ok]
