@@ -17,8 +17,10 @@ comparison, export). What every measured run showed — seeds 0 / 1 / 2 on the 5
 Not asserted: that the vanilla run's sampled openings flatter more after 40 CPU steps. They did at
 seed 0 (0.00 → 0.65, +1.17 ± 0.13 sd) and seed 2 (0.00 → 0.17) of the 560-pair set, but not at
 seed 1 (0.00 → 0.00) nor at seed 0 of the 640-pair set (0.00 → 0.04, +0.08 ± 0.05 sd): the
-teacher-forced reward moves where the audit predicts well before sampled text does. The figures
-are printed and kept in ``artifacts/loop-seed<seed>.json``.
+teacher-forced reward moves where the audit predicts well before sampled text does. Seed 1 of the
+640-pair set, measured after this test was written, agrees: reward r 0.920 (CI low 0.890, null
+high 0.66), shaping change 0.27 (null high 0.22), flattery 0.00 → 0.00. The figures are printed and
+kept in ``artifacts/loop-seed<seed>.json``.
 """
 
 from __future__ import annotations
