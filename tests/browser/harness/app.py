@@ -12,16 +12,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 
-from .server import JUPYTER_DIR_VARS, REPO, free_port, pids_with_argument_under, terminate
+from .server import JUPYTER_DIR_VARS, IsolatedProcess, free_port, pids_with_argument_under
 
 
 def prefaudit_command() -> list[str]:
@@ -30,7 +27,7 @@ def prefaudit_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "prefaudit.cli"]
 
 
-class AppServer:
+class AppServer(IsolatedProcess):
     """``prefaudit app`` on a free port of 127.0.0.1, isolated under ``base_dir``.
 
     Example
@@ -47,7 +44,7 @@ class AppServer:
         self.tmp_dir = self.base_dir / "tmp"
         self.log_path = self.base_dir / "app.log"
         self.port = 0
-        self.proc: subprocess.Popen | None = None
+        self.proc = None
         self.orphans: list[int] = []
         self._log = None
 
@@ -57,27 +54,11 @@ class AppServer:
 
     def start(self, timeout: float = 600.0) -> AppServer:
         """Start the app and wait until Voila accepts connections (after the audit is prepared)."""
-        for path in [*self.dirs.values(), self.tmp_dir]:
-            path.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update({var: str(path) for var, path in self.dirs.items()})
-        env["TMPDIR"] = str(self.tmp_dir)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TRANSFORMERS_OFFLINE", "1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        env.pop("JUPYTER_PATH", None)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         cmd = [*prefaudit_command(), "app", *self.args, "--port", str(self.port), "--no-browser", "--quiet"]
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=self.base_dir,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._spawn(cmd, self.base_dir, {"TMPDIR": str(self.tmp_dir)})
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while not self._listening():
             if self.proc.poll() is not None:
@@ -96,34 +77,13 @@ class AppServer:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self, timeout: float = 20.0) -> None:
-        proc = self.proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                with suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout)
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
-            self.proc = None
+        if self.proc is not None:
+            self._end_process(timeout)
             # What a clean stop left behind (the app must shut Voila's kernels down itself).
             self.orphans = self.kernel_pids()
-        self._kill_kernels()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._finish()
 
     def kernel_pids(self) -> list[int]:
         """Processes whose command line names a file under this app's ``TMPDIR`` (Voila's kernels)."""
         marker = str(self.tmp_dir) + os.sep
         return pids_with_argument_under(marker)
-
-    def _kill_kernels(self, grace: float = 5.0) -> None:
-        terminate(self.kernel_pids(), grace)
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""

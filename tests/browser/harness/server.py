@@ -42,7 +42,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class JupyterServer:
+class IsolatedProcess:
+    """What the Jupyter server and the Voila app share: a child in its own session whose every
+    Jupyter/IPython directory lies under ``base_dir``, its output in ``log_path``, and its
+    kernels found (and killed) by a path only they name (:meth:`kernel_pids`)."""
+
+    base_dir: Path
+    dirs: dict[str, Path]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    _log: Any = None
+
+    def kernel_pids(self) -> list[int]:  # pragma: no cover - each subclass names its marker
+        raise NotImplementedError
+
+    def _spawn(self, cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> None:
+        for path in self.dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update({var: str(path) for var, path in self.dirs.items()})
+        env.update(extra_env or {})
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.pop("JUPYTER_PATH", None)
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in _finish()
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def _end_process(self, timeout: float) -> None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL the process group."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        self.proc = None
+
+    def _finish(self, grace: float = 5.0) -> None:
+        """Kill the kernels still running and close the log."""
+        terminate(self.kernel_pids(), grace)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+class JupyterServer(IsolatedProcess):
     """A JupyterLab (``app="lab"``) or Notebook 7 (``app="notebook"``) server for tests.
 
     Every Jupyter and IPython directory lives under ``base_dir``; notebooks go in
@@ -66,8 +125,8 @@ class JupyterServer:
         self.log_path = self.base_dir / "server.log"
         self.token = uuid.uuid4().hex
         self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self._log: Any = None
+        self.proc = None
+        self._log = None
 
     @property
     def url(self) -> str:
@@ -106,33 +165,16 @@ class JupyterServer:
 
     def start(self, timeout: float = 120.0) -> JupyterServer:
         self.root_dir.mkdir(parents=True, exist_ok=True)
-        for path in self.dirs.values():
-            path.mkdir(parents=True, exist_ok=True)
         self._write_settings()
-        env = dict(os.environ)
-        env.update({var: str(path) for var, path in self.dirs.items()})
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TRANSFORMERS_OFFLINE", "1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        env.pop("JUPYTER_PATH", None)
         self.port = free_port()
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self._command(),
-            env=env,
-            cwd=self.root_dir,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._spawn(self._command(), self.root_dir)
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
+                code = self.proc.returncode  # stop() forgets the process
                 self.stop()
-                raise RuntimeError(
-                    f"{self.app} server exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"{self.app} server exited with {code}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}", timeout=2) as r:
                     if r.status == 200:
@@ -153,35 +195,12 @@ class JupyterServer:
         starts every kernel in a session of its own too; so leftovers are found by their
         connection file, which lies in this server's private runtime directory.
         """
-        proc = self.proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                with suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout)
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
-            self.proc = None
-        self._kill_kernels()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._end_process(timeout)
+        self._finish()
 
     def kernel_pids(self) -> list[int]:
         """Processes whose command line names this server's runtime directory (its kernels)."""
-        marker = str(self.runtime_dir) + os.sep
-        return pids_with_argument_under(marker)
-
-    def _kill_kernels(self, grace: float = 5.0) -> None:
-        terminate(self.kernel_pids(), grace)
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return pids_with_argument_under(str(self.runtime_dir) + os.sep)
 
     # ------------------------------------------------------------------ REST
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
