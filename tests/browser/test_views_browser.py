@@ -45,30 +45,16 @@ HOSTILE_PAIR = str(session.data.df["pair_id"].iloc[0])
 
 DASHBOARD_CELL = "dash = session.dashboard()\ndash"
 
-# Points of the volcano's three feature traces, in page pixels.
-_JS_POINTS = """(gd) => {
-  const fl = gd._fullLayout, r = gd.getBoundingClientRect(), out = [];
-  for (let t = 0; t < 3; t++) {
-    const tr = gd._fullData[t];
-    if (!tr || tr.visible !== true || !tr.x) continue;
-    for (let i = 0; i < tr.x.length; i++) {
-      out.push([t, i, r.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]), r.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]);
-    }
-  }
-  return out;
-}"""
-
 
 def isolated_points(plot) -> list[tuple[int, int]]:
     """(trace, point) of the volcano's feature points, the most isolated first (safe to click)."""
-    plot.scroll_into_view_if_needed()
-    pts = plot.evaluate(_JS_POINTS)
+    pts = h.volcano_points(plot)
     assert len(pts) >= 3, f"the volcano shows only {len(pts)} points"
 
     def gap(p):
-        return min(math.dist(p[2:], q[2:]) for q in pts if q is not p)
+        return min(math.dist((p.x, p.y), (q.x, q.y)) for q in pts if q is not p)
 
-    return [(p[0], p[1]) for p in sorted(pts, key=gap, reverse=True)]
+    return [(p.trace, p.index) for p in sorted(pts, key=gap, reverse=True)]
 
 
 @pytest.fixture(scope="module", params=["lab", "notebook"])
@@ -127,7 +113,7 @@ def test_every_volcano_point_is_clickable(dash_nb):
     covered = plot.evaluate(
         "(gd, pts) => pts.filter(([t, i, x, y]) => { const e = document.elementFromPoint(x, y);"
         " return !(e && gd.contains(e)); }).map(([t, i, x, y]) => [t, i, Math.round(x), Math.round(y)])",
-        plot.evaluate(_JS_POINTS),
+        [[p.trace, p.index, p.x, p.y] for p in h.volcano_points(plot)],
     )
     box = plot.bounding_box()
     assert not covered, f"points [trace, index, x, y] covered or off-screen: {covered}; plot box {box}"
