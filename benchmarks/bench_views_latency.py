@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_slider_latency import INSTALL_JS, LATENCY_JS  # noqa: E402 - the same page probes
+
 from tests.browser import harness as h  # noqa: E402
 
 
@@ -67,48 +69,16 @@ echo_button.on_click(lambda _b: setattr(echo_label, "value", str(int(echo_label.
 widgets.HBox([echo_button, echo_label])
 """
 
-INSTALL_JS = """([target, mode]) => {
-  window.__paUps = window.__paUps || [];
-  if (!window.__paUpListener) {
-    window.__paUpListener = true;
-    window.addEventListener('pointerup', () => window.__paUps.push(performance.now()), true);
-  }
-  if (window.__paObserver) window.__paObserver.disconnect();
-  window.__paChanges = [];
-  const obs = new MutationObserver(() => window.__paChanges.push(performance.now()));
-  if (mode === 'attr') obs.observe(target, {attributes: true, attributeFilter: ['data-version']});
-  else obs.observe(target, {childList: true, characterData: true, subtree: true});
-  window.__paObserver = obs;
-}"""
-
-LATENCY_JS = """() => {
-  const up = window.__paUps[window.__paUps.length - 1];
-  const after = window.__paChanges.filter((t) => t >= up);
-  return after.length ? after[0] - up : null;
-}"""
-
-_JS_POINTS = """(gd) => {
-  const fl = gd._fullLayout, r = gd.getBoundingClientRect(), out = [];
-  for (let t = 0; t < 3; t++) {
-    const tr = gd._fullData[t];
-    if (!tr || !tr.x) continue;
-    for (let i = 0; i < tr.x.length; i++) {
-      out.push([t, i, r.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]), r.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]);
-    }
-  }
-  return out;
-}"""
-
 
 def two_isolated_points(plot) -> list[tuple[int, int]]:
     import math
 
-    pts = plot.evaluate(_JS_POINTS)
+    pts = h.volcano_points(plot)
 
     def gap(p):
-        return min((math.dist(p[2:], q[2:]) for q in pts if q is not p), default=1e9)
+        return min((math.dist((p.x, p.y), (q.x, q.y)) for q in pts if q is not p), default=1e9)
 
-    return [(int(p[0]), int(p[1])) for p in sorted(pts, key=gap, reverse=True)[:2]]
+    return [(p.trace, p.index) for p in sorted(pts, key=gap, reverse=True)[:2]]
 
 
 def summary(values: list[float]) -> dict[str, float]:
