@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import ids
 from .design import CONCEPT_OF, PLANTED
 
 SIDES = ("chosen", "rejected")
@@ -145,19 +146,19 @@ def best_group(session: Any, bias: str) -> dict[str, Any]:
     ``group``, ``r_response`` (that largest Pearson r over the 2n responses) and ``r_delta`` (r
     of the group's per-pair Δ score with the ground-truth Δ).
     """
-    table = session.groups()
     df = session.data.df
     truth = np.r_[df[f"chosen_{bias}"].to_numpy(float), df[f"rejected_{bias}"].to_numpy(float)]
-    scores = [session.group_scores(g) for g in table["group"]]
-    rs = np.array([_corr(np.r_[s["chosen"], s["rejected"]], truth) for s in scores])
+    chosen, rejected = (m.toarray() for m in session.group_score_matrices())  # column k: group:k
+    scores = np.vstack([chosen, rejected])
+    rs = np.array([_corr(scores[:, k], truth) for k in range(scores.shape[1])])
     if not np.isfinite(rs).any():
         raise ValueError(f"no group score varies with the planted {bias!r}")
-    j = int(np.nanargmax(rs))
+    k = int(np.nanargmax(rs))
     dtruth = df[f"chosen_{bias}"].to_numpy(float) - df[f"rejected_{bias}"].to_numpy(float)
     return {
-        "group": str(table["group"].iloc[j]),
-        "r_response": float(rs[j]),
-        "r_delta": _corr(scores[j]["delta"].to_numpy(), dtruth),
+        "group": ids.group_id(k),
+        "r_response": float(rs[k]),
+        "r_delta": _corr(chosen[:, k] - rejected[:, k], dtruth),
     }
 
 
