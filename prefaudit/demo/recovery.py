@@ -191,19 +191,17 @@ def planted_topic(assignment: Sequence[int], asks: Sequence[bool]) -> dict[str, 
     }
 
 
-def topic_specificity(
-    long: pd.DataFrame, name: str, topic: int, *, key: str = "feature", alpha: float = 0.05
-) -> dict[str, Any]:
+def topic_specificity(long: pd.DataFrame, name: str, topic: int, *, alpha: float = 0.05) -> dict[str, Any]:
     """Is ``name`` significant in ``topic`` only? Read from a long per-topic table.
 
     ``long`` has one row per topic × feature (``test(by="topic")``) or topic × group (the
-    report's ``groups_by_topic``, ``key="group"``). Returns the planted topic's ``d_z`` and
+    report's ``group_topic_tests``); both name the feature or group in their ``feature`` column. Returns the planted topic's ``d_z`` and
     ``q``, the smallest ``q`` in any other topic (``q_other_min``, with its topic), ``p_heterogeneity``
     and ``specific``: ``q < alpha`` in the planted topic and ``q >= alpha`` in every other.
     """
-    rows = long[long[key] == name]
+    rows = long[long["feature"] == name]
     if rows.empty:
-        raise KeyError(f"{name!r} is not in the table's {key!r} column")
+        raise KeyError(f"{name!r} is not in the table's feature column")
     here = rows[rows["topic"] == topic]
     if here.empty:
         raise KeyError(f"topic {topic} has no row for {name!r}")
@@ -212,7 +210,7 @@ def topic_specificity(
     q_here = float(here["q"].iloc[0])
     q_other = float(other["q"].min()) if len(other) else float("nan")
     return {
-        key: name,
+        "feature": name,
         "topic": int(topic),
         "d_z": float(here["d_z"].iloc[0]),
         "q": q_here,
