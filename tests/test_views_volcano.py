@@ -237,7 +237,10 @@ def test_group_mode_draws_one_point_per_group_sized_by_members(fresh):
     sizes = group_marker_size(np.array([1, 4, 20, 10_000]))
     assert sizes[0] < sizes[1] < sizes[2] < sizes[3] == 40  # bigger groups, bigger points, capped
     info = view.info.value
-    assert f"{table.attrs['n_unclustered']:,} unclustered SAE features" in info and f"{len(fresh.concepts)} concepts" in info
+    assert (
+        f"{table.attrs['n_unclustered']:,} unclustered SAE features" in info
+        and f"{len(fresh.concepts)} concepts" in info
+    )
     assert "group score" in view.figure.layout.xaxis.title.text
     assert view.group_mode.value and not view.group_mode.disabled
 
