@@ -20,7 +20,7 @@ On one CUDA device, with random weights in real shapes (nothing is downloaded):
 (b) **``paired_tests`` at 65,536 features x 260,000 pairs** (about 64 active features per
     response, popularity log-normal, as in ``benchmarks/bench_stats.py``), one run, on the CPU.
 
-The summary is printed as rows of the README's "Measured" table (``| what | command | result |``).
+The summary is printed as rows of the "Measured" table in docs/MEASURED.md (``| what | command | result |``).
 Without a CUDA device it exits with status 2 and says so; ``--cpu-smoke`` runs the same code at
 tiny sizes on the CPU (well under a minute) so the logic is exercised anywhere::
 
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_stats:
             rows += measure_stats(args)
     print(
-        "\nRows for the README's Measured table"
+        "\nRows for the Measured table (docs/MEASURED.md)"
         + (" (smoke sizes: do not paste)" if args.cpu_smoke else "")
         + ":"
     )

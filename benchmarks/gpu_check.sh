@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for the issue "Audit at the scale of real post-training sets" (the work is in
 # benchmarks/gpu_check.py): encode tokens/s through prefaudit vs the bare truncated forward on a
-# 1B-class model, and paired_tests at 65,536 x 260,000. Prints rows of the README's Measured table.
+# 1B-class model, and paired_tests at 65,536 x 260,000. Prints rows of the Measured table (docs/MEASURED.md).
 #
 #   bash benchmarks/gpu_check.sh                 # on a CUDA machine; extra arguments go to gpu_check.py
 #   bash benchmarks/gpu_check.sh --cpu-smoke     # tiny sizes on the CPU

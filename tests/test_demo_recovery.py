@@ -38,7 +38,7 @@ def test_text_concepts_significant_in_planted_direction(session, concept: str, d
 # The criterion, for every planted concept: a feature that belongs to it is significant in
 # the planted direction and ranks in the top 20 by |d_z|. Measured with the shipped SAE
 # (benchmarks/bench_demo_recovery.py): flattery 12th, markdown 5th, URL 2nd. Flattery's rank moves a
-# lot with the SAE's seed and corpus (README model card: 4 to 76), so this guards the shipped
+# lot with the SAE's seed and corpus (docs/MODEL_CARD.md: 4 to 76), so this guards the shipped
 # weights, not every SAE the recipe could train.
 TOP = 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefaudit.build.gallery import MARKERS, md_escape, pick_features, splice_readme
+from prefaudit.build.gallery import MARKERS, md_escape, pick_features, splice_section
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,6 +30,6 @@ def test_markdown_escape_shows_dataset_text_as_text() -> None:
 def test_splice_replaces_only_the_marked_section() -> None:
     start, end = MARKERS
     readme = f"intro\n{start}\nold\n{end}\noutro\n"
-    assert splice_readme(readme, "new") == f"intro\n{start}\nnew\n{end}\noutro\n"
+    assert splice_section(readme, "new") == f"intro\n{start}\nnew\n{end}\noutro\n"
     with pytest.raises(ValueError, match="markers"):
-        splice_readme("no markers here", "new")
+        splice_section("no markers here", "new")

@@ -10,7 +10,7 @@ generates and reads under the prefaudit cache root (``~/.cache/prefaudit`` unles
   ``prefaudit/data/demo_pairs.jsonl.gz`` (:mod:`prefaudit.build.demo_set`; its rates are
   :mod:`prefaudit.demo.design`);
 * ``python -m prefaudit.build.gallery`` — the feature gallery, ``docs/gallery.md`` and the
-  README's gallery section (:mod:`prefaudit.build.gallery`).
+  model card's gallery section (``docs/MODEL_CARD.md``) (:mod:`prefaudit.build.gallery`).
 
 Shared parts: :mod:`~prefaudit.build.prompts` (the prompt templates and the demo/SAE topic
 split), :mod:`~prefaudit.build.styles` (the planted styles and the corpus's praise),

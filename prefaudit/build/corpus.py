@@ -67,7 +67,7 @@ class CorpusRecipe:
     style_mix: dict[str, float] = field(default_factory=lambda: dict(STYLE_MIX))
     # "praise": openers from styles.praise_opener on their own random stream; "praise-strict": the
     # same, sharing no sentence with the demo's openers; "demo": the demo's own opener sentences
-    # (the first shipped SAE's corpus). The last two reproduce the README's ablation.
+    # (the first shipped SAE's corpus). The last two reproduce the model card's ablation.
     flattery: str = "praise"
     praise_seed: int = 1234
     generation: SamplingConfig = DEMO_SAMPLING

@@ -1,6 +1,6 @@
 """A gallery of the shipped SAE's features on the demo set: ``python -m prefaudit.build.gallery``.
 
-Writes ``docs/gallery.md`` and the gallery section of ``README.md`` (between the
+Writes ``docs/gallery.md`` and the gallery section of ``docs/MODEL_CARD.md`` (between the
 ``<!-- gallery:start -->`` / ``<!-- gallery:end -->`` markers, fewer contexts). Features are picked by a fixed rule, not by hand:
 
 * on demo data, each planted concept's best feature (:func:`prefaudit.demo.recovery.recovery_table`);
@@ -29,7 +29,7 @@ from ..demo.design import PLANTED
 from ..demo.recovery import SIDES, _entries, token_offsets
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "gallery.md"
-README_PATH = Path(__file__).resolve().parents[2] / "README.md"
+CARD_PATH = Path(__file__).resolve().parents[2] / "docs" / "MODEL_CARD.md"
 MARKERS = ("<!-- gallery:start -->", "<!-- gallery:end -->")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
@@ -140,12 +140,12 @@ def gallery_markdown(
     return "\n".join(head + body)
 
 
-def splice_readme(readme: str, section: str) -> str:
-    """``readme`` with the text between the gallery markers replaced by ``section``."""
+def splice_section(document: str, section: str) -> str:
+    """``document`` with the text between the gallery markers replaced by ``section``."""
     start, end = MARKERS
-    if start not in readme or end not in readme:
-        raise ValueError(f"README has no {start} ... {end} markers")
-    before, rest = readme.split(start, 1)
+    if start not in document or end not in document:
+        raise ValueError(f"the document has no {start} ... {end} markers")
+    before, rest = document.split(start, 1)
     _, after = rest.split(end, 1)
     return f"{before}{start}\n{section.strip()}\n{end}{after}"
 
@@ -153,8 +153,8 @@ def splice_readme(readme: str, section: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m prefaudit.build.gallery", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DOCS_PATH)
-    p.add_argument("--readme", type=Path, default=README_PATH, help="README whose gallery section to rewrite")
-    p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--card", type=Path, default=CARD_PATH, help="model card whose gallery section to rewrite")
+    p.add_argument("--no-card", action="store_true")
     args = p.parse_args(argv)
     from ..demo import load_demo_pairs
     from ..session import AuditSession
@@ -165,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(gallery_markdown(session))
     print(f"wrote {args.out}")
-    if not args.no_readme:
-        section = gallery_markdown(session, n_contexts=2, title=False, level=4)
-        args.readme.write_text(splice_readme(args.readme.read_text(), section))
-        print(f"updated the gallery section of {args.readme}")
+    if not args.no_card:
+        section = gallery_markdown(session, n_contexts=2, title=False, level=3)
+        args.card.write_text(splice_section(args.card.read_text(), section))
+        print(f"updated the gallery section of {args.card}")
     return 0
 
 
