@@ -120,11 +120,8 @@ def test_conversational_and_hh_formats_are_detected_across_small_chunks(tmp_path
     _same(stream_pairs(hh, batch_rows=50), whole)  # detection needs the first 200 rows: reads ahead
 
 
-def test_real_hh_slice_streams_equal_load_pairs() -> None:
-    path = Path("/work/shared/data/hh-rlhf-harmless-base-test-first1000.jsonl.gz")
-    if not path.is_file():
-        pytest.skip("the HH-RLHF slice is not on this machine")
-    _same(stream_pairs(path, batch_rows=128), load_pairs(path))
+def test_real_hh_slice_streams_equal_load_pairs(hh_path: Path) -> None:
+    _same(stream_pairs(hh_path, batch_rows=128), load_pairs(hh_path))
 
 
 def test_in_memory_sources_are_handed_out_in_chunks(tmp_path: Path) -> None:
