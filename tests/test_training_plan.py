@@ -209,7 +209,7 @@ def test_session_plan_equals_the_runs_plan_which_is_recorded_and_shown(long_sess
         "max_length": WINDOW,
         "max_prompt_length": WINDOW,
     }
-    assert run.trainer.window_dropped == run.plan.pair_ids("dropped_length")
+    assert run.window_dropped == run.plan.pair_ids("dropped_length")
     record = json.loads((run.output_dir / "run.json").read_text())
     assert record["plan"]["counts"] == run.plan.counts() and len(record["plan"]["pairs"]) == len(
         long_session.data

@@ -14,7 +14,8 @@ Example
 from __future__ import annotations
 
 from .config import DPORunConfig
+from .files import list_runs, read_run_record
 from .plan import TrainingPlan, plan_training
 from .run import DPORun, start_run
 
-__all__ = ["DPORun", "DPORunConfig", "TrainingPlan", "plan_training", "start_run"]
+__all__ = ["DPORun", "DPORunConfig", "TrainingPlan", "list_runs", "plan_training", "read_run_record", "start_run"]

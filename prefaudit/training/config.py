@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..interventions import names as intervention_names
 from ..shaping import DOMINANCE_THRESHOLD
+from .files import check_run_name, run_folder
 
 DTYPES = ("float32", "bfloat16", "float16")
 # DPOConfig fields this config sets itself; dpo_kwargs may not override them.
@@ -57,7 +59,9 @@ class DPORunConfig:
     weights : dict, optional
         Feature -> weight; default: the session's weights when the run starts (copied).
     name : str, optional
-        Run name (default: ``"<intervention>-<n>"``); also the default output folder name.
+        Run name (default: ``"<intervention>-<n>"``); also the default output folder name, so it must
+        be a name, not a path: no ``/`` or ``\\``, not ``.``/``..``, no control characters, at most
+        200 bytes (``prefaudit.training.files.check_run_name``).
     lora : bool
         Train a LoRA adapter (peft) rather than all weights. The reference is then the base model
         with the adapter disabled; no second copy is held.
@@ -141,6 +145,12 @@ class DPORunConfig:
     dpo_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.name is not None:  # it becomes a folder under runs/: a name, never a path
+            check_run_name(self.name)
+        if self.output_dir is not None and (
+            not isinstance(self.output_dir, (str, os.PathLike)) or "\0" in os.fspath(self.output_dir)
+        ):
+            raise ConfigError(f"output_dir must be a path without NUL characters, got {self.output_dir!r}.")
         if self.intervention not in intervention_names():
             raise ConfigError(
                 f"intervention={self.intervention!r}; choose one of {', '.join(intervention_names())}."
@@ -236,11 +246,12 @@ class DPORunConfig:
         return self.max_steps * self.batch_size * self.gradient_accumulation_steps >= n_train
 
     def default_output_dir(self, name: str) -> Path:
+        """``output_dir`` when set, else the folder ``name`` inside ``<cache>/runs`` (checked to stay inside)."""
         if self.output_dir is not None:
             return Path(self.output_dir).expanduser()
         from ..default_model import cache_root
 
-        return cache_root() / "runs" / name
+        return run_folder(cache_root() / "runs", name)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy (weights as given)."""

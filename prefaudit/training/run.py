@@ -1,14 +1,23 @@
 """``DPORun``: one shaped DPO run training in a background thread, observable and cancellable.
 
-``start_run`` does everything that can fail fast on the calling thread — validate the config,
-resolve weights, split off the held-out pairs, shape the dataset, plan the token window and the
-pairs drawn (``run.plan``, :mod:`prefaudit.training.plan`), collect ablation directions, copy the
-model — and then trains in a daemon thread, so a notebook stays usable. Runs queue on
-one lock: two runs never train at once (they would share two CPU cores and trl's global seeding).
+``start_run`` does everything that can fail fast on the calling thread — validate the config (the
+run name is a name, never a path), resolve weights, split off the held-out pairs, shape the dataset,
+plan the token window and the pairs drawn (``run.plan``, :mod:`prefaudit.training.plan`), collect
+ablation directions, write ``run.json`` — and then trains in a daemon thread, so a notebook stays
+usable. Runs queue on one lock: two runs never train at once (they would share two CPU cores and
+trl's global seeding).
 
 Whatever happens in the thread ends on the run: ``status`` becomes ``finished``, ``cancelled`` or
 ``failed``; a failure keeps the exception on ``run.exception`` and its traceback text on
 ``run.error`` (and in the panel) — nothing is lost in the thread.
+
+Memory: a queued run holds no model — it copies the session's model when its turn comes. A run
+that ends lets go of its trainer, optimizer and reference copy; a finished LoRA run keeps only its
+adapter (on CPU) and rebuilds the policy on the session's model when ``run.model`` is first used
+(``run.release()`` drops it again); a failed run, or one stopped before training, keeps no model.
+``run.json`` names the process that owns the run: when that process has died (a kernel restart)
+:func:`~prefaudit.training.files.read_run_record` and ``list_runs`` report it ``interrupted``
+(:mod:`prefaudit.training.policy`, :mod:`prefaudit.training.files`).
 
 Example
 -------
@@ -21,11 +30,9 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import itertools
-import json
 import threading
 import time
 import traceback
@@ -39,7 +46,9 @@ import pandas as pd
 
 from ..errors import ConfigError
 from .config import DPORunConfig, resolve_config
+from .files import process_owner, write_run_record
 from .plan import TrainingPlan, build_plan, shape_training_set, split_positions
+from .policy import PolicyStore, clear_frames, free_memory
 
 __all__ = ["DPORun", "PreparedRun", "prepare_run", "split_positions", "start_run"]
 
@@ -70,8 +79,16 @@ class DPORun:
         ``cancelled`` or ``failed``.
     error : str or None
         Traceback text of the exception that ended the run.
-    model : PreTrainedModel or PeftModel
-        The policy (trained once the run is done); ``output_dir`` holds its saved copy.
+    model : PreTrainedModel or PeftModel or None
+        The policy (trained once the run is done); ``output_dir`` holds its saved copy. ``None``
+        while queued, after a failure and when stopped before training. A done LoRA run keeps its
+        adapter only and rebuilds this on first use (:meth:`release` drops it again).
+    owner : dict
+        The process that runs it (pid, host, start time), recorded in ``run.json``.
+    trainer : ShapedDPOTrainer or None
+        Set while the run prepares and trains; ``None`` once it ends (optimizer and reference go).
+    window_dropped : list[int]
+        ``pair_id`` of the pairs the trainer dropped for leaving no response token in the window.
 
     Example
     -------
@@ -85,7 +102,7 @@ class DPORun:
         name: str,
         config: DPORunConfig,
         shaped: Any,
-        model: Any,
+        model: Any = None,
         tokenizer: Any,
         output_dir: Path,
         train_positions: np.ndarray,
@@ -95,14 +112,17 @@ class DPORun:
         source: dict[str, Any] | None = None,
         session: Any = None,
         plan: TrainingPlan | None = None,
+        base: Any = None,
     ) -> None:
+        """``base``: the model the run copies when it starts; ``model``: a policy to train as given."""
         self.name = name
         self.plan = plan
         self.session = session
         self.config = config
         self.shaped = shaped
         self.weights = dict(shaped.weights)
-        self.model = model
+        self.policy = PolicyStore(name, model=model, base=base)
+        self.owner = process_owner()
         self.tokenizer = tokenizer
         self.output_dir = Path(output_dir)
         self.train_positions = np.asarray(train_positions, dtype=np.int64)
@@ -117,6 +137,7 @@ class DPORun:
         self.ended_at: float | None = None
         self.verification: Any = None
         self.trainer: Any = None
+        self.window_dropped: list[int] = []
         self.train_summary: dict[str, Any] = {}
         self._status = "queued"
         self._logs: list[dict[str, Any]] = []
@@ -133,6 +154,14 @@ class DPORun:
     @property
     def status(self) -> str:
         return self._status
+
+    @property
+    def model(self) -> Any:
+        return self.policy.model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self.policy.model = value
 
     @property
     def done(self) -> bool:
@@ -180,6 +209,7 @@ class DPORun:
     def start(self) -> DPORun:
         if self._thread is not None:
             raise ConfigError(f"Run {self.name!r} was already started.")
+        self._write_record()  # on the calling thread: an unwritable output_dir fails here, loudly
         self._thread = threading.Thread(target=self._main, name=f"prefaudit-dpo-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -199,6 +229,16 @@ class DPORun:
         if raise_on_error and self._status == "failed":
             raise RuntimeError(f"DPO run {self.name!r} failed:\n{self.error}") from self.exception
         return self._status
+
+    def release(self) -> bool:
+        """Drop the in-memory policy of a done LoRA run; ``run.model`` rebuilds it from the adapter.
+
+        Returns whether a policy was dropped: a full fine-tune's policy is its only in-memory copy
+        of the trained weights and is kept (load them from ``output_dir`` to save memory).
+        """
+        if not self.done:
+            raise ConfigError(f"Run {self.name!r} is {self._status}; release it once it is done.")
+        return self.policy.release()
 
     def observe(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``fn(event)`` on every event (from the training thread); returns an unsubscribe function."""
@@ -227,6 +267,7 @@ class DPORun:
             "elapsed_s": round(self.elapsed, 2),
             "error": self.error,
             "source": self.source,
+            "owner": dict(self.owner),
         }
 
     # ------------------------------------------------------------------ display
@@ -258,6 +299,8 @@ class DPORun:
 
     def _set_status(self, status: str) -> None:
         self._status = status
+        if status in ("preparing", "running"):  # the end is written by _main, after letting go
+            self._write_record()
         self._emit({"type": "status", "status": status})
 
     def _on_train_begin(self, max_steps: int) -> None:
@@ -285,37 +328,57 @@ class DPORun:
     def _main(self) -> None:
         try:
             with _TRAIN_LOCK:
-                if self._cancel.is_set():
-                    self._set_status("cancelled")
-                    return
-                self._set_status("preparing")
-                self._write_record()
-                trainer = self._build_trainer()
-                self.trainer = trainer
-                if self._cancel.is_set():
-                    self._set_status("cancelled")
-                    return
-                self._set_status("running")
-                trainer.train()
-                trainer.remove_ablation()
-                model = trainer.accelerator.unwrap_model(trainer.model)
-                model.eval()
-                self.model = model
-                if self.config.save_model:
-                    trainer.save_model(str(self.output_dir))
-                # Optimizer state is not needed after training (and is 2x the weights for a full fine-tune).
-                trainer.optimizer = trainer.lr_scheduler = None
-                self._set_status("cancelled" if self._cancel.is_set() else "finished")
+                self._train()
         except BaseException as err:  # everything, even a KeyboardInterrupt, must reach run.error
             self.exception = err
             self.error = traceback.format_exc()
+            # The text keeps the traceback; its frames' locals (trainer, optimizer, model) go.
+            clear_frames(err)
             self._set_status("failed")
         finally:
             self.ended_at = time.monotonic() if self.started_at is not None else None
-            with contextlib.suppress(Exception):
+            self._let_go()
+            try:
                 self._write_record()
+            except Exception as err:  # the outcome is on the run; say its file is stale (err names it)
+                warnings.warn(f"Run {self.name!r}: run.json not updated: {err}", stacklevel=1)
             self._done.set()
             self._emit({"type": "end", "status": self._status})
+
+    def _train(self) -> None:
+        """Load, train, save (the body of the thread; its locals die with its frame)."""
+        if self._cancel.is_set():
+            self._set_status("cancelled")
+            return
+        self._set_status("preparing")
+        self.policy.load()  # now, not when queued: a queued run holds no copy of the model
+        trainer = self.trainer = self._build_trainer()
+        self.window_dropped = list(trainer.window_dropped)
+        if self._cancel.is_set():
+            self._set_status("cancelled")
+            return
+        self._set_status("running")
+        trainer.train()
+        trainer.remove_ablation()
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.eval()
+        if self.config.save_model:
+            trainer.save_model(str(self.output_dir))
+        self.policy.keep(model, lora=self.config.lora)
+        self._set_status("cancelled" if self._cancel.is_set() else "finished")
+
+    def _let_go(self) -> None:
+        """Drop the trainer (optimizer, reference copy); without a trained policy, the model too."""
+        trainer, self.trainer = self.trainer, None
+        if trainer is not None:
+            try:
+                trainer.release()
+            except Exception as err:  # the references below go anyway; say why the hooks may stay
+                warnings.warn(f"Run {self.name!r}: releasing its trainer failed: {err}", stacklevel=1)
+        if not self.policy.trained:  # failed, or stopped before training: nothing to keep
+            self.policy.drop()
+        del trainer
+        free_memory()
 
     def _build_trainer(self) -> Any:
         import torch
@@ -330,14 +393,14 @@ class DPORun:
         ref_model = None
         if not cfg.lora and not cfg.precompute_for(n_train):
             # The policy exists only in memory: trl would reload the reference from _name_or_path.
-            ref_model = copy.deepcopy(self.model).eval()
+            ref_model = copy.deepcopy(self.policy.held).eval()
         directions, layer = (None, None)
         if self.ablation is not None:
             directions, layer = torch.as_tensor(self.ablation[0], dtype=torch.float32), int(self.ablation[1])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(deprecated|tokenized prompt is not a prefix).*")
             trainer = ShapedDPOTrainer(
-                self.model,
+                self.policy.held,
                 ref_model=ref_model,
                 args=args,
                 train_dataset=self.shaped.dataset,
@@ -355,8 +418,7 @@ class DPORun:
         return trainer
 
     def _write_record(self) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "run.json").write_text(json.dumps(self.record(), indent=2, default=str))
+        write_run_record(self.output_dir / "run.json", self.record())
 
 
 @dataclasses.dataclass
@@ -415,15 +477,15 @@ def start_run(session: Any, config: Any = None, *, callbacks: Sequence[Any] = ()
     """
     prep = prepare_run(session, config, **overrides)
     cfg, backbone = prep.config, session.backbone
-    # Train a copy: the session's model stays the base model for reading features and for verification.
-    model = copy.deepcopy(backbone.model).float()
     name = cfg.name or f"{cfg.intervention}-{next(_COUNTER)}"
     out_dir = cfg.default_output_dir(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
     run = DPORun(
         name=name,
         config=cfg,
         shaped=prep.shaped,
-        model=model,
+        # Trained on a copy, taken when the run starts: the session's model stays the base model
+        # for reading features and for verification.
+        base=backbone.model,
         tokenizer=backbone.tokenizer,
         output_dir=out_dir,
         train_positions=prep.train_positions,

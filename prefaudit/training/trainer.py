@@ -167,6 +167,10 @@ class _PolicyLogps:
         finally:
             self._armed = False
 
+    def remove(self) -> None:
+        self._handle.remove()
+        self.value = None
+
 
 class ShapedDPOTrainer(DPOTrainer):
     """trl ``DPOTrainer`` whose sigmoid loss is ``−log σ(β·h − m)`` with a per-pair margin column.
@@ -399,6 +403,22 @@ class ShapedDPOTrainer(DPOTrainer):
                 ablation.remove()
         self.ablation = self.ref_ablation = None
         self._ablation_spec = None
+
+    def release(self) -> None:
+        """Drop what only training needs: hooks, optimizer, scheduler, reference copy, accelerate's lists.
+
+        Call it when training is over (or failed): the trained policy stays usable, without hooks,
+        and the trainer no longer holds the optimizer state (2x the trained weights) or the reference
+        model (a full copy for a full fine-tune), even while something still refers to the trainer.
+        """
+        self.remove_ablation()
+        policy_logps = getattr(self, "_policy_logps", None)  # absent when __init__ failed early
+        if policy_logps is not None:
+            policy_logps.remove()
+        self.optimizer = self.lr_scheduler = None
+        self.callback_handler.optimizer = self.callback_handler.lr_scheduler = None
+        self.ref_model = None
+        self.accelerator.free_memory()
 
 
 def _check_args(args: Any) -> None:

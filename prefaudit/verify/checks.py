@@ -43,3 +43,6 @@ def check_run(run: Any) -> None:
         raise ConfigError(f"Run {run.name!r} failed; nothing to verify. Its error:\n{run.error}")
     if status not in ("finished", "cancelled"):
         raise ConfigError(f"Run {run.name!r} is {status}; call run.wait() before verifying it.")
+    # A run cancelled while queued never copied a model (it holds none until it starts).
+    if getattr(getattr(run, "policy", None), "trained", True) is False and run.model is None:
+        raise ConfigError(f"Run {run.name!r} was stopped before training; nothing to verify.")
