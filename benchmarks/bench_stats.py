@@ -259,6 +259,7 @@ def baseline_paired_tests(chosen, rejected, *, n_boot=N_BOOT, n_splits=20, seed=
             "p_len_ctrl": nan.copy(),
             "direction": np.where(mean > 0, "chosen", np.where(mean < 0, "rejected", "none")).tolist(),
             "n_nonzero": ranks.n_nonzero,
+            "constant_delta": np.zeros(len(mean), bool),
         },
         columns=list(PAIRED_TEST_COLUMNS),
     )

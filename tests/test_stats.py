@@ -77,7 +77,7 @@ def large() -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
 def test_columns_are_the_documented_ones_in_order(large):
     _, _, table = large
     assert list(table.columns[: len(EXPECTED_COLUMNS)]) == EXPECTED_COLUMNS
-    assert list(table.columns) == [*EXPECTED_COLUMNS, "n_nonzero"]
+    assert list(table.columns) == [*EXPECTED_COLUMNS, "n_nonzero", "constant_delta"]
     assert list(PAIRED_TEST_COLUMNS) == list(table.columns)
     assert table["feature"].tolist() == [str(j) for j in range(table.shape[0])]
     assert (table["source"] == "sae").all() and (table["label"] == "").all()

@@ -9,7 +9,10 @@ Three formats (see :class:`~prefaudit.pairs.PreferencePairs`):
   dialogues that differ in the final assistant turn.
 
 A row that cannot be used raises :class:`BadRow` (the field at fault and why); the loader turns
-it into a :class:`~prefaudit.pairs.RejectedRow`.
+it into a :class:`~prefaudit.pairs.RejectedRow`. Before any format is applied, every value of the
+row (metadata too, nested message lists included) must be text that UTF-8 can encode
+(:func:`check_text`): one lone surrogate would otherwise stop the whole load later, in pandas,
+Arrow or the tokenizer.
 
 Example
 -------
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .hh import looks_like_hh, split_dialogue
-from .types import Message
+from .types import Message, unencodable
 
 FORMATS = ("text", "conversational", "hh")
 ROLES = ("user", "assistant", "system")
@@ -263,4 +266,59 @@ def normalise(row: Mapping[str, Any], fmt: str, cols: Columns, tally: Tally, pai
     for col in required:
         if col not in row:
             raise BadRow(col, "missing field")
-    return NORMALISERS[fmt](row, cols, tally, pair_id)
+    check_text(row)
+    out = NORMALISERS[fmt](row, cols, tally, pair_id)
+    if any("\x00" in text for text in _texts(out)):
+        tally.add(_NUL_NOTE, pair_id)
+    return out
+
+
+# ----------------------------------------------------------------------------------- text
+#: NUL and the other control characters are valid Unicode and encode in UTF-8, Arrow, parquet
+#: and JSON, and byte-level tokenizers take them, so rows holding them are kept as they are
+#: (code datasets hold form feeds and escapes on purpose). NUL alone is counted in the report:
+#: it is rarely meant (binary debris, a bad export) and some tools cut C strings at it.
+_NUL_NOTE = "text holds NUL characters (U+0000), kept as they are"
+
+
+def check_text(row: Mapping[str, Any]) -> None:
+    """Raise :class:`BadRow` (column, where, which code point) for text that UTF-8 cannot encode.
+
+    Every value is looked at, nested lists and dicts too (message lists, metadata), so the
+    rows kept can be written anywhere; the reason says where inside a nested value it is.
+    """
+    for col, value in row.items():
+        if isinstance(value, str) and value.isascii():  # the common case, without a call
+            continue
+        problem = _text_problem(value, "", 0)
+        if problem is not None:
+            raise BadRow(col, problem)
+
+
+def _text_problem(value: Any, where: str, depth: int) -> str | None:
+    """The first unencodable text in ``value``, prefixed with where it is (``[1]['content']: ``)."""
+    if isinstance(value, str):
+        reason = unencodable(value)
+        return None if reason is None else (f"{where}: " if where else "") + reason
+    if depth > 32:  # nothing this deep is text we use; JSON nesting this deep is not a preference row
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            key_reason = unencodable(key) if isinstance(key, str) else None
+            if key_reason is not None:
+                return f"{where or 'a'} key: {key_reason}"
+            problem = _text_problem(item, f"{where}[{key!r}]", depth + 1)
+            if problem is not None:
+                return problem
+    elif _is_list(value):
+        for k, item in enumerate(value):
+            problem = _text_problem(item, f"{where}[{k}]", depth + 1)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _texts(normalised: Normalised) -> list[str]:
+    prompt, chosen, rejected = normalised
+    texts = [prompt] if isinstance(prompt, str) else [m["content"] for m in prompt]
+    return [*texts, chosen, rejected]

@@ -1,8 +1,9 @@
 """Read a source (file, DataFrame, list of dicts, ``datasets.Dataset``, hub name) into raw rows.
 
 Rows keep their 0-based source index. A row that cannot even be read (a broken JSON line, bad
-UTF-8 bytes, a list element that is not a dict) becomes a :class:`RejectedRow` in its place, so
-the loader can report it; a file that cannot be read at all raises :class:`DataError`.
+UTF-8 bytes, a list element that is not a dict, a field name that is not valid Unicode) becomes
+a :class:`RejectedRow` in its place, so the loader can report it; a file that cannot be read at
+all (a ``.json``/``.csv`` file that is not UTF-8 as a whole) raises :class:`DataError`.
 
 Example
 -------
@@ -29,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DataError, MissingDependencyError
-from .types import RejectedRow
+from .types import RejectedRow, unencodable
 
 Row = dict[str, Any]
 
@@ -228,17 +229,27 @@ def _from_records(records: Iterable[Any], description: str, start: int = 0) -> R
     for i, rec in enumerate(records, start=start):
         if isinstance(rec, Mapping):
             row = {str(k): v for k, v in rec.items()}
-            columns.update(dict.fromkeys(row))
-            items.append(row)
+            bad = _bad_name(row, i, "")
+            columns.update(dict.fromkeys(row if bad is None else ()))
+            items.append(row if bad is None else bad)
         else:
             items.append(RejectedRow(i, "row", f"expected a dict, got {type(rec).__name__}"))
     return RawRows(description, items, list(columns))
+
+
+def _bad_name(row: Row, index: int, where: str) -> RejectedRow | None:
+    """A row with a field name UTF-8 cannot encode: rejected whole, the name never a column."""
+    reason = next((f"field name {k!r}: {r}" for k in row if (r := unencodable(k)) is not None), None)
+    return None if reason is None else RejectedRow(index, "row", where + reason)
 
 
 def _from_frame(df: pd.DataFrame, description: str) -> RawRows:
     if df.columns.duplicated().any():
         dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
         raise DataError(f"{description}: duplicate column names {dup}")
+    for k, c in enumerate(df.columns):
+        if (reason := unencodable(str(c))) is not None:  # every row's column: the table cannot be used
+            raise DataError(f"{description}: column name {str(c)!r} (column {k}, 0-based): {reason}")
     df = df.set_axis([str(c) for c in df.columns], axis=1).reset_index(drop=True)
     items: list[Row | RejectedRow] = list(df.to_dict("records"))
     return RawRows(description, items, list(df.columns), frame=df)
@@ -380,7 +391,7 @@ def _parse_json_line(line: bytes, lineno: int, index: int) -> Row | RejectedRow:
         return RejectedRow(index, "row", f"line {lineno}: invalid JSON ({err.msg} at column {err.colno})")
     if not isinstance(obj, dict):
         return RejectedRow(index, "row", f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+    return _bad_name(obj, index, f"line {lineno}: ") or obj
 
 
 def _read_json(path: Path, limit: int | None) -> RawRows:

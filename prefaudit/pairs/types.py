@@ -28,6 +28,33 @@ Message = dict[str, str]
 CORE_COLUMNS = ("pair_id", "prompt", "chosen", "rejected")
 
 
+def unencodable(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8, or ``None`` when it can.
+
+    A Python ``str`` can hold any code point up to U+10FFFF; the only ones UTF-8 (and so Arrow,
+    parquet, tokenizers and the browser) cannot carry are the surrogates U+D800–U+DFFF. They
+    reach a row as a lone ``"\\ud800"`` escape in JSON (valid JSON, decoded as is by Python), or
+    in Python objects (a list of dicts, an object-dtype DataFrame); Arrow-backed sources
+    (parquet, ``datasets``) cannot hold them. The reason names the first one and its 0-based
+    character index, never the character itself (printing it would fail).
+
+    Example
+    -------
+    >>> unencodable("fine é"), unencodable("ab\\ud800")
+    (None, 'lone surrogate U+D800 at character 2 (0-based): not valid Unicode text, cannot be encoded as UTF-8')
+    """
+    if text.isascii():  # the common case, checked in C without encoding anything
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (
+            f"lone surrogate U+{ord(text[err.start]):04X} at character {err.start} (0-based): "
+            "not valid Unicode text, cannot be encoded as UTF-8"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RejectedRow:
     """A source row that was not kept: its 0-based index in the source, the field at fault, why.

@@ -29,6 +29,8 @@ def num(x: Any, spec: str = ".3f") -> str:
         x = float(x)
     except (TypeError, ValueError):
         return "–"
+    if math.isinf(x):  # a constant Δ's d_z: infinite, not missing
+        return "+∞" if x > 0 else "−∞"
     if not math.isfinite(x):
         return "–"
     if spec == "q":

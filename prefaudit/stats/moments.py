@@ -8,6 +8,8 @@ time.
 >>> m = sp.csc_array(np.array([[1.0, 0.0], [3.0, 0.0]]))
 >>> column_means(m).tolist(), centred_sum_of_squares(m, column_means(m)).tolist()
 ([2.0, 0.0], [2.0, 0.0])
+>>> column_abs_max(m).tolist(), float32_columns(m, np.array([0, 1])).tolist()
+([3.0, 0.0], [True, True])
 """
 
 from __future__ import annotations
@@ -32,6 +34,35 @@ def segment_sums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
         # listed (an empty one would yield values[start]); the last runs to the end of values.
         out[filled] = np.add.reduceat(values[indptr[0] : indptr[-1]], indptr[filled] - indptr[0])
     return out
+
+
+def _segment_extreme(ufunc: np.ufunc, values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    indptr = np.asarray(indptr, dtype=np.int64)
+    k = np.diff(indptr)
+    out = np.zeros(k.size, dtype=np.float64)
+    filled = np.flatnonzero(k)
+    if filled.size:  # as in segment_sums: only the non-empty segments are listed
+        out[filled] = ufunc.reduceat(values[indptr[0] : indptr[-1]], indptr[filled] - indptr[0])
+    return out
+
+
+def column_abs_max(m: sp.csc_array) -> np.ndarray:
+    """Largest |value| of each column (0 for a column of zeros), without an |data| temporary."""
+    high = _segment_extreme(np.maximum, m.data, m.indptr)
+    low = _segment_extreme(np.minimum, m.data, m.indptr)
+    return np.maximum(high, -low) + 0.0  # + 0.0: an empty column's −0.0 becomes 0.0
+
+
+def float32_columns(m: sp.csc_array, columns: np.ndarray) -> np.ndarray:
+    """Per column of ``columns``: whether every stored value is exactly a float32 number.
+
+    SAE activations are float32 even when handed over as float64; such a column carries only
+    float32 precision, which decides how much spread rounding alone can produce.
+    """
+    sub = sp.csc_array(m[:, columns])
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, so "not float32" as it should
+        inexact = sub.data.astype(np.float32) != sub.data
+    return segment_sums(inexact, sub.indptr) == 0
 
 
 def column_means(m: sp.csc_array) -> np.ndarray:

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from prefaudit.errors import ConfigError
 from prefaudit.stats.inputs import as_canonical_csc, length_difference, per_feature_strings, positive_int
-from prefaudit.stats.moments import centred_sum_of_squares, column_means
+from prefaudit.stats.moments import centred_sum_of_squares, column_abs_max, column_means, float32_columns
 from prefaudit.stats.pvalues import (
     benjamini_hochberg,
     sign_test_pvalues,
@@ -56,6 +56,7 @@ PAIRED_TEST_COLUMNS: tuple[str, ...] = (
     "p_len_ctrl",
     "direction",
     "n_nonzero",
+    "constant_delta",
 )
 
 #: The tests :func:`paired_tests` can run on Δ.
@@ -119,6 +120,60 @@ class _Resampling:
         )
         pool.shutdown(wait=False)
         return future
+
+
+_EPS64, _EPS32 = float(np.finfo(np.float64).eps), float(np.finfo(np.float32).eps)
+
+
+def _declared_dtype(x: Any) -> np.dtype:
+    """The dtype ``x`` arrives in (float64 for array-likes without a numpy one): its precision counts."""
+    try:
+        dtype = np.dtype(getattr(x, "dtype", np.float64))
+    except TypeError:  # e.g. a torch dtype
+        return np.dtype(np.float64)
+    return dtype if dtype.kind in "biuf" else np.dtype(np.float64)
+
+
+def _column_eps(c: sp.csc_array, r: sp.csc_array, columns: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Machine epsilon of the precision the values of ``columns`` carry (see Notes of paired_tests)."""
+    if dtype.kind in "biu":  # integers and bools are exact in float64
+        return np.full(columns.size, _EPS64)
+    if dtype.itemsize < 8:  # float16/float32 inputs
+        return np.full(columns.size, float(np.finfo(dtype).eps))
+    single = float32_columns(c, columns) & float32_columns(r, columns)
+    return np.where(single, _EPS32, _EPS64)
+
+
+def standardised_effect(
+    delta: sp.csc_array,
+    delta_mean: np.ndarray,
+    sd: np.ndarray,
+    c: sp.csc_array,
+    r: sp.csc_array,
+    dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``d_z`` = mean(Δ)/sd(Δ) per column and ``constant_delta``; the rules are in paired_tests' Notes."""
+    n, n_features = delta.shape
+    d_z, constant = np.full(n_features, np.nan), np.zeros(n_features, dtype=bool)
+    if n < 2:
+        return d_z, constant
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_z = np.where(sd > 0, delta_mean / sd, np.nan)
+    tested = np.diff(delta.indptr) > 0
+    scale = np.maximum(column_abs_max(c), column_abs_max(r))
+    size = np.abs(delta_mean) + scale
+    # The loosest tolerance picks the few candidates; only they are checked for float32 values.
+    loose = 2 * (max(_EPS32, float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0) + n * _EPS64)
+    candidates = np.flatnonzero(tested & (sd <= loose * size))
+    if candidates.size:
+        tol = 2 * (_column_eps(c, r, candidates, dtype) + n * _EPS64)
+        within = sd[candidates] <= tol * size[candidates]
+        flat, tol = candidates[within], tol[within]
+        constant[flat] = True
+        mean = delta_mean[flat]
+        # A constant within rounding of 0 is no effect; any other constant is an infinite one.
+        d_z[flat] = np.where(np.abs(mean) <= tol * scale[flat], 0.0, np.copysign(np.inf, mean))
+    return d_z, constant
 
 
 def _rows(x: Any) -> int | None:
@@ -195,7 +250,8 @@ def paired_tests(
         - ``n_pairs``; ``n_active``: pairs where the feature is non-zero in chosen or rejected;
           ``frac_active_chosen/rejected``: fraction of pairs where it is non-zero on that side.
         - ``mean_chosen``, ``mean_rejected``, ``delta_mean``: means over all pairs, zeros included.
-        - ``d_z``: mean(Δ)/sd(Δ, ddof=1) (NaN when sd = 0 or n_pairs < 2).
+        - ``d_z``: mean(Δ)/sd(Δ, ddof=1); ±inf (or 0) when Δ is constant, NaN for an untested
+          feature or n_pairs < 2 (see Notes).
         - ``rank_biserial``: (W⁺ − W⁻)/(W⁺ + W⁻) over the ranks of the non-zero |Δ| (Kerby).
         - ``ci_low``, ``ci_high``: percentile bootstrap CI of mean Δ (pairs resampled).
         - ``p``, ``q``: two-sided p of ``test`` and its Benjamini–Hochberg q.
@@ -206,6 +262,8 @@ def paired_tests(
           constant.
         - ``direction``: ``"chosen"`` (delta_mean > 0), ``"rejected"`` (< 0) or ``"none"``.
         - ``n_nonzero``: pairs with Δ ≠ 0.
+        - ``constant_delta``: Δ is the same in every pair up to rounding, so d_z is a
+          convention (±inf or 0), not an estimate (see Notes).
 
     Raises
     ------
@@ -220,6 +278,19 @@ def paired_tests(
     is 0), ``delta_len_ctrl = 0`` and ``p_len_ctrl = 1``. It is left out of the
     Benjamini–Hochberg count m, so dead features do not dilute the correction. A tested
     feature whose p is NaN (the t test with one pair) gets ``q = NaN`` and is left out too.
+
+    **Constant Δ.** When a tested feature's Δ has no spread beyond what rounding makes,
+    mean/sd would be rounding noise (≈ 10¹⁶ for a Δ equal in every pair) or 0/0. Such a column
+    has ``constant_delta = True`` and ``d_z = ±inf`` (the sign of the mean: every pair moves the
+    same way by the same amount), or ``d_z = 0`` when the mean itself is within rounding of 0;
+    ``p``/``q`` are those of the test on the actual values, as scipy gives them. "No spread" is
+    ``sd ≤ 2·(ε + n·ε₆₄)·(|mean| + s)``, s the column's largest |chosen| or |rejected| and ε the
+    precision the values carry: float16/float32 inputs their own ε; float64 columns whose values
+    are all float32 numbers (SAE activations) ε₃₂, others ε₆₄. Why: each Δᵢ = cᵢ − rᵢ is known to
+    ε·s, so rounding spreads a constant Δ by at most √2·ε·s; the float64 mean of n values errs by
+    at most n·ε₆₄·|mean|, which the centred sum turns into spread of the same size. Any real
+    spread of float32 data is well above 2.4·10⁻⁷ of its scale; a float64 Δ of 0.7 ± 10⁻⁹ keeps
+    its finite d_z (≈ 7·10⁸). Untested features (no non-zero Δ) keep ``d_z = NaN``.
 
     **Resampling.** The bootstrap uses ``rng = numpy.random.default_rng(seed)`` and draws, for
     replicate b = 0 … n_boot − 1 in turn, ``rng.integers(0, n_pairs, size=n_pairs)``; the
@@ -248,6 +319,7 @@ def paired_tests(
     early = _rows(chosen)
     resampling = None if early is None else _Resampling(early, n_boot, n_splits, seeds)
     try:
+        dtype = np.result_type(_declared_dtype(chosen), _declared_dtype(rejected))
         c = as_canonical_csc(chosen, "chosen")
         r = as_canonical_csc(rejected, "rejected")
         if c.shape != r.shape:
@@ -279,13 +351,11 @@ def paired_tests(
     n_active = _active_counts(c, r)
     frac_active_chosen, frac_active_rejected = np.diff(c.indptr) / n_pairs, np.diff(r.indptr) / n_pairs
     mean_chosen, mean_rejected = column_means(c), column_means(r)
-    del c, r  # only Δ is needed from here on: frees their memory before the big temporaries
     delta_mean = column_means(delta)
     centred_ss = centred_sum_of_squares(delta, delta_mean)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        variance = centred_ss / (n_pairs - 1) if n_pairs > 1 else np.full(n_features, np.nan)
-        sd = np.sqrt(variance)
-        d_z = np.where(sd > 0, delta_mean / sd, np.nan)
+    variance = centred_ss / (n_pairs - 1) if n_pairs > 1 else np.full(n_features, np.nan)
+    d_z, constant = standardised_effect(delta, delta_mean, np.sqrt(variance), c, r, dtype)
+    del c, r  # only Δ is needed from here on: frees their memory before the big temporaries
 
     ranks = signed_ranks(delta)
     tested = ranks.n_nonzero > 0
@@ -333,6 +403,7 @@ def paired_tests(
             "p_len_ctrl": len_p,
             "direction": direction.tolist(),
             "n_nonzero": ranks.n_nonzero,
+            "constant_delta": constant,
         },
         columns=list(PAIRED_TEST_COLUMNS),
     )

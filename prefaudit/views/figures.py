@@ -52,6 +52,7 @@ __all__ = [
     "token_segments",
     "volcano_figure",
     "volcano_layout",
+    "volcano_note",
     "volcano_points",
     "volcano_traces",
 ]
@@ -80,11 +81,20 @@ def hover_escape(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
-def volcano_points(results: pd.DataFrame, effect: str = "d_z") -> pd.DataFrame:
-    """The plottable rows of a results table: ``row`` (position in ``results``), ``x``, ``y``, ``category``.
+#: Marker symbols of points whose effect is not a finite number (``volcano_points``' ``mark``).
+MARK_SYMBOLS = {"": "circle", "+inf": "triangle-right", "-inf": "triangle-left", "nan": "x"}
 
-    Rows with a non-finite effect or q (features that never vary) are left out. ``q = 0``
-    (underflow) is drawn at the smallest positive q so that it stays on the chart.
+
+def volcano_points(results: pd.DataFrame, effect: str = "d_z") -> pd.DataFrame:
+    """The plottable rows of a results table: ``row`` (position in ``results``), ``x``, ``y``, ``category``, ``mark``.
+
+    No tested feature is left out for its numbers: an effect of ±inf (a Δ constant in every
+    pair, ``constant_delta``) is drawn clipped just beyond the largest finite |x| (``mark``
+    ``"+inf"``/``"-inf"``), and a NaN effect of a tested feature at x = 0 (``mark`` ``"nan"``).
+    Left out, and counted in ``attrs["not_drawn"]``: untested features whose effect is NaN
+    (``"untested"``: no non-zero Δ; without an ``n_nonzero`` column, q ≥ 1) and rows whose q is
+    not a number (``"no_q"``: nothing to place them at). ``q = 0`` (underflow) is drawn at the
+    smallest positive q so that it stays on the chart.
     """
     if effect not in EFFECTS:
         raise ValueError(f"effect={effect!r}; choose one of {', '.join(EFFECTS)}.")
@@ -92,7 +102,13 @@ def volcano_points(results: pd.DataFrame, effect: str = "d_z") -> pd.DataFrame:
         raise ValueError(f"The results table has no {effect!r} column.")
     x = results[effect].to_numpy(dtype=np.float64)
     q = results["q"].to_numpy(dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(q)
+    untested = results["n_nonzero"].to_numpy() == 0 if "n_nonzero" in results.columns else ~(q < 1)
+    has_q = np.isfinite(q)
+    keep = has_q & ~(np.isnan(x) & untested)
+    finite = np.abs(x[keep & np.isfinite(x)])
+    edge = 1.15 * float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    mark = np.select([np.isnan(x), x == np.inf, x == -np.inf], ["nan", "+inf", "-inf"], "")
+    x = np.where(np.isnan(x), 0.0, np.clip(x, -edge, edge))
     positive = q[keep & (q > 0)]
     floor = positive.min() if positive.size else 1e-300
     y = -np.log10(np.clip(q, floor, 1.0))
@@ -102,7 +118,31 @@ def volcano_points(results: pd.DataFrame, effect: str = "d_z") -> pd.DataFrame:
         sig & (direction == "chosen"), "chosen", np.where(sig & (direction == "rejected"), "rejected", "ns")
     )
     rows = np.flatnonzero(keep)
-    return pd.DataFrame({"row": rows, "x": x[rows], "y": y[rows], "category": category[rows]})
+    pts = pd.DataFrame(
+        {"row": rows, "x": x[rows], "y": y[rows], "category": category[rows], "mark": mark[rows]}
+    )
+    pts.attrs["not_drawn"] = {"untested": int((has_q & ~keep).sum()), "no_q": int((~has_q).sum())}
+    return pts
+
+
+def volcano_note(pts: pd.DataFrame, effect: str = "d_z") -> str:
+    """What the chart cannot show as plain points, in words ("" when everything is plain)."""
+    marks = pts["mark"].value_counts()
+    n_inf, n_nan = int(marks.get("+inf", 0) + marks.get("-inf", 0)), int(marks.get("nan", 0))
+    not_drawn = pts.attrs.get("not_drawn", {})
+    parts = [
+        f"{n_inf:,} with constant Δ ({effect} = ±∞) drawn at the edge as ▶/◀" if n_inf else "",
+        f"{n_nan:,} with undefined {effect} drawn at 0 as ✕" if n_nan else "",
+        f"{not_drawn['untested']:,} never vary and are not drawn" if not_drawn.get("untested") else "",
+        f"{not_drawn['no_q']:,} have no q and cannot be drawn" if not_drawn.get("no_q") else "",
+    ]
+    return "; ".join(p for p in parts if p)
+
+
+def _mark_text(mark: str, effect: str) -> str:
+    if mark == "nan":
+        return f"<br><i>{effect} undefined: drawn at 0</i>"
+    return f"<br><i>constant Δ (no spread): {effect} = {mark[0]}∞, drawn at the edge</i>"
 
 
 def group_marker_size(n_members: np.ndarray) -> np.ndarray:
@@ -134,6 +174,7 @@ def volcano_traces(
         r = sub["row"].to_numpy()
         opacity = 0.8 if key != "ns" else 0.5
         res = results.iloc[r]
+        marks = sub["mark"].to_numpy()
         text = [
             f"<b>{hover_escape(f)}</b><br>{hover_escape(lab[:MAX_LABEL] + ('…' if len(lab) > MAX_LABEL else ''))}"
             f"<br>Δ mean {dm:.3g} · q {q:.2e} · {count_name} {int(na)}"
@@ -146,6 +187,21 @@ def volcano_traces(
                 strict=True,
             )
         ]
+        marker = {
+            "color": color,
+            "size": group_marker_size(res[count_col].to_numpy()) if groups else size,
+            "opacity": opacity,
+        }
+        special = marks != ""
+        if special.any():
+            # x of these points is where they are drawn, not their value: the text says it, so
+            # this trace's template does not show x (all its points carry their value in text).
+            value = res[effect].to_numpy(dtype=np.float64)
+            text = [
+                t + (_mark_text(m, effect) if m else f"<br>{effect}: {v:{fmt}}")
+                for t, m, v in zip(text, marks, value, strict=True)
+            ]
+            marker["symbol"] = [MARK_SYMBOLS[m] for m in marks]
         traces.append(
             {
                 "type": "scattergl",
@@ -154,12 +210,8 @@ def volcano_traces(
                 "x": sub["x"].to_numpy(np.float64),
                 "y": sub["y"].to_numpy(np.float64),
                 "text": text,
-                "hovertemplate": template,
-                "marker": {
-                    "color": color,
-                    "size": group_marker_size(res[count_col].to_numpy()) if groups else size,
-                    "opacity": opacity,
-                },
+                "hovertemplate": "%{text}<extra></extra>" if special.any() else template,
+                "marker": marker,
                 # No dimming after a box/lasso: the rings (the session's selection) are the truth.
                 "unselected": {"marker": {"opacity": opacity}},
             }
@@ -219,8 +271,14 @@ def volcano_figure(session: Any, effect: str = "d_z", *, height: int = 460) -> A
     """A static ``plotly.graph_objects.Figure`` of the session's results (used by the report)."""
     import plotly.graph_objects as go
 
-    traces, _ = volcano_traces(session.require_results(), effect)
-    return go.Figure(data=traces, layout=volcano_layout(effect, height=height))
+    results = session.require_results()
+    traces, _ = volcano_traces(results, effect)
+    layout = volcano_layout(effect, height=height)
+    note = volcano_note(volcano_points(results, effect), effect)
+    if note:  # said on the figure itself: the report has no other place next to it
+        layout["title"] = {"text": note, "font": {"size": 11}, "x": 0, "xanchor": "left"}
+        layout["margin"]["t"] = 70
+    return go.Figure(data=traces, layout=layout)
 
 
 # ---------------------------------------------------------------------- drill-down

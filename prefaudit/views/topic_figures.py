@@ -133,8 +133,11 @@ def column_ticks(grid: TopicGrid) -> list[str]:
 
 def heatmap_trace(grid: TopicGrid) -> dict[str, Any]:
     """One plotly heatmap trace: x = topic column, y = feature row (numbers; ticks carry the names)."""
-    lim = float(np.nanmax(np.abs(grid.d_z))) if np.isfinite(grid.d_z).any() else 1.0
+    finite = np.isfinite(grid.d_z)
+    lim = float(np.abs(grid.d_z[finite]).max()) if finite.any() else 1.0
     lim = lim if lim > 0 else 1.0
+    # A constant Δ within a topic has d_z = ±inf: drawn at the scale's end, and said so on hover.
+    z = np.where(np.isinf(grid.d_z), np.sign(grid.d_z) * lim, grid.d_z)
     n_rows, n_cols = grid.d_z.shape
     custom = np.empty((n_rows, n_cols, 3), dtype=object)
     for i in range(n_rows):
@@ -143,7 +146,7 @@ def heatmap_trace(grid: TopicGrid) -> dict[str, Any]:
             custom[i, j] = [
                 hover_escape(grid.features[i]),
                 f"{grid.topics[j]}: {hover_escape(_short(grid.topic_labels[j]))} (n = {grid.topic_sizes[j]})",
-                "untested (no non-zero Δ)" if not np.isfinite(dz) else f"d_z {dz:+.2f} · q {q:.3g}",
+                _cell_text(dz, q),
             ]
     return {
         "type": "heatmap",
@@ -151,7 +154,7 @@ def heatmap_trace(grid: TopicGrid) -> dict[str, Any]:
         "x": list(range(n_cols)),
         "y": list(range(n_rows)),
         # None, not NaN, for an untested cell: NaN is not JSON, and a widget's state travels as JSON.
-        "z": [[float(v) if np.isfinite(v) else None for v in row] for row in grid.d_z],
+        "z": [[float(v) if np.isfinite(v) else None for v in row] for row in z],
         "zmid": 0.0,
         "zmin": -lim,
         "zmax": lim,
@@ -166,6 +169,12 @@ def heatmap_trace(grid: TopicGrid) -> dict[str, Any]:
         "hoverongaps": True,
         "showscale": True,
     }
+
+
+def _cell_text(dz: float, q: float) -> str:
+    if np.isinf(dz):
+        return f"constant Δ: d_z = {'+∞' if dz > 0 else '−∞'} · q {q:.3g}"
+    return "untested (no non-zero Δ)" if not np.isfinite(dz) else f"d_z {dz:+.2f} · q {q:.3g}"
 
 
 def heatmap_layout(grid: TopicGrid, *, row_height: int = 26) -> dict[str, Any]:

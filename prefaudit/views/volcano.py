@@ -33,7 +33,15 @@ import numpy as np
 
 from .. import ids
 from .base import SessionView
-from .figures import CATEGORIES, EFFECTS, SIGNIFICANT, volcano_layout, volcano_points, volcano_traces
+from .figures import (
+    CATEGORIES,
+    EFFECTS,
+    SIGNIFICANT,
+    volcano_layout,
+    volcano_note,
+    volcano_points,
+    volcano_traces,
+)
 
 #: Overlay traces after the main ones: search matches, then the selection rings.
 SEARCH_TRACE, SELECTED_TRACE = len(CATEGORIES), len(CATEGORIES) + 1
@@ -254,18 +262,19 @@ class VolcanoView(SessionView):
         at = pts["row"].to_numpy() if members is None else members[pts["row"].to_numpy()]
         drawn.x[at], drawn.y[at] = pts["x"].to_numpy(), pts["y"].to_numpy()
         n_sig = int((sub["q"] < ids.ALPHA).sum())
+        note = volcano_note(pts, self.effect.value)
         if members is None:
-            hidden = len(results) - len(pts)
             drawn.message = (
                 f"{len(pts):,} features shown, {n_sig:,} with {SIGNIFICANT}"
-                + (f"; {hidden:,} never vary and are not drawn" if hidden else "")
+                + (f"; {note}" if note else "")
                 + ". Click a point to select it, box/lasso adds several; rings mark the selection (orange: the focus)."
             )
         else:
             label = self.session.groups().set_index("group").loc[self.expanded, "label"]
             drawn.message = (
-                f"{self.expanded} ({label}): its {len(members):,} features, {n_sig:,} with {SIGNIFICANT}; "
-                "all other features are hidden. Click a feature to select it; ◀ all groups goes back."
+                f"{self.expanded} ({label}): its {len(members):,} features, {n_sig:,} with {SIGNIFICANT}"
+                + (f" ({note})" if note else "")
+                + "; all other features are hidden. Click a feature to select it; ◀ all groups goes back."
             )
         return drawn
 
@@ -285,9 +294,11 @@ class VolcanoView(SessionView):
             drawn.x[at], drawn.y[at] = gx[g], gy[g]
         n_sig = int((table["q"] < ids.ALPHA).sum())
         n_concepts = int((~results["feature"].map(ids.is_sae)).sum())
+        note = volcano_note(pts, eff).replace("never vary", "groups never vary")
         drawn.message = (
             f"{len(pts):,} feature groups shown (size = number of members; {int(table['n_members'].sum()):,} "
             f"SAE features), {n_sig:,} with {SIGNIFICANT}"
+            + (f"; {note}" if note else "")
             + (
                 ""
                 if eff == self.effect.value
