@@ -16,6 +16,12 @@ rather than in blocks spreads datasets whose lengths change along the file. When
 is done (a gather of the counts) the main process checks that every shard is there and marks
 ``meta.json`` complete.
 
+Shards are checked as :func:`~prefaudit.features.encode.encode_pairs` checks them (their record:
+key, index, pair range, rows): a damaged one counts as unfinished, and the rank it is dealt to
+moves it aside and encodes it again. Each rank encodes a shard holding that shard's file lock
+(:class:`~prefaudit.features.shard_cache.ShardCache`); the ranks' shards are disjoint, so the locks
+never make one wait, but an encoder started apart on the same cache does not redo their shards.
+
 Example
 -------
 $ accelerate launch --multi_gpu --num_processes 8 -m prefaudit.cli encode pairs.jsonl --cache-dir /shared/cache
@@ -31,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .encode import _progress, _write_atomic, encode_shard_of, open_cache
-from .shard_cache import ShardCounts, finished_shards, listing, shard_path, write_meta
+from .encode import _progress, encode_shard_of, open_cache
+from .shard_cache import ShardCache, ShardCounts, listing, write_meta
 
 # Processes wait at barriers while the slowest one downloads the model or finishes its last
 # shards: on a large encode far longer than NCCL's default 10 minutes.
@@ -89,29 +95,32 @@ def encode_shards(
     """
     if cache_dir is None:
         raise ConfigError("encode_shards writes into the shard cache: pass cache_dir.")
-    _meta, folder, n_shards = open_cache(
+    meta, folder, n_shards = open_cache(
         pairs, backbone, sae, pooling=pooling, batch_size=batch_size, shard_size=shard_size, cache_dir=cache_dir
     )  # fmt: skip
     assigned = sorted({int(s) for s in shards})
     bad = [s for s in assigned if not 0 <= s < n_shards]
     if bad:
         raise ConfigError(f"shards {bad} do not exist: {len(pairs)} pairs make shards 0..{n_shards - 1}.")
-    found = set(finished_shards(folder, n_shards))
-    counts = ShardCounts(n_shards, assigned=assigned, found=[s for s in assigned if s in found])
-    todo = [s for s in assigned if s not in found]
+    cache = ShardCache(folder, meta, n_shards)
+    todo = [s for s in assigned if cache.problem(s) is not None]
     bar = _progress(sum(min(shard_size, len(pairs) - s * shard_size) for s in todo), progress)
+    kw = {
+        "pooling": pooling,
+        "batch_size": batch_size,
+        "batch_tokens": batch_tokens,
+        "share_prompt": share_prompt,
+    }
+
+    def encode_one(s: int) -> tuple[Any, int]:
+        return encode_shard_of(
+            pairs, backbone, sae, s, shard_size, on_batch=lambda k, _u: bar.update(k), **kw
+        )
+
     try:
-        for s in todo:
-            enc, used = encode_shard_of(
-                pairs, backbone, sae, s, shard_size, pooling=pooling, batch_size=batch_size,
-                batch_tokens=batch_tokens, share_prompt=share_prompt, on_batch=lambda k, _used: bar.update(k),
-            )  # fmt: skip
-            _write_atomic(enc, shard_path(folder, s))
-            counts.tokens_processed += used
-            counts.encoded.append(s)
+        return cache.fill(assigned, encode_one, ShardCounts(n_shards, assigned=assigned))
     finally:
         bar.close()
-    return counts
 
 
 def _stderr(line: str) -> None:
@@ -150,7 +159,8 @@ def encode_distributed(
     meta, folder, n_shards = open_cache(
         pairs, backbone, sae, pooling=pooling, batch_size=batch_size, shard_size=shard_size, cache_dir=cache_dir
     )  # fmt: skip
-    found = finished_shards(folder, n_shards)
+    cache = ShardCache(folder, meta, n_shards)
+    found = cache.finished()
     state.wait_for_everyone()  # every process has listed the finished shards before any writes one
     if state.is_main_process:
         write_meta(folder, meta, n_shards)
@@ -168,11 +178,11 @@ def encode_distributed(
     per_rank = gather_object([(rank, counts.encoded, counts.tokens_processed)])
     if not state.is_main_process:
         return None
-    missing = [s for s in range(n_shards) if not shard_path(folder, s).is_file()]
+    missing = [s for s in range(n_shards) if cache.problem(s) is not None]
     if missing:
         raise ConfigError(
             f"{len(missing)} of {n_shards} shards are missing from {folder} after every process finished "
-            f"(shards {listing(missing)}): is the cache directory shared by all processes?"
+            f"(shards {listing(missing)}) or fail their check: is the cache directory shared by all processes?"
         )
     record = write_meta(folder, meta, n_shards)
     return {

@@ -4,8 +4,11 @@ The dataset is cut into shards of ``shard_size`` pairs. Each finished shard is w
 atomically (temporary file, then ``os.replace``) into a cache directory keyed by everything
 that determines its content (data, model, layer, SAE, pooling, truncation, shard size). An encode
 interrupted by a kernel restart or ``kill -9`` therefore resumes at the first missing shard, and
-memory holds at most one shard's dense activations at a time. Several processes can fill one
-cache (``prefaudit encode`` under ``accelerate launch``: :mod:`prefaudit.features.distributed`).
+memory holds at most one shard's dense activations at a time. A shard is trusted only if it
+records this key and its own pair range; a damaged or foreign one is named in a warning, moved
+aside and encoded again (:mod:`prefaudit.features.shard_cache`). Several processes can fill one
+cache: encoders started apart share the shards through file locks, and ``prefaudit encode`` under
+``accelerate launch`` deals them out (:mod:`prefaudit.features.distributed`).
 
 Example
 -------
@@ -18,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,13 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError
 from .encoded import EncodedFeatures, SidePooled
-from .shard_cache import ShardCounts, describe, shard_count, shard_path, write_meta
+from .shard_cache import ShardCache, ShardCounts, describe, shard_count, write_meta
 
 POOLINGS = ("max", "mean", "sum")
 #: Part of every cache key: a shard written by another layout is never read. 2: shards record
 #: the full (pre-cut) token count of every response and prompt and whether the prompt was cut.
-CACHE_VERSION = 2
+#: 3: each shard carries a record of its key, index and pair range, checked before it is read.
+CACHE_VERSION = 3
 # Dense SAE codes held at once: tokens x d_sae float32 values (128 MB).
 _CODE_BUDGET = 1 << 25
 
@@ -314,17 +316,6 @@ def length_batches(
     return batches
 
 
-def _write_atomic(enc: EncodedFeatures, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        enc.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def open_cache(
     pairs: Any,
     backbone: Any,
@@ -403,43 +394,52 @@ def encode_pairs(
     meta, folder, n_shards = open_cache(
         pairs, backbone, sae, pooling=pooling, batch_size=batch_size, shard_size=shard_size, cache_dir=cache_dir
     )  # fmt: skip
-    if folder is not None:
-        write_meta(folder, meta, n_shards)
-    parts: list[EncodedFeatures] = []
-    counts = ShardCounts(n_shards, assigned=list(range(n_shards)))
-    bar = _progress(len(pairs), progress)
-    try:
-        for s in range(n_shards):
-            path = shard_path(folder, s) if folder else None
-            if path is not None and path.is_file():
-                # Read later, through the memory-mapped store (nothing loaded into RAM here).
-                counts.found.append(s)
-                bar.update(min(shard_size, len(pairs) - s * shard_size))
-                continue
-            enc, used = encode_shard_of(
-                pairs, backbone, sae, s, shard_size, pooling=pooling, batch_size=batch_size,
-                batch_tokens=batch_tokens, share_prompt=share_prompt, on_batch=lambda k, _used: bar.update(k),
-            )  # fmt: skip
-            counts.tokens_processed += used
-            counts.encoded.append(s)
-            if path is not None:
-                _write_atomic(enc, path)
-            else:
-                parts.append(enc)
-    finally:
-        bar.close()
     if n_shards == 0:
         raise ConfigError("Nothing to encode: the dataset has no pairs.")
-    if folder is not None:
-        meta = write_meta(folder, meta, n_shards)
+    counts = ShardCounts(n_shards, assigned=list(range(n_shards)))
+    bar = _progress(len(pairs), progress)
+
+    kw = {
+        "pooling": pooling,
+        "batch_size": batch_size,
+        "batch_tokens": batch_tokens,
+        "share_prompt": share_prompt,
+    }
+
+    def encode_one(s: int) -> tuple[EncodedFeatures, int]:
+        return encode_shard_of(
+            pairs, backbone, sae, s, shard_size, on_batch=lambda k, _u: bar.update(k), **kw
+        )
+
+    def found(s: int) -> None:
+        bar.update(min(shard_size, len(pairs) - s * shard_size))
+
+    try:
+        if folder is None:
+            parts = []
+            for s in range(n_shards):
+                enc, used = encode_one(s)
+                parts.append(enc)
+                counts.encoded.append(s)
+                counts.tokens_processed += used
+        else:
+            cache = ShardCache(folder, meta, n_shards)
+            write_meta(folder, meta, n_shards, done=len(cache.finished()))
+            cache.fill(range(n_shards), encode_one, counts, found)
+            # Shards merged once into a memory-mapped CSR store beside them (prefaudit.features.store).
+            out = cache.open_store(encode_one, counts)
+            # Every shard is sound now: the store was just checked or merged from them.
+            meta = write_meta(folder, meta, n_shards, done=n_shards)
+    finally:
+        bar.close()
     meta.update(
         tokens_processed_this_run=counts.tokens_processed,
         shards_found=len(counts.found),
         shards_encoded=len(counts.encoded),
     )
     if folder is not None:
-        # Shards merged once into a memory-mapped CSR store beside them (prefaudit.features.store).
-        return EncodedFeatures.from_shards([shard_path(folder, s) for s in range(n_shards)], folder, meta)
+        out.meta.update(meta)
+        return out
     return EncodedFeatures.concat(parts, meta=meta)
 
 

@@ -241,8 +241,9 @@ class EncodedFeatures:
         """Merge ``.npz`` shards (in order) into a store under ``folder`` once, then :meth:`open` it.
 
         ``folder`` is the encode cache folder that holds the shards; the store goes into its
-        ``store-v1`` subfolder and is built only when missing or made from another number of
-        shards. Memory holds one shard at a time while merging.
+        ``store-v1`` subfolder and is built only when missing, damaged (a cut file) or merged
+        from other shards than these (:func:`~prefaudit.features.store.store_problem`); a store
+        replaced is named in a warning. Memory holds one shard at a time while merging.
 
         >>> enc = EncodedFeatures.from_shards(sorted(folder.glob("shard-*.npz")), folder)  # doctest: +SKIP
         """
