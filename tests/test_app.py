@@ -76,8 +76,9 @@ def test_the_app_json_file_is_named_or_the_error_says_how_to_start(tmp_path, mon
 
 
 def test_voila_serves_the_notebook_with_prefaudits_offline_template(tmp_path):
-    cmd = voila_command(tmp_path / "dashboard.ipynb", port=8899, open_browser=False)
+    cmd = voila_command(tmp_path / "dashboard.ipynb", port=8899)
     assert cmd[1:4] == ["-m", "voila", str(tmp_path / "dashboard.ipynb")]
+    # prefaudit opens the browser itself, at the URL with the token.
     assert {"--port=8899", "--template=prefaudit", "--no-browser", "--Voila.port_retries=0"} <= set(cmd)
     env = voila_env(tmp_path / "app.json", base={"JUPYTER_PATH": "/elsewhere"})
     assert env["PREFAUDIT_APP_CONFIG"] == str(tmp_path / "app.json")

@@ -6,10 +6,14 @@ kernel that opens the saved audit (seconds, no encoding) and shows ``session.das
 views load the model lazily when a drill-down needs token activations. The notebook never sees
 user text as code: it reads the path of a small JSON file from ``PREFAUDIT_APP_CONFIG``.
 
+The server is locked down as Jupyter Server is (:func:`voila_settings`): a token, the Host header
+checked, no tracebacks on the page, closed pages' kernels culled and a cap on open pages; the
+page's export box writes only into the app's output folder (``--out``).
+
 Example
 -------
 $ prefaudit app demo                                  # the embedded demo, opens a browser
-$ prefaudit app pairs.jsonl --port 8870 --no-browser
+$ prefaudit app pairs.jsonl --port 8870 --no-browser  # prints http://127.0.0.1:8870/?token=...
 
 >>> from prefaudit.app import AppConfig, prepare_app    # doctest: +SKIP
 >>> files = prepare_app(AppConfig("demo", limit=200), Path("/tmp/app"))  # doctest: +SKIP
@@ -17,14 +21,15 @@ $ prefaudit app pairs.jsonl --port 8870 --no-browser
 
 from __future__ import annotations
 
-from .config import CONFIG_ENV, NOTEBOOK, AppConfig, read_app_config
+from .config import CONFIG_ENV, NOTEBOOK, AppConfig, ServeOptions, read_app_config
 from .prepare import build_session, describe, load_app_pairs, open_app_session, prepare_app
-from .serve import serve, voila_command, voila_env
+from .serve import serve, voila_command, voila_env, voila_settings
 
 __all__ = [
     "CONFIG_ENV",
     "NOTEBOOK",
     "AppConfig",
+    "ServeOptions",
     "build_session",
     "describe",
     "load_app_pairs",
@@ -34,4 +39,5 @@ __all__ = [
     "serve",
     "voila_command",
     "voila_env",
+    "voila_settings",
 ]

@@ -3,7 +3,7 @@
 Example
 -------
 $ prefaudit app demo --limit 200
-$ prefaudit app pairs.jsonl.gz --port 8870 --no-browser
+$ prefaudit app pairs.jsonl.gz --port 8870 --no-browser --out exports --max-kernels 4
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import AppConfig
-from .serve import DEFAULT_PORT, require_voila, serve
+from .config import DEFAULT_PORT, AppConfig, ServeOptions
+from .serve import require_voila, serve
 
 
 def add_app_parser(sub: Any, *, device_type: Callable[[str], str]) -> argparse.ArgumentParser:
@@ -23,7 +23,8 @@ def add_app_parser(sub: Any, *, device_type: Callable[[str], str]) -> argparse.A
         "app",
         help="serve the dashboard of DATA as a web app (Voila): no code, for teaching",
         description="Encode and test DATA once, then serve its dashboard (volcano, pairs, weights) "
-        "with Voila. Each browser tab gets its own copy to play with.",
+        "with Voila. Each browser tab gets its own copy to play with. Like Jupyter, the page asks "
+        "for a token (in the printed URL) and answers only on 127.0.0.1.",
     )
     p.add_argument("data", help="a .jsonl/.jsonl.gz/.json/.csv/.parquet file, a hub dataset name, or 'demo'")
     p.add_argument("--model", default=None, help="hub name or local directory (default: embedded SmolLM2)")
@@ -47,6 +48,31 @@ def add_app_parser(sub: Any, *, device_type: Callable[[str], str]) -> argparse.A
         "--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})"
     )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    p.add_argument(
+        "--no-token",
+        action="store_true",
+        help="serve without a token: anyone on this machine can open the page (not recommended)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("prefaudit-exports"),
+        help="the only folder the page's export box writes into (default: ./prefaudit-exports)",
+    )
+    p.add_argument(
+        "--max-kernels",
+        type=int,
+        default=8,
+        metavar="N",
+        help="most pages open at once, each with its own kernel (default: 8; 0: no cap)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="shut a closed page's kernel down once idle this long (default: 300; 0: never)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -71,11 +97,23 @@ def app_config(args: argparse.Namespace) -> AppConfig:
     )
 
 
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    return ServeOptions(
+        port=args.port,
+        token="" if args.no_token else None,
+        open_browser=not args.no_browser,
+        max_kernels=args.max_kernels,
+        idle_timeout=args.idle_timeout,
+        out=args.out,
+    )
+
+
 def run_app(args: argparse.Namespace) -> int:
-    """Check Voila is there before minutes of encoding, then serve until Ctrl-C."""
+    """Check Voila and the options before minutes of encoding, then serve until Ctrl-C."""
     require_voila()
     config = app_config(args)
+    options = serve_options(args)
     print(
         f"prefaudit app: encoding and testing {args.data} (once; the page opens the saved audit)", flush=True
     )
-    return serve(config, port=args.port, open_browser=not args.no_browser, progress=not args.quiet)
+    return serve(config, options, progress=not args.quiet)

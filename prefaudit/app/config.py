@@ -1,4 +1,5 @@
-"""The app's options (:class:`AppConfig`) and its JSON file, read by the notebook's kernel.
+"""The app's options: what to audit (:class:`AppConfig`), how to serve it (:class:`ServeOptions`),
+and the app's JSON file, read by the notebook's kernel.
 
 The notebook never sees user text as code: it reads the path of the JSON file from
 ``PREFAUDIT_APP_CONFIG`` and opens the audit saved there.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ NOTEBOOK = HERE / "dashboard.ipynb"
 #: Environment variable that holds the path of the app's JSON file (read by the notebook's kernel).
 CONFIG_ENV = "PREFAUDIT_APP_CONFIG"
 DEMO = "demo"
+DEFAULT_PORT = 8866
+#: Jupyter's variable for a chosen token; honoured as Jupyter Server does.
+TOKEN_ENV = "JUPYTER_TOKEN"
 
 
 @dataclass
@@ -60,6 +65,59 @@ class AppConfig:
             if getattr(self, name) is not None:
                 kw[name] = getattr(self, name)
         return kw
+
+
+@dataclass
+class ServeOptions:
+    """How ``prefaudit app`` serves the page, locked down as Jupyter Server is by default.
+
+    Parameters
+    ----------
+    port : int
+        Port on 127.0.0.1 (the app listens on no other address; the Host header is checked).
+    token : str, optional
+        The token a browser must show (``?token=...`` in the printed URL). ``None``:
+        ``$JUPYTER_TOKEN`` if set, else a new random one; ``""``: no token (``--no-token``).
+    open_browser : bool
+        Open the page (with its token) once the server listens.
+    max_kernels : int
+        Most pages open at once (each holds a kernel); one more gets a message instead. 0: no cap.
+    idle_timeout : int
+        Seconds after which the kernel of a page no longer connected (a closed tab) and idle is
+        shut down. 0: never.
+    out : str or Path
+        The app's output folder: the page's export box writes only inside it.
+    """
+
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    open_browser: bool = True
+    max_kernels: int = 8
+    idle_timeout: int = 300
+    out: str | Path = "prefaudit-exports"
+
+    def __post_init__(self) -> None:
+        if not 0 < int(self.port) < 65536:
+            raise ConfigError(f"app: --port must be 1 to 65535, not {self.port}.")
+        if self.max_kernels < 0:
+            raise ConfigError(f"app: --max-kernels must be 0 (no cap) or more, not {self.max_kernels}.")
+        if self.idle_timeout < 0:
+            raise ConfigError(
+                f"app: --idle-timeout must be 0 (never) or more seconds, not {self.idle_timeout}."
+            )
+        if self.token is not None and self.token != self.token.strip():
+            raise ConfigError("app: the token has leading or trailing spaces.")
+
+    def resolved_token(self) -> str:
+        """The token to require: the one given, ``$JUPYTER_TOKEN``, or a new random one ("" for none)."""
+        if self.token is not None:
+            return self.token
+        return os.environ.get(TOKEN_ENV) or secrets.token_hex(24)
+
+    @property
+    def cull_interval(self) -> int:
+        """Seconds between two looks for idle kernels: often enough to honour ``idle_timeout``."""
+        return max(1, min(60, self.idle_timeout // 2))
 
 
 def read_app_config(path: str | Path | None = None) -> dict[str, Any]:

@@ -23,7 +23,11 @@ def load_app_pairs(config: AppConfig) -> Any:
         return load_demo_pairs(limit=config.limit)
     from ..pairs import load_pairs
 
-    return load_pairs(config.data, limit=config.limit, split=config.split)
+    # A file by its absolute path: the visitors' kernels run elsewhere and must still know the
+    # dataset's own file (the export box never overwrites it).
+    source = Path(config.data).expanduser()
+    data = str(source.resolve()) if source.is_file() else config.data
+    return load_pairs(data, limit=config.limit, split=config.split)
 
 
 def build_session(config: AppConfig, *, progress: bool = True) -> Any:

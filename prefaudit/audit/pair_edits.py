@@ -26,12 +26,20 @@ Example
 >>> session.exclude_pairs(top)                                      # doctest: +SKIP
 >>> session.plan_training().table.query("status == 'excluded'")     # doctest: +SKIP
 >>> session.export_pairs("drivers.jsonl", top, feature="concept:length")   # doctest: +SKIP
+
+Exports never replace a file unless asked (``overwrite=True``), never the audited dataset's own
+file, and, under ``prefaudit app`` (which sets ``PREFAUDIT_EXPORT_DIR``) or with ``root=``, write
+only inside that folder: a page visitor types the path, and it must not reach the rest of the disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,6 +56,8 @@ from .topics import _DEFAULT_TOPICS
 PAIR_EDITS = ("exclude", "flip")
 EXCLUDED_REASON = "excluded by a person (session.exclude_pairs)"
 EXPORT_FORMATS = (".jsonl", ".csv")
+#: Set by ``prefaudit app`` in its kernels' environment: the one folder exports may write into.
+EXPORT_DIR_ENV = "PREFAUDIT_EXPORT_DIR"
 
 
 class PairEditsMixin:
@@ -166,17 +176,42 @@ class PairEditsMixin:
         return out
 
     def export_pairs(
-        self, path: str | Path, pair_ids: Iterable[Any], *, feature: int | str | None = None
+        self,
+        path: str | Path,
+        pair_ids: Iterable[Any],
+        *,
+        feature: int | str | None = None,
+        overwrite: bool = False,
+        root: str | Path | None = None,
     ) -> Path:
         """Write these pairs as data: ``.jsonl`` (one JSON object a line) or ``.csv``.
 
         Columns: ``pair_id``, ``position``, ``prompt`` (a chat prompt as its JSON list of
         messages in a CSV), ``chosen``, ``rejected``, ``edit`` (the pair's current edit or "");
-        with ``feature`` also its ``delta``. Rows in the order of ``pair_ids``. Returns the path.
+        with ``feature`` also its ``delta``. Rows in the order of ``pair_ids``.
+
+        Parameters
+        ----------
+        overwrite : bool
+            Replace an existing file (atomically); by default an existing file is an error.
+        root : str or Path, optional
+            Write only inside this folder (a relative ``path`` is taken inside it). Default:
+            ``$PREFAUDIT_EXPORT_DIR`` (set by ``prefaudit app``), else anywhere.
+
+        Returns
+        -------
+        Path
+            The file written (links resolved).
+
+        Raises
+        ------
+        ConfigError
+            Not a ``.jsonl``/``.csv`` name, a path outside ``root`` (``..``, absolute, a link out),
+            or the audited dataset's own file.
+        FileExistsError
+            The file exists and ``overwrite`` is False (the message names it).
         """
-        path = Path(path)
-        if path.suffix.lower() not in EXPORT_FORMATS:
-            raise ConfigError(f"export_pairs: {path.name!r}; name a {' or '.join(EXPORT_FORMATS)} file.")
+        target = export_target(path, export_root(root), protected=[self.data.report.source])
         ids = self._checked_pair_ids(pair_ids)
         df = self.data.df
         positions = pd.Index(df["pair_id"]).get_indexer(ids)
@@ -192,15 +227,15 @@ class PairEditsMixin:
         )
         if feature is not None:
             out["delta"] = self._signal_delta(feature)[1][positions]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".csv":
+        if target.suffix.lower() == ".csv":
             out["prompt"] = [
                 p if isinstance(p, str) else json.dumps(p, ensure_ascii=False) for p in out["prompt"]
             ]
-            out.to_csv(path, index=False)
+            text = out.to_csv(index=False)
         else:
-            out.to_json(path, orient="records", lines=True, force_ascii=False)
-        return path
+            text = out.to_json(orient="records", lines=True, force_ascii=False)
+        write_export(target, text, overwrite=overwrite)
+        return target
 
     def pair_edited_preview(
         self,
@@ -318,3 +353,90 @@ def _columns(delta: Any, cols: np.ndarray) -> Any:
 def _plain(x: Any) -> Any:
     """numpy scalars as Python ones, so ids compare and serialise the same."""
     return x.item() if isinstance(x, np.generic) else x
+
+
+# ---------------------------------------------------------------------- where exports may go
+def export_root(root: str | Path | None = None) -> Path | None:
+    """The folder exports are confined to: ``root``, else ``$PREFAUDIT_EXPORT_DIR``, else None (anywhere).
+
+    In a notebook the person who types the path runs the kernel and can write any file anyway,
+    so nothing is confined there; ``prefaudit app`` sets the variable for its page visitors.
+    """
+    if root is None:
+        root = os.environ.get(EXPORT_DIR_ENV) or None
+    return None if root is None else Path(root).expanduser().resolve()
+
+
+def export_target(path: str | Path, root: Path | None, protected: Iterable[Any] = ()) -> Path:
+    """The file an export of ``path`` writes (links resolved), or a ``ConfigError`` saying why not.
+
+    A relative ``path`` is taken inside ``root`` when there is one. Refused: a name that is not
+    ``.jsonl``/``.csv`` (before or after links), anything that resolves outside ``root``, a
+    folder, and any of the ``protected`` files (the audited dataset).
+    """
+    given = Path(path).expanduser()
+    if given.suffix.lower() not in EXPORT_FORMATS:
+        raise ConfigError(f"export_pairs: {given.name!r}; name a {' or '.join(EXPORT_FORMATS)} file.")
+    target = ((root / given) if root is not None else given).resolve()
+    if root is not None and not target.is_relative_to(root):
+        raise ConfigError(
+            f"export_pairs: {str(path)!r} leads to {target}, outside the export folder {root}; "
+            f"name a file in that folder (e.g. 'drivers{given.suffix}')."
+        )
+    if target.suffix.lower() not in EXPORT_FORMATS:
+        raise ConfigError(
+            f"export_pairs: {str(path)!r} links to {target}, not a {' or '.join(EXPORT_FORMATS)} file."
+        )
+    if target.is_dir():
+        raise ConfigError(f"export_pairs: {target} is a folder; name a file.")
+    for p in protected:
+        if isinstance(p, (str, os.PathLike)) and str(p) and _same_file(target, Path(p).expanduser()):
+            raise ConfigError(f"export_pairs: {target} is the audited dataset's own file; name another file.")
+    return target
+
+
+def write_export(target: Path, text: str, *, overwrite: bool) -> None:
+    """Write ``text`` (UTF-8) to ``target``: a new file, or with ``overwrite`` an atomic replacement.
+
+    Without ``overwrite`` the file is created exclusively (``O_EXCL``), so a file (or link) that
+    appears meanwhile is not clobbered either.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        try:
+            f = open(target, "x", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+        except FileExistsError:
+            raise FileExistsError(
+                errno.EEXIST, "export_pairs: the file exists; pass overwrite=True to replace it", str(target)
+            ) from None
+        try:
+            with f:
+                f.write(text)
+        except BaseException as err:
+            target.unlink(missing_ok=True)  # a full disk leaves no half-written export behind
+            raise _write_error(err, target) from err
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        if target.exists():
+            shutil.copymode(target, tmp)  # the replaced file keeps its permissions
+        os.replace(tmp, target)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)  # the old file stays as it was
+        raise _write_error(err, target) from err
+
+
+def _write_error(err: BaseException, target: Path) -> BaseException:
+    """An ``OSError`` naming ``target`` (the OS names no file for a failed write); others as they are."""
+    if not isinstance(err, OSError):
+        return err
+    return type(err)(err.errno, f"export_pairs: could not write the file ({err.strerror})", str(target))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.is_file() and (a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b)))
+    except OSError:
+        return False

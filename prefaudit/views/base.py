@@ -39,6 +39,7 @@ import functools
 import html
 import inspect
 import logging
+import os
 import traceback
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -46,6 +47,9 @@ from typing import Any, ClassVar
 import ipywidgets as w
 
 log = logging.getLogger("prefaudit.views")
+#: Set in the kernels of ``prefaudit app`` (``prefaudit.app.config.CONFIG_ENV``; views sit below
+#: the app in the import graph, so the name is repeated here): callback errors then show no traceback.
+SERVED_ENV = "PREFAUDIT_APP_CONFIG"
 
 __all__ = ["SessionView", "check_session"]
 
@@ -134,12 +138,18 @@ class SessionView(w.VBox):
     def show_error(self, err: BaseException) -> None:
         """Display an exception (escaped: messages may quote dataset text) and log it."""
         self.last_error = err
-        log.debug("%s: callback failed", type(self).__name__, exc_info=err)  # the view shows it
-        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        self._error_html.value = (
-            f"<b>{html.escape(type(err).__name__)}</b>: {html.escape(str(err))}"
-            f"<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details>"
-        )
+        message = f"<b>{html.escape(type(err).__name__)}</b>: {html.escape(str(err))}"
+        if os.environ.get(SERVED_ENV):
+            # Served to visitors by `prefaudit app`: like Jupyter Server, no traceback reaches the
+            # page; it goes to the app's log instead.
+            log.warning("%s: callback failed", type(self).__name__, exc_info=err)
+            self._error_html.value = message
+        else:
+            log.debug("%s: callback failed", type(self).__name__, exc_info=err)  # the view shows it
+            tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+            self._error_html.value = (
+                f"{message}<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details>"
+            )
         self._error_box.layout.display = "flex"
 
     def clear_error(self) -> None:

@@ -9,6 +9,10 @@ for exactly those pairs: **exclude** (``session.exclude_pairs``: training leaves
 predicted signal as things stand, with these pairs excluded and with them flipped, before
 anything is clicked. The view follows ``session.focus`` unless pinned to a feature (or group).
 
+The export box writes a new file; an existing one is replaced only after a second click on
+**overwrite**, which appears for that file. Under ``prefaudit app`` (or with ``export_root``) it
+writes only inside that folder; a refused path is said in the message line, not raised.
+
 Example
 -------
 >>> view = session.drivers_view("concept:length", top_k=5)   # doctest: +SKIP
@@ -23,6 +27,8 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..audit.pair_edits import export_root as resolve_export_root
+from ..errors import PrefauditError
 from .base import SessionView
 
 #: Characters of each text shown in a table cell (the export writes them whole).
@@ -50,12 +56,16 @@ class DriversView(SessionView):
         How many of the strongest drivers the table lists and the buttons act on.
     export_path : str or Path
         Default file of the export button (``.jsonl`` or ``.csv``).
+    export_root : str or Path, optional
+        Write only inside this folder (default: the app's, ``$PREFAUDIT_EXPORT_DIR``; else anywhere).
 
     Attributes
     ----------
     top_k : ipywidgets.BoundedIntText (``.pa-drivers-k``)
     table, preview, message : ipywidgets.HTML (``.pa-drivers-table``, ``.pa-drivers-preview``, ``.pa-drivers-message``)
     exclude_button, flip_button, restore_button, export_button : ipywidgets.Button
+    overwrite_button : ipywidgets.Button (``.pa-drivers-overwrite``)
+        Shown only after an export found its file existing: replaces that file.
     path : ipywidgets.Text (``.pa-drivers-path``)
     """
 
@@ -68,6 +78,7 @@ class DriversView(SessionView):
         feature: int | str | None = None,
         top_k: int = 10,
         export_path: str | Path = "prefaudit-drivers.jsonl",
+        export_root: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(session, **kwargs)
@@ -92,14 +103,21 @@ class DriversView(SessionView):
         self.table.add_class("pa-drivers-table")
         self.message = w.HTML()
         self.message.add_class("pa-drivers-message")
+        self.export_root = resolve_export_root(export_root)
         self.path = w.Text(value=str(export_path), layout=w.Layout(width="240px"))
         self.path.add_class("pa-drivers-path")
+        if self.export_root is not None:
+            self.path.tooltip = f"a file name in {self.export_root}"
         self.exclude_button = self._button("exclude", "leave these pairs out of training", self._exclude)
         self.flip_button = self._button(
             "flip", "train these pairs with chosen and rejected swapped", self._flip
         )
         self.restore_button = self._button("restore", "undo the edits of these pairs", self._restore)
         self.export_button = self._button("export", "write their ids and texts to the file", self._export)
+        self.overwrite_button = self._button("overwrite", "replace the existing file", self._overwrite)
+        self.overwrite_button.layout.display = "none"
+        # The file the overwrite button is for: a confirm holds for that path only.
+        self._confirm: str | None = None
         actions = w.HBox(
             [
                 self.top_k,
@@ -108,11 +126,13 @@ class DriversView(SessionView):
                 self.restore_button,
                 self.export_button,
                 self.path,
+                self.overwrite_button,
             ],
             layout=w.Layout(flex_flow="row wrap", align_items="center"),
         )
         self.set_body(self.head, actions, self.preview, self.message, self.table)
         self.top_k.observe(self.guard(lambda _c: self.redraw()), names="value")
+        self.path.observe(self.guard(lambda _c: self._ask_confirm(None)), names="value")
         self.observe_session(lambda _c: self.redraw(), "focus", "pair_edits", "weights", "results_version")
         self.redraw()
 
@@ -134,7 +154,8 @@ class DriversView(SessionView):
 
     def redraw(self) -> None:
         fid = self.feature
-        for b in (self.exclude_button, self.flip_button, self.restore_button, self.export_button):
+        buttons = (self.exclude_button, self.flip_button, self.restore_button, self.export_button)
+        for b in (*buttons, self.overwrite_button):
             b.disabled = fid is None
         if fid is None:
             self.head.value = "Select a feature to see the pairs that drive its learning signal."
@@ -200,10 +221,34 @@ class DriversView(SessionView):
         self.session.restore_pairs(ids)
         self._say(f"restored {len(ids)} pairs")
 
-    def _export(self) -> None:
+    def _export(self, *, overwrite: bool = False) -> None:
         ids = self.driver_ids()
-        path = self.session.export_pairs(self.path.value, ids, feature=self.feature)
+        typed = self.path.value
+        try:
+            path = self.session.export_pairs(
+                typed, ids, feature=self.feature, overwrite=overwrite, root=self.export_root
+            )
+        except FileExistsError as err:
+            self._ask_confirm(typed)
+            self._say(f"{err.filename or typed} exists: click 'overwrite' to replace it", refused=True)
+            return
+        except (PrefauditError, OSError) as err:
+            # The person typed a path: say why it is refused, without a traceback.
+            self._ask_confirm(None)
+            self._say(str(err), refused=True)  # each names the file
+            return
+        self._ask_confirm(None)
         self._say(f"wrote {len(ids)} pairs to {path}")
 
-    def _say(self, text: str) -> None:
-        self.message.value = f"<span class='pa-drivers-said'>{html.escape(text)}</span>"
+    def _overwrite(self) -> None:
+        if self._confirm is not None and self._confirm == self.path.value:
+            self._export(overwrite=True)
+
+    def _ask_confirm(self, path: str | None) -> None:
+        """Show the overwrite button for ``path`` (None: hide it)."""
+        self._confirm = path
+        self.overwrite_button.layout.display = None if path is not None else "none"
+
+    def _say(self, text: str, *, refused: bool = False) -> None:
+        attrs = "class='pa-drivers-refused' style='color:#b00020'" if refused else "class='pa-drivers-said'"
+        self.message.value = f"<span {attrs}>{html.escape(text)}</span>"

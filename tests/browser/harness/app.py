@@ -2,7 +2,8 @@
 
 ``AppServer(args, base_dir)``
     Runs ``prefaudit app <args> --port <free> --no-browser`` with every Jupyter/IPython
-    directory and ``TMPDIR`` isolated under ``base_dir``; ``start()`` waits until Voila listens,
+    directory and ``TMPDIR`` isolated under ``base_dir`` and its token chosen here
+    (``JUPYTER_TOKEN``; ``url`` carries it); ``start()`` waits until Voila listens,
     ``stop()`` sends SIGTERM (the app stops Voila, Voila its kernels), notes in ``orphans`` the
     kernels still running after that, then kills what is left.
     Voila keeps its kernels' connection files under ``TMPDIR``, so leftover kernels are found
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import sys
 import time
@@ -44,20 +46,21 @@ class AppServer(IsolatedProcess):
         self.tmp_dir = self.base_dir / "tmp"
         self.log_path = self.base_dir / "app.log"
         self.port = 0
+        self.token = secrets.token_hex(16)
         self.proc = None
         self.orphans: list[int] = []
         self._log = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://127.0.0.1:{self.port}/?token={self.token}"
 
     def start(self, timeout: float = 600.0) -> AppServer:
         """Start the app and wait until Voila accepts connections (after the audit is prepared)."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         cmd = [*prefaudit_command(), "app", *self.args, "--port", str(self.port), "--no-browser", "--quiet"]
-        self._spawn(cmd, self.base_dir, {"TMPDIR": str(self.tmp_dir)})
+        self._spawn(cmd, self.base_dir, {"TMPDIR": str(self.tmp_dir), "JUPYTER_TOKEN": self.token})
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while not self._listening():
