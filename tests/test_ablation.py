@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import prefaudit as pa
-from prefaudit.training.trainer import MARGIN_COLUMN, ShapedDPOTrainer, find_decoder_layers
+from prefaudit.training.trainer import MARGIN_COLUMN, ResidualAblation, ShapedDPOTrainer, find_decoder_layers
+from tests import tiny
 from tests.test_training import _args, _dataset, _load
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -95,6 +96,30 @@ def test_control_an_unablated_reference_gives_a_nonzero_reward_at_step_0(tiny_mo
     assert max(abs(rewards["rewards/chosen"]), abs(rewards["rewards/rejected"])) > 1e-2, rewards
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_projection_removes_the_directions_under_mixed_precision(tiny_model_dir, autocast):
+    """bf16/fp16 runs train under autocast: the hook still removes the directions to float32 rounding.
+
+    The layer's output (the residual stream) stays float32 under autocast, but autocast would run
+    the projection's ``h Q`` in bfloat16 and leave ~0.3 % of the directions in it (3e-3 here before
+    the hook turned autocast off), more the more strongly the model writes them.
+    """
+    model, _ = _load(tiny_model_dir)
+    layer = find_decoder_layers(model)[LAYER]
+    ablation = ResidualAblation(layer, DIRECTIONS)
+    seen: list[torch.Tensor] = []
+    layer.register_forward_hook(lambda _m, _a, o: seen.append(o[0] if isinstance(o, tuple) else o))
+    ids = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        model(input_ids=ids)
+        with ablation.enabled():
+            model(input_ids=ids)
+    plain, ablated = seen
+    assert ablated.dtype == plain.dtype == torch.float32
+    left = (ablated @ ablation.basis).norm() / (plain @ ablation.basis).norm()
+    assert left < 1e-5
+
+
 def test_precomputed_reference_cache_is_keyed_on_the_ablation(tiny_model_dir, tmp_path):
     """trl caches precomputed log-probs by (tokenised dataset, weights); a hook changes neither.
 
@@ -151,7 +176,9 @@ def _layer_outputs(session, model, positions) -> torch.Tensor:
     return torch.cat(out)
 
 
-def test_ablated_training_is_blind_to_the_direction_end_to_end(tiny_session, monkeypatch):
+def test_ablated_training_is_blind_to_the_direction_end_to_end(
+    tiny_model_dir, tiny_sae_dir, tiny_cache_dir, monkeypatch
+):
     """``session.train(intervention="ablate")``: training never sees the ablated direction.
 
     Why not "the direction's projection falls in the trained policy": with the direction projected
@@ -169,10 +196,19 @@ def test_ablated_training_is_blind_to_the_direction_end_to_end(tiny_session, mon
     train again: the losses, the step-0 rewards (exactly 0) and the LoRA update are the same, up to
     float rounding. With the reference un-ablated (the old bug) the reference log-probs see the
     change, and the update differs by percents.
+
+    The session runs in float32 on every machine (``tiny_session`` picks bfloat16 on a CPU with
+    AVX512-BF16 or AMX): a bfloat16 down-projection rounds ``W + 5 q aᵀ`` by ~0.4 % of a term far
+    larger than ``W``, and that rounding is a change of the base *off* ``q``, which training sees
+    (losses 4e-4 and the update 4 % apart, near the un-ablated control's 5 %).
     """
     from prefaudit.interventions import ablation_directions
 
-    session = tiny_session
+    pairs = pa.load_pairs(tiny.planted_pairs(40))
+    session = pa.AuditSession(
+        pairs, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tiny_cache_dir, batch_size=4,
+        shard_size=16, dtype="float32",
+    )  # fmt: skip
     session.encode(progress=False)
     feature = "sae:5"
     q = torch.as_tensor(ablation_directions(session, [feature])[0], dtype=torch.float32)
@@ -182,6 +218,7 @@ def test_ablated_training_is_blind_to_the_direction_end_to_end(tiny_session, mon
         max_length=96, save_model=False, holdout=10,
     )  # fmt: skip
     base = session.backbone.model
+    assert next(base.parameters()).dtype == torch.float32
     down = find_decoder_layers(base)[session.backbone.layer].mlp.down_proj
     w0 = down.weight.detach().clone()
     a = torch.randn(w0.shape[1], generator=torch.Generator().manual_seed(1))
@@ -219,12 +256,14 @@ def test_ablated_training_is_blind_to_the_direction_end_to_end(tiny_session, mon
         first = r.history.iloc[0]
         assert abs(first["rewards/chosen"]) < 1e-6 and abs(first["rewards/rejected"]) < 1e-6
         assert r.history["rewards/margins"].abs().max() > 1e-2
-        assert r.trainer.ablation is None  # removed: the trained policy runs without the hook
+        assert r.trainer is None  # released once finished; the trained policy runs without the hook
         assert not find_decoder_layers(r.model)[session.backbone.layer]._forward_hooks
+    # Float rounding in the projection (it removes a 5x larger q-component), amplified by Adam over 6
+    # steps, leaves ~4e-6 relative in the losses and ~1e-4 in the update; the un-ablated control
+    # below differs by 2e-2 and 5e-2.
     np.testing.assert_allclose(run.history["loss"], moved.history["loss"], rtol=1e-5)
     update, update_moved = _lora_update(run.model), _lora_update(moved.model)
     assert update.norm() > 0
-    # Float rounding in the projection, amplified by Adam over 6 steps, leaves ~1e-4 relative.
     assert (update - update_moved).norm() / update.norm() < 2e-3
 
     # Control: with the reference left un-ablated the direction reaches the loss through it.
@@ -234,3 +273,5 @@ def test_ablated_training_is_blind_to_the_direction_end_to_end(tiny_session, mon
     assert abs(old.history.iloc[0]["rewards/chosen"]) > 1e-4
     old_update, old_update_moved = _lora_update(old.model), _lora_update(old_moved.model)
     assert (old_update - old_update_moved).norm() / old_update.norm() > 2e-2
+    loss_gap = np.abs(old.history["loss"] - old_moved.history["loss"]) / old_moved.history["loss"]
+    assert loss_gap.max() > 2e-3  # the tolerance above tells the bug from rounding
