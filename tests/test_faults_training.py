@@ -96,6 +96,14 @@ def test_good_names_pass_and_the_run_folder_stays_inside_runs(tmp_path, monkeypa
         pa.DPORunConfig(output_dir="runs/a\x00b")
 
 
+def test_two_runs_of_one_name_in_one_second_get_two_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFAUDIT_CACHE", str(tmp_path))
+    config = pa.DPORunConfig(name="margin-1")
+    first, second = (config.default_output_dir("20250101-000000-margin-1") for _ in range(2))
+    assert first.is_dir() and second.is_dir() and first != second
+    assert second.name == "20250101-000000-margin-1-2"
+
+
 # ---------------------------------------------------------------------- memory after runs
 def _spy(monkeypatch, refs):
     """Weak references to what a run's trainer holds, taken as it is built."""

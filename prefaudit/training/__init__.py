@@ -18,4 +18,12 @@ from .files import list_runs, read_run_record
 from .plan import TrainingPlan, plan_training
 from .run import DPORun, start_run
 
-__all__ = ["DPORun", "DPORunConfig", "TrainingPlan", "list_runs", "plan_training", "read_run_record", "start_run"]
+__all__ = [
+    "DPORun",
+    "DPORunConfig",
+    "TrainingPlan",
+    "list_runs",
+    "plan_training",
+    "read_run_record",
+    "start_run",
+]

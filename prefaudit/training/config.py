@@ -246,12 +246,16 @@ class DPORunConfig:
         return self.max_steps * self.batch_size * self.gradient_accumulation_steps >= n_train
 
     def default_output_dir(self, name: str) -> Path:
-        """``output_dir`` when set, else the folder ``name`` inside ``<cache>/runs`` (checked to stay inside)."""
+        """``output_dir`` when set, else a new folder ``name`` inside ``<cache>/runs``, created here.
+
+        The default folder is checked to stay inside ``runs/`` and claimed atomically (``name-2``
+        when another run holds ``name``: :func:`prefaudit.training.files.run_folder`).
+        """
         if self.output_dir is not None:
             return Path(self.output_dir).expanduser()
         from ..default_model import cache_root
 
-        return run_folder(cache_root() / "runs", name)
+        return run_folder(cache_root() / "runs", name, claim=True)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy (weights as given)."""

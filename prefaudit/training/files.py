@@ -99,15 +99,30 @@ def check_run_name(name: Any, field: str = "name", max_bytes: int = RUN_NAME_MAX
     return name
 
 
-def run_folder(root: str | Path, folder: str) -> Path:
-    """``root / folder`` after checking ``folder`` is a run name and the result stays inside ``root``."""
+def run_folder(root: str | Path, folder: str, *, claim: bool = False) -> Path:
+    """``root / folder`` after checking ``folder`` is a run name and the result stays inside ``root``.
+
+    With ``claim``, the folder is also created, atomically: when another run (another kernel on the
+    same cache, the same name in the same second) holds it already, ``folder-2``, ``folder-3``, …
+    is taken instead, so two runs never write into one folder.
+    """
     check_run_name(folder, "run folder", max_bytes=FOLDER_MAX_BYTES)
     root = Path(root).expanduser()
     path = root / folder
     # resolve() follows symlinks: a runs/ entry linking elsewhere is refused as well.
     if not path.resolve().is_relative_to(root.resolve()):
         raise ConfigError(f"Run folder {path} resolves to {path.resolve()}, outside {root}.")
-    return path
+    if not claim:
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        candidate = path if k == 1 else root / f"{folder}-{k}"
+        try:
+            candidate.mkdir()  # atomic: exactly one claimant succeeds
+        except FileExistsError:
+            continue
+        return candidate
+    raise ConfigError(f"Run folders {path} to {path}-999 are all taken; give the run another name.")
 
 
 # ---------------------------------------------------------------------- run.json
