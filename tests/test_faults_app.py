@@ -9,6 +9,7 @@ paths outside its folder or over a file. One test runs the real app on a free po
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import http.client
 import json
@@ -35,6 +36,13 @@ from prefaudit.views import DriversView
 from tests import tiny
 
 TOKEN_RE = re.compile(r"\?token=([0-9a-f]+)")
+
+
+def run_async(coroutine):
+    """``asyncio.run`` on a thread of its own: the session's sync Playwright (browser tests, widget
+    tests) keeps an event loop running on the main thread, where ``asyncio.run`` refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 # ---------------------------------------------------------------------- the server's configuration
@@ -126,13 +134,13 @@ def test_pages_beyond_the_cap_get_a_message_not_a_kernel(monkeypatch):
     async def open_pages(n):
         return await asyncio.gather(*(km.start_kernel() for _ in range(n)), return_exceptions=True)
 
-    got = asyncio.run(open_pages(3))
+    got = run_async(open_pages(3))
     refused = [g for g in got if isinstance(g, Exception)]
     assert len(live) == 2 and len(refused) == 1
     assert isinstance(refused[0], web.HTTPError) and refused[0].status_code == 503
     assert "close another tab" in refused[0].reason and "2 pages" in refused[0].reason
     live.pop()  # a page closed: its kernel was shut down
-    assert isinstance(asyncio.run(open_pages(1))[0], str)
+    assert isinstance(run_async(open_pages(1))[0], str)
 
 
 # ---------------------------------------------------------------------- exports
@@ -407,7 +415,7 @@ def test_closed_pages_free_their_kernels_and_the_cap_holds(app):
         assert status == 204, reply
         assert _kernel_status(port, token, kid) == 404
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_a_served_view_shows_no_traceback(monkeypatch) -> None:
