@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +112,25 @@ def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: bool = True) -> dict[str, Any]:
+@contextmanager
+def stage_line(what: str, quiet: bool = False) -> Iterator[None]:
+    """One line on stderr per stage that takes a while: what runs now, then how long it took."""
+    if quiet:
+        yield
+        return
+    print(f"prefaudit: {what} …", end="", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
+    print(f" {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+
+
+def write_outputs(
+    session: Any, out: Path, summary: dict[str, Any], *, report: bool = True, quiet: bool = True
+) -> dict[str, Any]:
     """Write ``features.csv``, ``features.parquet``, ``summary.json`` (and ``report.html``).
 
     ``summary["truncation"]`` holds what the token window cut (:meth:`AuditCore.truncation`):
@@ -143,9 +163,10 @@ def write_outputs(session: Any, out: Path, summary: dict[str, Any], *, report: b
     from .report.concepts import PARTS, concept_summary, gather
 
     # Groups, topics, drivers and the SAE's fit: gathered once (computed for the report), shown and summarised.
-    parts = gather(session, compute=PARTS if report else ())
+    parts = gather(session, compute=PARTS if report else (), stage=lambda what: stage_line(what, quiet))
     if report:
-        session.report(out / "report.html", parts=parts)
+        with stage_line("writing report.html", quiet):
+            session.report(out / "report.html", parts=parts)
         files.append("report.html")
     summary["concepts"] = concept_summary(parts)
     summary["files"] = files
@@ -181,7 +202,8 @@ def run_audit(pairs: Any, args: argparse.Namespace, summary: dict[str, Any]) -> 
     session = AuditSession(pairs, **_session_kwargs(args))
     session.encode(progress=not args.quiet)
     t1 = time.perf_counter()
-    session.test(args.test)
+    with stage_line(f"testing {len(session.feature_ids):,} features on {len(pairs):,} pairs", args.quiet):
+        session.test(args.test)
     t2 = time.perf_counter()
     summary.update(
         n_read=pairs.report.n_read,
@@ -198,7 +220,7 @@ def run_audit(pairs: Any, args: argparse.Namespace, summary: dict[str, Any]) -> 
         seconds_encode=round(t1 - t0, 2),
         seconds_test=round(t2 - t1, 2),
     )
-    return write_outputs(session, args.out, summary)
+    return write_outputs(session, args.out, summary, quiet=args.quiet)
 
 
 def run_encode(args: argparse.Namespace) -> int:

@@ -42,6 +42,18 @@ def test_audit_concepts_only_writes_table_summary_and_report(tmp_path, capsys) -
     assert not re.search(r"<(?:script|link)[^>]+(?:src|href)=[\"']https?://", html)
 
 
+def test_every_stage_after_encoding_says_what_it_does_and_how_long_it_took(tmp_path, capsys) -> None:
+    write_jsonl(tmp_path / "pairs.jsonl", tiny.planted_pairs(40))
+    args = ["audit", str(tmp_path / "pairs.jsonl"), "--no-sae"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    stages = re.findall(r"prefaudit: (.+?) … (\d+\.\d) s", capsys.readouterr().err)
+    names = [what for what, _ in stages]
+    assert names[0].startswith("testing ") and names[-1] == "writing report.html"
+    assert any("topics" in n for n in names) and any("grouping" in n for n in names)
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "prefaudit: " not in capsys.readouterr().err
+
+
 def test_audit_with_a_local_model_and_sae_directory(tmp_path, tiny_model_dir, tiny_sae_dir) -> None:
     write_jsonl(tmp_path / "pairs.jsonl", tiny.planted_pairs(24))
     out = tmp_path / "out"

@@ -18,7 +18,8 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,17 +56,35 @@ class ConceptParts:
     drivers_note: str = ""
 
 
-def gather(session: Any, compute: Iterable[str] = PARTS) -> ConceptParts:
-    """Collect groups, topics, drivers and the fit of ``session`` (computing the parts in ``compute``)."""
+#: What each computed part does, in words for a progress line.
+STAGES = {
+    "fit": "measuring the SAE's fit on sampled responses",
+    "groups": "grouping features by co-activation",
+    "topics": "clustering prompts into topics and testing within each",
+    "drivers": "ranking the pairs that drive the strongest signals",
+}
+
+
+def gather(
+    session: Any,
+    compute: Iterable[str] = PARTS,
+    stage: Callable[[str], AbstractContextManager[Any]] | None = None,
+) -> ConceptParts:
+    """Collect groups, topics, drivers and the fit of ``session`` (computing the parts in ``compute``).
+
+    ``stage(what)`` wraps each part that is computed (a context manager, e.g. one that prints what
+    runs and how long it took): these take seconds to minutes, and nobody should wait in silence.
+    """
     compute = tuple(compute)
     unknown = sorted(set(compute) - set(PARTS))
     if unknown:
         raise ConfigError(f"compute={unknown}: choose among {', '.join(PARTS)}.")
     parts = ConceptParts()
-    _gather_fit(session, parts, "fit" in compute)
-    _gather_groups(session, parts, "groups" in compute)
-    _gather_topics(session, parts, "topics" in compute)
-    _gather_drivers(session, parts)
+    for name, part in (("fit", _gather_fit), ("groups", _gather_groups), ("topics", _gather_topics)):
+        with stage(STAGES[name]) if stage and name in compute else nullcontext():
+            part(session, parts, name in compute)
+    with stage(STAGES["drivers"]) if stage and compute else nullcontext():
+        _gather_drivers(session, parts)
     return parts
 
 
