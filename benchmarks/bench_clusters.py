@@ -169,8 +169,16 @@ def synthetic_section(size: str) -> dict:
     print(f"active per response: {(c.getnnz() + r.getnnz()) / (2 * n_pairs):.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "inputs.npz")
-        np.savez(path, shape=np.array(c.shape), planted=planted,
-                 **{f"{s}_{k}": getattr(m, k) for s, m in (("c", c), ("r", r)) for k in ("data", "indices", "indptr")})  # fmt: skip
+        np.savez(
+            path,
+            shape=np.array(c.shape),
+            planted=planted,
+            **{
+                f"{s}_{k}": getattr(m, k)
+                for s, m in (("c", c), ("r", r))
+                for k in ("data", "indices", "indptr")
+            },
+        )
         steps = {mode: run_child(mode, path) for mode in ("clusters", "groups", "table")}
     for mode, m in steps.items():
         extra = {
@@ -188,8 +196,10 @@ def synthetic_section(size: str) -> dict:
     a, b = steps["clusters"], steps["groups"]
     target = 5 if size == "small" else 60
     if "error" not in a and "error" not in b:
-        print(f"  clusters / today's grouping: {a['seconds'] / b['seconds']:.2f}× the time, "
-              f"{a['peak_rss_gb'] / b['peak_rss_gb']:.2f}× the peak RSS")  # fmt: skip
+        print(
+            f"  clusters / today's grouping: {a['seconds'] / b['seconds']:.2f}× the time, "
+            f"{a['peak_rss_gb'] / b['peak_rss_gb']:.2f}× the peak RSS"
+        )
     print(f"  target: clustering < {target} s → {'met' if a.get('seconds', np.inf) < target else 'MISSED'}")
     return {"n_pairs": n_pairs, "n_features": d, **steps}
 
@@ -239,8 +249,13 @@ def demo_section() -> dict:
     sig = {ids.sae_index(f) for f in sae.loc[sae["q"] < ALPHA, "feature"]}
     n_cover, n_in, frac = coverage_by_q(t, sig)
     sig_clusters = int((t["q"] < ALPHA).sum())
-    out.update(n_significant_features=len(sig), clusters_for_90pct=n_cover, significant_in_clusters=n_in,
-               n_significant_clusters=sig_clusters, badges=t["badge"].value_counts().to_dict())  # fmt: skip
+    out.update(
+        n_significant_features=len(sig),
+        clusters_for_90pct=n_cover,
+        significant_in_clusters=n_in,
+        n_significant_clusters=sig_clusters,
+        badges=t["badge"].value_counts().to_dict(),
+    )
     print(
         f"significant SAE features: {len(sig)}; in clusters: {n_in} ({frac:.0%}); clusters (by q) holding 90% "
         f"of them: {n_cover if n_cover > 0 else 'not reachable'} (target ≤ 60); clusters with q < {ALPHA}: "
@@ -262,10 +277,18 @@ def demo_section() -> dict:
         dr = np.array([_corr(delta[:, j], tc - tr) for j in range(len(t))])
         best10 = int(top10[np.nanargmax(dr[top10])]) if len(top10) else -1
         row = t.iloc[k]
-        m = {"cluster": row["cluster"], "r_response": float(rs[k]), "rank": int(rank[k]), "r_delta": float(dr[k]),
-             "n_members": int(row["n_members"]), "d_z": float(row["d_z"]), "q": float(row["q"]),
-             "badge": row["badge"], "best_top10_cluster": t["cluster"].iloc[best10],
-             "best_top10_r_delta": float(dr[best10])}  # fmt: skip
+        m = {
+            "cluster": row["cluster"],
+            "r_response": float(rs[k]),
+            "rank": int(rank[k]),
+            "r_delta": float(dr[k]),
+            "n_members": int(row["n_members"]),
+            "d_z": float(row["d_z"]),
+            "q": float(row["q"]),
+            "badge": row["badge"],
+            "best_top10_cluster": t["cluster"].iloc[best10],
+            "best_top10_r_delta": float(dr[best10]),
+        }
         met = m["rank"] <= 10 and m["r_delta"] >= 0.5
         out["planted"][bias] = {**m, "target_met": bool(met)}
         print(
@@ -287,9 +310,13 @@ def demo_section() -> dict:
     null = pa.load_demo_pairs(null=True)
     swapped = swap_encoded(session.encoded, null.df["swapped"].to_numpy())
     nt = audit_clusters(swapped.chosen.values, swapped.rejected.values, lengths=lengths).table
-    out["null"] = {"n_swapped": int(null.df["swapped"].sum()), "n_q": int((nt["q"] < ALPHA).sum()),
-                   "n_q_fire": int((nt["q_fire"] < ALPHA).sum()), "min_q": float(nt["q"].min()),
-                   "badges": nt["badge"].value_counts().to_dict()}  # fmt: skip
+    out["null"] = {
+        "n_swapped": int(null.df["swapped"].sum()),
+        "n_q": int((nt["q"] < ALPHA).sum()),
+        "n_q_fire": int((nt["q_fire"] < ALPHA).sum()),
+        "min_q": float(nt["q"].min()),
+        "badges": nt["badge"].value_counts().to_dict(),
+    }
     print(
         f"\nnull (labels swapped at random in {out['null']['n_swapped']} pairs): clusters with q < {ALPHA}: "
         f"{out['null']['n_q']} (target 0), with q_fire < {ALPHA}: {out['null']['n_q_fire']}; min q "

@@ -135,9 +135,14 @@ def test_precomputed_reference_cache_is_keyed_on_the_ablation(tiny_model_dir, tm
     tok = _load(tiny_model_dir)[1]
     plain = _trainer(tiny_model_dir, tmp_path, "full+precomputed", train_dataset=data, tokenizer=tok)
     ablated = _trainer(
-        tiny_model_dir, tmp_path, "full+precomputed", train_dataset=data, tokenizer=tok,
-        ablation_directions=DIRECTIONS, ablation_layer=LAYER,
-    )  # fmt: skip
+        tiny_model_dir,
+        tmp_path,
+        "full+precomputed",
+        train_dataset=data,
+        tokenizer=tok,
+        ablation_directions=DIRECTIONS,
+        ablation_layer=LAYER,
+    )
     ref_plain = np.array(plain.train_dataset["ref_chosen_logps"])
     ref_ablated = np.array(ablated.train_dataset["ref_chosen_logps"])
     assert np.abs(ref_plain - ref_ablated).max() > 0.1  # not the cached un-ablated values
@@ -206,17 +211,28 @@ def test_ablated_training_is_blind_to_the_direction_end_to_end(
 
     pairs = pa.load_pairs(tiny.planted_pairs(40))
     session = pa.AuditSession(
-        pairs, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tiny_cache_dir, batch_size=4,
-        shard_size=16, dtype="float32",
-    )  # fmt: skip
+        pairs,
+        model=tiny_model_dir,
+        sae=tiny_sae_dir,
+        cache_dir=tiny_cache_dir,
+        batch_size=4,
+        shard_size=16,
+        dtype="float32",
+    )
     session.encode(progress=False)
     feature = "sae:5"
     q = torch.as_tensor(ablation_directions(session, [feature])[0], dtype=torch.float32)
     q = q / q.norm()
     config = pa.DPORunConfig(
-        intervention="ablate", weights={feature: -1.0}, max_steps=6, learning_rate=1e-3, lora_r=4,
-        max_length=96, save_model=False, holdout=10,
-    )  # fmt: skip
+        intervention="ablate",
+        weights={feature: -1.0},
+        max_steps=6,
+        learning_rate=1e-3,
+        lora_r=4,
+        max_length=96,
+        save_model=False,
+        holdout=10,
+    )
     base = session.backbone.model
     assert next(base.parameters()).dtype == torch.float32
     down = find_decoder_layers(base)[session.backbone.layer].mlp.down_proj

@@ -142,9 +142,13 @@ def _one_cluster(members: list[int], n_features: int) -> fc.CofiringClusters:
     membership = np.full(n_features, -1)
     membership[members] = 0
     return fc.CofiringClusters(
-        membership, [np.array(members)], {r: np.zeros(0, np.int64) for r in fc.REASONS},
-        np.zeros(n_features, np.int64), 0, 0,
-    )  # fmt: skip
+        membership,
+        [np.array(members)],
+        {r: np.zeros(0, np.int64) for r in fc.REASONS},
+        np.zeros(n_features, np.int64),
+        0,
+        0,
+    )
 
 
 def test_scores_by_hand_on_five_pairs():
