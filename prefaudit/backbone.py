@@ -13,7 +13,7 @@ chosen and the rejected response (:meth:`Backbone.read_pairs`).
 Example
 -------
 >>> from prefaudit.backbone import Backbone
->>> bb = Backbone.load()                                  # doctest: +SKIP  (embedded SmolLM2)
+>>> bb = Backbone.load()  # the embedded SmolLM2          # doctest: +SKIP
 >>> ids = bb.prompt_ids([{"role": "user", "content": "Hi"}])  # doctest: +SKIP
 
 Model families and the read layer

@@ -17,7 +17,7 @@ Example
 -------
 >>> from prefaudit.default_model import default_model_dir
 >>> path = default_model_dir()   # doctest: +SKIP
->>> path.name
+>>> path.name                    # doctest: +SKIP
 'SmolLM2-135M-Instruct-Q4_1'
 """
 

@@ -21,7 +21,7 @@ an excluded pair (:meth:`PairEditsMixin.pair_edited_preview`).
 Example
 -------
 >>> d = session.drivers("concept:length")                          # doctest: +SKIP
->>> top = d["pair_id"].head(5).tolist()
+>>> top = d["pair_id"].head(5).tolist()                          # doctest: +SKIP
 >>> session.pair_edit_preview("concept:length", top)                # signal as is / without / flipped  # doctest: +SKIP
 >>> session.exclude_pairs(top)                                      # doctest: +SKIP
 >>> session.plan_training().table.query("status == 'excluded'")     # doctest: +SKIP

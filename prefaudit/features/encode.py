@@ -13,7 +13,7 @@ cache: encoders started apart share the shards through file locks, and ``prefaud
 Example
 -------
 >>> enc = encode_pairs(pairs, backbone, sae, cache_dir="~/.cache/prefaudit")  # doctest: +SKIP
->>> enc.chosen.values.shape
+>>> enc.chosen.values.shape  # doctest: +SKIP
 (1000, 4096)
 """
 

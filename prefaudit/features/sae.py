@@ -20,7 +20,7 @@ Example
 -------
 >>> from prefaudit.features.sae import load_sae
 >>> feats = load_sae(None, backbone=bb)        # doctest: +SKIP
->>> feats.d_sae
+>>> feats.d_sae                                  # doctest: +SKIP
 4096
 """
 
