@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prefaudit"
 LAYERS = {
     "prefaudit.errors": 0,
     "prefaudit.ids": 0,
+    "prefaudit.durable": 0,
     "prefaudit.stats": 1,
     "prefaudit.shaping": 1,
     "prefaudit.features.concepts": 1,

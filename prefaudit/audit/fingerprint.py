@@ -109,23 +109,6 @@ def artefact_fingerprints(
 
 
 # ---------------------------------------------------------------------------- durable writes
-def fsync_path(path: Path) -> None:
-    """Flush a written file (or a folder's entries) to the disk; a no-op where folders cannot be."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        if path.is_dir():  # Windows cannot open folders; its renames are durable enough
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not path.is_dir():
-            raise
-    finally:
-        os.close(fd)
-
-
 def write_json(obj: Any, path: Path) -> None:
     """Write ``obj`` as JSON and fsync it."""
     with open(path, "w", encoding="utf-8") as f:

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from .. import ids
+from ..durable import fsync_path
 from ..errors import ConfigError, PrefauditError
 from ..features.concepts import DirectionConcept, TextConcept, builtin_concepts, regex_concept
 from ..features.encoded import EncodedFeatures
@@ -56,7 +57,6 @@ from .fingerprint import (
     SessionFileError,
     artefact_fingerprints,
     data_fingerprint,
-    fsync_path,
     manifest_entry,
     open_regular,
     settings_fingerprint,

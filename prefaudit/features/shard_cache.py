@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from ..durable import fsync_path, write_text_atomic
 from .encoded import EncodedFeatures
 from .store import STORE_DIR, CacheFileError, CacheWarning, owner, part_record, store_problem
 
@@ -192,32 +193,12 @@ def write_shard(enc: EncodedFeatures, path: Path, record: dict[str, Any]) -> Non
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except OSError as e:
         raise OSError(e.errno, f"cannot write the shard {path} ({e.strerror or e})", str(path)) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{owner()}-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with suppress(OSError):  # some systems cannot open a folder: the rename is durable enough there
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_meta(folder: Path, meta: dict[str, Any], n_shards: int, done: int | None = None) -> dict[str, Any]:
@@ -227,7 +208,7 @@ def write_meta(folder: Path, meta: dict[str, Any], n_shards: int, done: int | No
     """
     done = len(finished_shards(folder, n_shards, meta)) if done is None else done
     record = {**meta, "n_shards": n_shards, "n_shards_finished": done, "complete": done == n_shards}
-    write_text_atomic(folder / "meta.json", json.dumps(record, indent=1))
+    write_text_atomic(folder / "meta.json", json.dumps(record, indent=1), prefix=f".meta.tmp-{owner()}-")
     return record
 
 

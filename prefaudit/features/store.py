@@ -49,11 +49,13 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..durable import fsync_path
 
 #: Written into ``store.json``; a store of another version is not read (it is rebuilt).
 STORE_VERSION = 1
@@ -123,9 +125,9 @@ def build_store(
         }
         (tmp / "store.json").write_text(json.dumps(info, indent=1))
         for path in [*tmp.iterdir(), tmp]:  # on disk before the rename makes them the store
-            _fsync(path)
+            fsync_path(path)
         _move_into_place(tmp, folder, records)
-        _fsync(folder.parent)
+        fsync_path(folder.parent)
     except OSError as e:
         need = sum(np.dtype(dt).itemsize * int(np.prod(shape)) for dt, shape in plan["arrays"].values())
         raise OSError(
@@ -211,16 +213,6 @@ def _allocate(fd: int, size: int) -> None:
     start, chunk = os.fstat(fd).st_size, 1 << 20
     for at in range(start, size, chunk):
         os.pwrite(fd, bytes(min(chunk, size - at)), at)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder's entries to disk (best effort where a folder cannot be opened)."""
-    with suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _move_into_place(tmp: Path, folder: Path, records: list[dict[str, Any]]) -> None:

@@ -31,12 +31,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from ..durable import write_text_atomic
 from ..errors import ConfigError
 
 __all__ = [
@@ -160,24 +160,7 @@ def write_run_record(path: str | Path, record: dict[str, Any]) -> Path:
     """Write ``record`` as JSON to ``path`` atomically (a temporary file in the folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2, default=str)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as fh:
-        tmp = Path(fh.name)
-        try:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        except BaseException:
-            fh.close()
-            tmp.unlink(missing_ok=True)
-            raise
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(path, json.dumps(record, indent=2, default=str))
 
 
 def read_run_record(path: str | Path, *, repair: bool = True) -> dict[str, Any]:
