@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_path", "write_text_atomic"]
+__all__ = ["fsync_path", "process_alive", "write_text_atomic"]
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
@@ -62,3 +62,19 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, prefix: str | 
             os.unlink(tmp)
     fsync_path(path.parent)
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this machine may still be writing (POSIX: ``os.kill(pid, 0)``).
+
+    Only "no such process" counts as dead; another user's process, or one that cannot be asked,
+    counts as alive, so a cleaner never removes what a live writer still needs. Not for Windows,
+    where ``os.kill`` ends the process.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from .. import ids
-from ..durable import fsync_path
+from ..durable import fsync_path, process_alive
 from ..errors import ConfigError, PrefauditError
 from ..features.concepts import DirectionConcept, TextConcept, builtin_concepts, regex_concept
 from ..features.encoded import EncodedFeatures
@@ -113,12 +113,8 @@ def _clean_leftovers(path: Path) -> None:
         parts = old.name[len(path.name) + 2 :].split("-")
         if len(parts) != 3 or parts[0] not in ("saving", "old") or not parts[1].isdigit():
             continue
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
+        if not process_alive(int(parts[1])):  # alive, another user's or unknowable: left alone
             shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass  # alive (another user's process) or unknowable: leave it
 
 
 def _glob_escape(name: str) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ..durable import fsync_path, write_text_atomic
+from ..durable import fsync_path, process_alive, write_text_atomic
 from .encoded import EncodedFeatures
 from .store import STORE_DIR, CacheFileError, CacheWarning, owner, part_record, store_problem
 
@@ -227,23 +227,13 @@ def is_stale(path: Path, now: float | None = None) -> bool:
     """
     m = re.search(r"\.tmp-(\d+)@([A-Za-z0-9._]+)-", path.name)
     if m and m[2] == owner().split("@", 1)[1] and os.name == "posix":  # Windows' os.kill(pid, 0) kills
-        return not _alive(int(m[1]))
+        return not process_alive(int(m[1]))
     try:
         inside = list(path.iterdir()) if path.is_dir() else []
         times = [path.stat().st_mtime, *(p.stat().st_mtime for p in inside)]
     except OSError:  # removed meanwhile
         return False
     return (time.time() if now is None else now) - max(times) > STALE_AFTER
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # there, another user's
-        return True
-    return True
 
 
 def remove_stale(paths: Iterable[Path]) -> list[Path]:
