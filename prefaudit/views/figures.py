@@ -151,15 +151,20 @@ def group_marker_size(n_members: np.ndarray) -> np.ndarray:
 
 
 def volcano_traces(
-    results: pd.DataFrame, effect: str = "d_z", *, groups: bool = False
+    results: pd.DataFrame,
+    effect: str = "d_z",
+    *,
+    groups: bool = False,
+    points: pd.DataFrame | None = None,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Plotly trace dicts for the three main categories, and each trace's rows in ``results``.
 
     Coordinates are numpy arrays (plotly sends them as typed arrays); hover text is escaped.
     ``groups=True``: ``results`` is a ``session.groups()`` table, one point per group whose
-    size grows with its ``n_members`` (:func:`group_marker_size`).
+    size grows with its ``n_members`` (:func:`group_marker_size`). ``points``: this table's
+    :func:`volcano_points`, when the caller has them already (one pass over the table, not two).
     """
-    pts = volcano_points(results, effect)
+    pts = volcano_points(results, effect) if points is None else points
     size = 9 if len(pts) < 500 else 6 if len(pts) < 5000 else 4
     traces, rows = [], []
     fmt = ".3f" if effect != "delta_mean" else ".3g"
@@ -272,9 +277,10 @@ def volcano_figure(session: Any, effect: str = "d_z", *, height: int = 460) -> A
     import plotly.graph_objects as go
 
     results = session.require_results()
-    traces, _ = volcano_traces(results, effect)
+    pts = volcano_points(results, effect)
+    traces, _ = volcano_traces(results, effect, points=pts)
     layout = volcano_layout(effect, height=height)
-    note = volcano_note(volcano_points(results, effect), effect)
+    note = volcano_note(pts, effect)
     if note:  # said on the figure itself: the report has no other place next to it
         layout["title"] = {"text": note, "font": {"size": 11}, "x": 0, "xanchor": "left"}
         layout["margin"]["t"] = 70

@@ -253,12 +253,12 @@ class VolcanoView(SessionView):
             wanted = set(table.loc[table["group"] == self.expanded, "members"].iloc[0])
             members = np.flatnonzero(results["feature"].isin(wanted).to_numpy())
         sub = results if members is None else results.iloc[members]
-        traces, local = volcano_traces(sub, self.effect.value)
+        pts = volcano_points(sub, self.effect.value)
+        traces, local = volcano_traces(sub, self.effect.value, points=pts)
         rows = local if members is None else [members[r] for r in local]
         fids = results["feature"].to_numpy()
         drawn = _Drawn([{k: t[k] for k in _MAIN_KEYS} for t in traces], [fids[r] for r in rows], len(results))
         drawn.rows = rows
-        pts = volcano_points(sub, self.effect.value)
         at = pts["row"].to_numpy() if members is None else members[pts["row"].to_numpy()]
         drawn.x[at], drawn.y[at] = pts["x"].to_numpy(), pts["y"].to_numpy()
         n_sig = int((sub["q"] < ids.ALPHA).sum())
@@ -281,11 +281,11 @@ class VolcanoView(SessionView):
     def _groups_drawn(self, results: Any, table: Any) -> _Drawn:
         """One point per group, sized by members; a selected feature is ringed on its group."""
         eff = self._group_effect(table)
-        traces, rows = volcano_traces(table, eff, groups=True)
+        pts = volcano_points(table, eff)
+        traces, rows = volcano_traces(table, eff, groups=True, points=pts)
         gids = table["group"].to_numpy()
         drawn = _Drawn([{k: t[k] for k in _MAIN_KEYS} for t in traces], [gids[r] for r in rows], len(results))
         drawn.rows = rows
-        pts = volcano_points(table, eff)
         gx, gy = np.full(len(table), np.nan), np.full(len(table), np.nan)
         gx[pts["row"].to_numpy()], gy[pts["row"].to_numpy()] = pts["x"].to_numpy(), pts["y"].to_numpy()
         row_of = {f: j for j, f in enumerate(results["feature"])}
