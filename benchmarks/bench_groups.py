@@ -137,15 +137,15 @@ def topic_section(session, table) -> None:
     session.topics()
     long = session.test(by="topic")
     t1 = time.perf_counter()
-    where = planted_topic(session.topic_assignment(), session.data.df["asks_for_resources"])
-    labels = session.topic_labels()
+    where = planted_topic(session.topics.assignment(), session.data.df["asks_for_resources"])
+    labels = session.topics.labels()
     print(
         f"\ntopics: {labels.attrs.get('rule', '')} ({t1 - t0:.1f} s with test(by='topic')); the requests for "
         f"resources: topic {where['topic']} {labels['label'].iloc[where['topic']]!r}, {where['n_asks']} of its "
         f"{where['n_pairs']} pairs (purity {where['purity']:.2f}, recall {where['recall']:.2f})"
     )
     by_topic = group_topic_tests(
-        session, table, session.topic_assignment(), list(labels["label"]), "wilcoxon"
+        session, table, session.topics.assignment(), list(labels["label"]), "wilcoxon"
     )
     group = best_group(session, "reference")["group"]
     for name, long_table in (("concept:citation", long), (group, by_topic)):

@@ -140,7 +140,7 @@ def write_outputs(
     """
     out.mkdir(parents=True, exist_ok=True)
     table = session.results
-    trunc = session.truncation()
+    trunc = session.space.truncation()
     table.to_csv(out / "features.csv", index=False)
     table.to_parquet(out / "features.parquet", index=False)
     sig = table[table["q"] < ALPHA]

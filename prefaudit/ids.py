@@ -90,7 +90,7 @@ def normalize(feature: Any) -> str:
 
     Whether the feature exists is the session's question (``AuditCore.feature_id``). A
     ``group:<k>`` id names a group of features, not a feature: it is refused here, so that no
-    per-feature query mistakes it for one (``session.group_scores`` and ``session.explained_by``
+    per-feature query mistakes it for one (``session.groups.scores`` and ``session.groups.explained_by``
     take group ids).
     """
     if isinstance(feature, bool):
@@ -100,7 +100,7 @@ def normalize(feature: Any) -> str:
     if isinstance(feature, str) and is_group(feature):
         raise ConfigError(
             f"{feature!r} is a feature group, not a feature: ask session.groups(), "
-            "session.group_scores() or session.explained_by() about it."
+            "session.groups.scores() or session.groups.explained_by() about it."
         )
     if isinstance(feature, str) and feature:
         if is_sae(feature) or is_concept(feature):

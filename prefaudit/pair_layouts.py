@@ -91,7 +91,7 @@ def read_packed(
     # A padding slot attends to itself only: no row of the mask is empty (a NaN-free softmax).
     allowed |= (slot[:, None] == slot[None, :])[None] & (q < 0)
     mask = allowed[:, None]
-    if text_config(model.config)._attn_implementation != "sdpa":
+    if text_config(model.config)._attn_implementation != "sdpa":  # noqa: SLF001 - transformers keeps the choice only here
         # Eager attention adds the mask to the scores: 0 where allowed, the dtype's minimum elsewhere.
         dt = model.get_input_embeddings().weight.dtype
         mask = torch.zeros(mask.shape, dtype=dt, device=device).masked_fill_(~mask, torch.finfo(dt).min)

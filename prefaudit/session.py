@@ -17,11 +17,19 @@ Example
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from .audit.core import AuditCore
+from .deprecated import moved_attribute
 from .ids import CONCEPT_PREFIX, SAE_PREFIX
 from .shaping import VERDICTS
+
+if TYPE_CHECKING:
+    from .audit.fit import SAEFit
+    from .training.plan import TrainingPlan
+    from .training.run import DPORun
 
 # Kept importable from here for users of 0.1 (``from prefaudit.session import VERDICTS``).
 __all__ = ["CONCEPT_PREFIX", "SAE_PREFIX", "VERDICTS", "AuditSession"]
@@ -91,6 +99,10 @@ class AuditSession(AuditCore):
 
         return write_report(self, Path(path), **kwargs)
 
+    def __getattr__(self, name: str) -> Any:
+        # Names of 0.1 that moved into the parts: they still work for one release, with a warning.
+        return moved_attribute(self, name)
+
     def __repr__(self) -> str:
         from .report.concepts import fit_line
 
@@ -102,6 +114,43 @@ class AuditSession(AuditCore):
 
         return repr_html(self)
 
+    # ------------------------------------------------------------------ decisions (prefaudit.audit.decisions)
+    def select_feature(self, feature: int | str, *, focus: bool = True) -> None:
+        """Add a feature or group to the selection and make a feature the drill-down's focus."""
+        self.decisions.select(feature, focus=focus)
+
+    def set_focus(self, feature: int | str | None) -> None:
+        """The feature the drill-down shows (``None``: none)."""
+        self.decisions.set_focus(feature)
+
+    def set_weight(self, feature: int | str, weight: float) -> None:
+        """Reward weight of a feature or group (0 removes it); negative suppresses, positive amplifies."""
+        self.decisions.set_weight(feature, weight)
+
+    def set_verdict(self, feature: int | str, verdict: str | None) -> None:
+        """``allow`` / ``suppress`` / ``amplify`` (or ``None``); a weight still at zero follows it."""
+        self.decisions.set_verdict(feature, verdict)
+
+    def set_label(self, feature: int | str, text: str) -> None:
+        """A person's label for a feature or group (replaces the automatic one; "" clears it)."""
+        self.decisions.set_label(feature, text)
+
+    def set_note(self, feature: int | str, text: str) -> None:
+        """A free-text note on a feature or group ("" clears it)."""
+        self.decisions.set_note(feature, text)
+
+    def exclude_pairs(self, pair_ids: Any) -> None:
+        """Leave these pairs out of training (:mod:`prefaudit.audit.pair_edits`; ``session.edits`` has the rest)."""
+        self.edits.exclude(pair_ids)
+
+    def flip_pairs(self, pair_ids: Any) -> None:
+        """Train these pairs with chosen and rejected swapped."""
+        self.edits.flip(pair_ids)
+
+    def sae_fit(self, n: int = 128, seed: int = 0) -> SAEFit:
+        """How well the SAE reconstructs this data's responses (:class:`prefaudit.audit.fit.SAEFit`)."""
+        return self.lens_fit(n, seed)
+
     # ------------------------------------------------------------------ shaping, training, verification
     def predict(
         self,
@@ -109,30 +158,23 @@ class AuditSession(AuditCore):
         *,
         features: Any = None,
         config: Any = None,
-        matrix: Any = None,
-    ) -> Any:
-        """Predicted learning signal per feature (see :meth:`AuditCore.predict`).
+    ) -> pd.DataFrame:
+        """Predicted learning signal per feature before and after shaping (no training).
 
+        Uses ``session.weights`` unless ``weights`` is given; one row per feature (or ``features``,
+        which may name groups): ``weight``, ``signal_before``, ``signal_after`` (gradient-weighted
+        mean Δ), their standardised versions (/sd) and ``change_z``. The margins behind it are
+        ``session.shaping.preview(...)`` (a typed :class:`prefaudit.audit.shaping.Preview`).
         With ``config`` (a ``DPORunConfig`` or dict): over the pairs that run would train on, read
         in its token window (:func:`prefaudit.training.prediction.predict_in_window`).
         """
         if config is None:
-            return super().predict(weights, features=features, matrix=matrix)
+            return self.shaping.preview(weights, features=features).table
         from .training.prediction import predict_in_window
 
         return predict_in_window(self, config, weights, features=features)
 
-    def shaped_pairs(self, intervention: str = "margin", **kwargs: Any) -> Any:
-        """The ``datasets.Dataset`` trl trains on, with this session's shaping applied.
-
-        (The full record, with what was dropped or flipped, is
-        :func:`prefaudit.interventions.shape_pairs`.)
-        """
-        from .interventions import shape_pairs
-
-        return shape_pairs(self, intervention, **kwargs).dataset
-
-    def train(self, config: Any = None, **kwargs: Any) -> Any:
+    def train(self, config: Any = None, **kwargs: Any) -> DPORun:
         """Start a DPO run (trl) in the background with the current shaping; returns a ``DPORun``."""
         from .training import start_run
 
@@ -140,7 +182,7 @@ class AuditSession(AuditCore):
         self.runs.append(run)
         return run
 
-    def plan_training(self, config: Any = None, **overrides: Any) -> Any:
+    def plan_training(self, config: Any = None, **overrides: Any) -> TrainingPlan:
         """What a run with this config would train on, per pair and token (a ``TrainingPlan``); trains nothing."""
         from .training.plan import plan_training
 

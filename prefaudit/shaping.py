@@ -74,7 +74,6 @@ Example
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -416,27 +415,6 @@ def _columns(delta: np.ndarray | sp.spmatrix, cols: np.ndarray) -> np.ndarray | 
 #: slider benchmark compares the two.
 INCREMENTAL_MARGINS = True
 
-# id(Δ) -> (weak reference to that Δ, its MarginSum); the entry leaves with its Δ (FeatureMatrix
-# caches one Δ per matrix). Sound because the sums are exact: a kept sum and a fresh one agree.
-_MARGIN_SUMS: dict[int, tuple[weakref.ref, MarginSum]] = {}
-_SUMS_LOCK = threading.Lock()
-
-
-def _forget(ref: weakref.ref, key: int) -> None:
-    if _MARGIN_SUMS and _MARGIN_SUMS.get(key, (None,))[0] is ref:  # None at interpreter exit
-        _MARGIN_SUMS.pop(key, None)
-
-
-def kept_margin_sum(delta: np.ndarray | sp.spmatrix) -> MarginSum:
-    """The :class:`MarginSum` :func:`preview` keeps for this Δ object (Δ must not change in place)."""
-    key = id(delta)
-    with _SUMS_LOCK:
-        entry = _MARGIN_SUMS.get(key)
-        if entry is None or entry[0]() is not delta or entry[1].shape != delta.shape:
-            ref = weakref.ref(delta, lambda r, k=key: _forget(r, k))
-            entry = _MARGIN_SUMS[key] = (ref, MarginSum(delta))
-        return entry[1]
-
 
 def preview(
     delta: np.ndarray | sp.spmatrix,
@@ -448,6 +426,7 @@ def preview(
     cap: float = MARGIN_CAP,
     columns: np.ndarray | None = None,
     incremental: bool | None = None,
+    sums: MarginSum | None = None,
 ) -> ShapingPreview:
     """Margins and predicted signal given per-column ``weights``.
 
@@ -457,10 +436,10 @@ def preview(
     Signals are reported for ``columns`` (default: all), so a slider preview over a few features
     costs a few sparse column reads, not a full product.
 
-    The uncapped sum is kept per Δ object (:func:`kept_margin_sum`): when one weight moved
-    since the last preview of this Δ, only that column's active pairs are read
-    (``incremental``, default :data:`INCREMENTAL_MARGINS`); the result is exactly that of a
-    full recompute.
+    ``sums`` is the :class:`MarginSum` of this Δ kept by the caller between previews (the
+    session's shaping part keeps one per Δ): when one weight moved since the last preview, only
+    that column's active pairs are read (``incremental``, default :data:`INCREMENTAL_MARGINS`);
+    the result is exactly that of a full recompute. Without ``sums`` every call sums afresh.
     """
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (delta.shape[1],):
@@ -470,7 +449,7 @@ def preview(
     sd = delta_sd(delta) if sd is None else np.asarray(sd, dtype=np.float64)
     scale = margin_scale(delta) if scale is None else np.asarray(scale, dtype=np.float64)
     unit = margin_unit(weights, scale)
-    kept = kept_margin_sum(delta)
+    kept = MarginSum(delta) if sums is None else sums
     incremental = INCREMENTAL_MARGINS if incremental is None else incremental
     with kept.lock:
         kept.set_unit(unit, incremental=incremental)

@@ -90,7 +90,7 @@ def expected_cut(pairs, full, limits) -> dict[str, set[int]]:
 
 
 def test_counts_and_pair_ids_equal_a_recount_with_the_tokenizer(cut_session, pairs, full, limits):
-    t = cut_session.truncation()
+    t = cut_session.space.truncation()
     want = expected_cut(pairs, full, limits)
     for kind in ("prompt", "chosen", "rejected"):
         assert 0 < len(want[kind]) < N_PAIRS, f"the limits should cut some {kind}s, not all"
@@ -113,7 +113,7 @@ def test_counts_and_pair_ids_equal_a_recount_with_the_tokenizer(cut_session, pai
 
 
 def test_lengths_are_full_lengths_and_differ_from_the_read_ones_where_cut(cut_session, full, limits):
-    got_c, got_r = cut_session.lengths()
+    got_c, got_r = cut_session.space.lengths()
     np.testing.assert_array_equal(got_c, full["chosen"])
     np.testing.assert_array_equal(got_r, full["rejected"])
     read_c, read_r = cut_session.encoded.lengths()
@@ -133,13 +133,13 @@ def test_length_control_of_test_uses_the_full_lengths(cut_session, full):
     # With the truncated lengths the control would differ: the change is not a no-op here.
     read = paired_tests(m.chosen, m.rejected, lengths=cut_session.encoded.lengths(), **kw)
     assert not np.allclose(read["delta_len_ctrl"], res["delta_len_ctrl"], equal_nan=True)
-    assert res.attrs["truncation"] == cut_session.truncation().counts()
+    assert res.attrs["truncation"] == cut_session.space.truncation().counts()
     json.dumps(res.attrs["truncation"])  # plain JSON values: persisted and written to parquet
 
 
 def test_concepts_only_and_not_yet_encoded_sessions_say_nothing_was_tokenised(tiny_model_dir, tiny_sae_dir):
     concepts = pa.AuditSession(pa.load_pairs(tiny.planted_pairs(12)), sae=False, cache_dir=False)
-    t = concepts.truncation()
+    t = concepts.space.truncation()
     assert (t.n_prompts_cut, t.n_chosen_cut, t.n_rejected_cut, t.n_responses_cut) == (None,) * 4
     assert "concepts-only" in t.sentence() and "nothing was tokenised" in t.sentence()
     table = concepts.test(n_boot=20)
@@ -148,7 +148,7 @@ def test_concepts_only_and_not_yet_encoded_sessions_say_nothing_was_tokenised(ti
     later = pa.AuditSession(
         pa.load_pairs(tiny.planted_pairs(12)), model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=False
     )
-    t = later.truncation()
+    t = later.space.truncation()
     assert t.n_prompts_cut is None and "not encoded yet" in t.sentence()
     assert later._backbone is None  # asking does not load the model
 
@@ -158,8 +158,8 @@ def test_save_load_round_trip_and_a_session_saved_before_full_lengths(cut_sessio
 
     path = cut_session.save(tmp_path / "saved")
     back = pa.AuditSession.load(path)
-    assert back.truncation() == cut_session.truncation()
-    for a, b in zip(back.lengths(), cut_session.lengths(), strict=True):
+    assert back.space.truncation() == cut_session.space.truncation()
+    for a, b in zip(back.space.lengths(), cut_session.space.lengths(), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(back.encoded.prompt_cut, cut_session.encoded.prompt_cut)
     assert back.results.attrs["truncation"] == cut_session.results.attrs["truncation"]
@@ -178,10 +178,10 @@ def test_save_load_round_trip_and_a_session_saved_before_full_lengths(cut_sessio
     with pytest.warns(UserWarning, match="older prefaudit"):
         old = pa.AuditSession.load(path)
     assert not old.encoded.full_lengths_recorded and old.encoded.prompt_cut is None
-    t = old.truncation()
-    assert t.prompts is None and t.chosen == cut_session.truncation().chosen
+    t = old.space.truncation()
+    assert t.prompts is None and t.chosen == cut_session.space.truncation().chosen
     assert "not recorded" in t.note and "prompt cuts unknown" in t.sentence()
-    for a, b in zip(old.lengths(), cut_session.encoded.lengths(), strict=True):
+    for a, b in zip(old.space.lengths(), cut_session.encoded.lengths(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert old.test(n_boot=20).attrs["truncation"]["prompts_cut"] is None
 
@@ -346,10 +346,10 @@ def test_hh_slice_cuts_at_the_default_window(hh_path, tiny_sae_dir, tmp_path):
         sub, model=_tiny_model_with(tok, tmp_path / "m"), sae=tiny_sae_dir, cache_dir=False, batch_size=8
     )
     s.encode(progress=False)
-    t = s.truncation()
+    t = s.space.truncation()
     ids = sub.df["pair_id"].to_numpy()
     for kind in ("prompt", "chosen", "rejected"):
         assert set(t.pair_ids()[kind]) == set(ids[cut[kind][sample]].tolist()), kind
     np.testing.assert_array_equal(s.encoded.prompt_length, full["prompt"][sample])
-    np.testing.assert_array_equal(s.lengths()[0], full["chosen"][sample])
+    np.testing.assert_array_equal(s.space.lengths()[0], full["chosen"][sample])
     print(f"sample of 100: {t}")

@@ -121,7 +121,7 @@ def test_topic_conditional_reference_is_found_in_its_topic_only(session) -> None
 
     df = session.data.df
     session.topics()
-    where = planted_topic(session.topic_assignment(), df["asks_for_resources"])
+    where = planted_topic(session.topics.assignment(), df["asks_for_resources"])
     print(where)
     # The unsupervised topics find the requests for resources (nothing told them which they are).
     assert where["purity"] >= 0.9 and where["recall"] >= 0.9
@@ -136,8 +136,8 @@ def test_topic_conditional_reference_is_found_in_its_topic_only(session) -> None
     print(match)
     assert match["r_delta"] >= 0.5
     groups = session.groups()
-    labels = list(session.topic_labels()["label"])
-    by_topic = group_topic_tests(session, groups, session.topic_assignment(), labels, "wilcoxon")
+    labels = list(session.topics.labels()["label"])
+    by_topic = group_topic_tests(session, groups, session.topics.assignment(), labels, "wilcoxon")
     group = topic_specificity(by_topic, match["group"], where["topic"])
     print(group)
     assert group["q"] < 0.05 and group["d_z"] > 0 and group["p_heterogeneity"] < 0.01

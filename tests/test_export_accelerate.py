@@ -45,7 +45,7 @@ def test_export_writes_dataset_config_script_and_a_verbatim_trainer(tiny_session
     assert len(rows) == 30 == len(cfg["train_positions"]) and len(cfg["heldout_positions"]) == 10
     assert np.allclose(
         [r["margin"] for r in rows],
-        np.asarray(tiny_session.predict().attrs["margins"])[cfg["train_positions"]],
+        np.asarray(tiny_session.shaping.preview().margins)[cfg["train_positions"]],
     )
     assert cfg["dpo"]["max_steps"] == 5 and cfg["dpo"]["loss_type"] == ["sigmoid"] and cfg["lora"]["r"] == 16
     assert cfg["shaping"]["weights"] == {"concept:flattery": -2.0}

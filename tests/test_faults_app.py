@@ -29,7 +29,7 @@ import prefaudit as pa
 from prefaudit.app import AppConfig, ServeOptions, load_app_pairs, voila_command, voila_env, voila_settings
 from prefaudit.app.command import serve_options
 from prefaudit.app.serve import app_url, write_voila_settings
-from prefaudit.audit.pair_edits import EXPORT_DIR_ENV
+from prefaudit.audit.exports import EXPORT_DIR_ENV
 from prefaudit.cli import _parser, main
 from prefaudit.errors import ConfigError
 from prefaudit.views import DriversView

@@ -229,37 +229,37 @@ def test_session_groups_table(grouped):
 def test_session_group_scores_and_tests(grouped):
     table = grouped.groups()
     k = int(table["n_members"].idxmax())
-    scores = grouped.group_scores(ids.group_id(k))
+    scores = grouped.groups.scores(ids.group_id(k))
     assert list(scores.columns) == ["pair_id", "chosen", "rejected", "delta"]
     assert np.allclose(scores["delta"], scores["chosen"] - scores["rejected"])
-    both = [grouped.group_scores(g) for g in table["group"]]
+    both = [grouped.groups.scores(g) for g in table["group"]]
     ref = paired_tests(
         np.column_stack([s["chosen"] for s in both]),
         np.column_stack([s["rejected"] for s in both]),
-        lengths=grouped.lengths(),
+        lengths=grouped.space.lengths(),
     )
     for col in ("d_z", "p", "q", "ci_low", "ci_high", "delta_len_ctrl"):
         assert np.allclose(table[col], ref[col], equal_nan=True), col
     with pytest.raises(ConfigError):
-        grouped.group_scores("group:9999")
+        grouped.groups.scores("group:9999")
 
 
 def test_session_explained_by(grouped):
     table = grouped.groups()
     row = table.iloc[0]
-    out = grouped.explained_by(row["group"])
+    out = grouped.groups.explained_by(row["group"])
     assert out["controlled_for"] == row["controlled_for"] and row["group"] not in out["controlled_for"]
     assert out["effect"] == pytest.approx(row["effect_ctrl"])
     assert out["d_z_controlled"] == pytest.approx(row["d_z_controlled"], nan_ok=True)
     member = row["members"][0]
-    feat = grouped.explained_by(member)
-    assert row["group"] not in feat["controlled_for"] and grouped.group_of(member) == row["group"]
-    v = grouped.values(member)["delta"].to_numpy()
-    dlen = np.subtract(*grouped.lengths())
-    cov = np.column_stack([dlen] + [grouped.group_scores(g)["delta"] for g in feat["controlled_for"]])
+    feat = grouped.groups.explained_by(member)
+    assert row["group"] not in feat["controlled_for"] and grouped.groups.of(member) == row["group"]
+    v = grouped.space.values(member)["delta"].to_numpy()
+    dlen = np.subtract(*grouped.space.lengths())
+    cov = np.column_stack([dlen] + [grouped.groups.scores(g)["delta"] for g in feat["controlled_for"]])
     ref = fg.ols_intercept(v, cov)
     assert feat["effect"] == pytest.approx(ref.effect[0]) and feat["p"] == pytest.approx(ref.p[0])
     with pytest.raises(ConfigError, match="feature group"):
-        grouped.values(row["group"])
-    concept = grouped.explained_by("flattery")
+        grouped.space.values(row["group"])
+    concept = grouped.groups.explained_by("flattery")
     assert concept["feature"] == "concept:flattery" and len(concept["controlled_for"]) == 5

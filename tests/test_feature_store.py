@@ -203,5 +203,5 @@ def test_a_session_audits_from_the_store_as_from_ram(
     _assert_equal(mapped.encoded, ram.encoded)
     pd.testing.assert_frame_equal(got, expected)
     fid = expected.loc[expected["source"] == "sae"].sort_values("p")["feature"].iloc[0]
-    pd.testing.assert_frame_equal(mapped.top_pairs(fid, n=5), ram.top_pairs(fid, n=5))
+    pd.testing.assert_frame_equal(mapped.space.top_pairs(fid, n=5), ram.space.top_pairs(fid, n=5))
     assert mapped.auto_labels == ram.auto_labels

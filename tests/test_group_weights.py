@@ -1,6 +1,6 @@
 """A weight on a feature group: one feature with its own margin scale, the same in every consumer.
 
-Tiny model + tiny SAE (``tests/tiny.py``); references are computed from ``session.group_scores``
+Tiny model + tiny SAE (``tests/tiny.py``); references are computed from ``session.groups.scores``
 (the score ``session.groups()`` tests) with :func:`prefaudit.shaping.margin_scale`, not from the
 code under test.
 """
@@ -37,19 +37,19 @@ def grouped(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
 
 @pytest.fixture()
 def session(grouped):
-    grouped.set_weights({})
-    grouped.set_selection([])
+    grouped.decisions.set_weights({})
+    grouped.decisions.set_selection([])
     yield grouped
-    grouped.set_weights({})
-    grouped.set_selection([])
+    grouped.decisions.set_weights({})
+    grouped.decisions.set_selection([])
 
 
 def _group(session, min_members: int = 2) -> str:
     """The largest group whose score differs between pairs (has a margin scale)."""
     table = session.groups()
     for g in table.sort_values("n_members", ascending=False)["group"]:
-        d = session.group_scores(g)["delta"].to_numpy()
-        if margin_scale(d[:, None])[0] > 0 and len(session.group_members(g)) >= min_members:
+        d = session.groups.scores(g)["delta"].to_numpy()
+        if margin_scale(d[:, None])[0] > 0 and len(session.groups.members(g)) >= min_members:
             return g
     pytest.skip("the tiny SAE has no multi-member group that varies")
 
@@ -62,36 +62,38 @@ def test_a_group_weight_is_its_score_with_its_own_margin_scale(session):
     g = _group(session)
     session.set_weight(g, -1.5)
     assert session.weights == {g: -1.5}
-    delta_g = session.group_scores(g)["delta"].to_numpy()
-    pred = session.predict(features=[g])
-    np.testing.assert_allclose(pred.attrs["margins"], _reference_margins(delta_g, -1.5), atol=1e-8)
+    delta_g = session.groups.scores(g)["delta"].to_numpy()
+    pv = session.shaping.preview(features=[g])
+    pred = pv.table
+    np.testing.assert_allclose(pv.margins, _reference_margins(delta_g, -1.5), atol=1e-8)
     # Not "each member at the weight": that would be the sum over members of w·Δⱼ/sⱼ.
-    members = [session.column(f) for f in session.group_members(g)]
+    members = [session.space.column(f) for f in session.groups.members(g)]
     each = session.matrix.delta[:, members].toarray() @ (-1.5 / session.matrix.margin_scale[members])
-    assert not np.allclose(pred.attrs["margins"], np.clip(each, -MARGIN_CAP, MARGIN_CAP))
+    assert not np.allclose(pv.margins, np.clip(each, -MARGIN_CAP, MARGIN_CAP))
     # The group's row: the signal of its score's Δ, before and after, in sd(Δᵍ) units.
     row = pred.iloc[0]
-    m = pred.attrs["margins"]
+    m = pv.margins
     assert row["feature"] == g and row["weight"] == -1.5
     assert row["label"] == session.groups().set_index("group").loc[g, "label"]
     assert row["signal_before"] == pytest.approx(delta_g.mean())
     assert row["signal_after"] == pytest.approx((expit(m) * delta_g).sum() / expit(m).sum())
     assert row["sd"] == pytest.approx(np.std(delta_g, ddof=1))
-    assert pred.attrs["n_dominated"] == int((m <= -1.0).sum())
+    assert pv.n_dominated == int((m <= -1.0).sum())
 
 
 def test_group_and_feature_weights_add_and_rows_keep_the_requested_order(session):
     g = _group(session)
-    member = session.group_members(g)[0]
-    both = session.predict({g: 1.0, "concept:length": -0.5}, features=["concept:length", g, member])
+    member = session.groups.members(g)[0]
+    both_pv = session.shaping.preview({g: 1.0, "concept:length": -0.5}, features=["concept:length", g, member])
+    both = both_pv.table
     assert both["feature"].tolist() == ["concept:length", g, member]
     assert both["weight"].tolist() == [-0.5, 1.0, 0.0]
-    alone_g = session.predict({g: 1.0}, features=[]).attrs["margins"]
-    alone_l = session.predict({"concept:length": -0.5}, features=[]).attrs["margins"]
+    alone_g = session.shaping.preview({g: 1.0}, features=[]).margins
+    alone_l = session.shaping.preview({"concept:length": -0.5}, features=[]).margins
     raw = np.clip(alone_g, -MARGIN_CAP, MARGIN_CAP)  # each alone is far below the cap here
     assert np.abs(alone_g).max() < MARGIN_CAP and np.abs(alone_l).max() < MARGIN_CAP
     np.testing.assert_allclose(
-        both.attrs["margins"], np.clip(raw + alone_l, -MARGIN_CAP, MARGIN_CAP), atol=1e-8
+        both_pv.margins, np.clip(raw + alone_l, -MARGIN_CAP, MARGIN_CAP), atol=1e-8
     )
     ref = session.predict({g: 1.0, "concept:length": -0.5}, features=[member]).iloc[0]
     assert both.iloc[2]["signal_after"] == pytest.approx(ref["signal_after"])
@@ -104,15 +106,15 @@ def test_other_pairs_read_elsewhere_use_the_same_group_definition(session):
     rows = np.arange(0, 40, 2)
     m = session.matrix
     sub = FeatureMatrix(sp.csr_matrix(m.chosen)[rows], sp.csr_matrix(m.rejected)[rows])
-    margins = session.predict({g: -1.0}, matrix=sub).attrs["margins"]
-    delta_g = session.group_scores(g)["delta"].to_numpy()[rows]
+    margins = session.shaping.preview({g: -1.0}, matrix=sub).margins
+    delta_g = session.groups.scores(g)["delta"].to_numpy()[rows]
     np.testing.assert_allclose(margins, _reference_margins(delta_g, -1.0), atol=1e-8)
 
 
 def test_interventions_and_verification_see_the_group_margins(session):
     g = _group(session)
     weights = {g: -2.0}
-    m = np.asarray(session.predict(weights).attrs["margins"])
+    m = np.asarray(session.shaping.preview(weights).margins)
     shaped = shape_pairs(session, "margin", weights=weights)
     np.testing.assert_allclose(shaped.dataset["margin"], m)
     filtered = shape_pairs(session, "filter", weights=weights, threshold=1.0)
@@ -120,13 +122,13 @@ def test_interventions_and_verification_see_the_group_margins(session):
     assert sorted(filtered.dropped) == sorted(pair_ids[m <= -1.0].tolist())
     pred = get_intervention("margin").predict(session, weights)
     assert len(pred) == len(session.feature_ids)  # feature rows; the group has none of its own
-    member = session.group_members(g)[0]
-    delta = session.values(member)["delta"].to_numpy()
+    member = session.groups.members(g)[0]
+    delta = session.space.values(member)["delta"].to_numpy()
     g_i = expit(m)
     assert pred.set_index("feature").loc[member, "predicted"] == pytest.approx(
         (g_i * delta).sum() / g_i.sum()
     )
-    assert session.weighted_features(weights) == session.group_members(g)
+    assert session.shaping.weighted_features(weights) == session.groups.members(g)
 
 
 def test_group_ids_in_decisions_are_checked(session):
@@ -159,7 +161,7 @@ def test_shaper_adds_a_group_row_with_its_label_and_member_count(session):
     view.add_box.set_state({"value": g})
     assert view.last_error is None and list(view.rows) == [g]
     row = view.rows[g]
-    n = len(session.group_members(g))
+    n = len(session.groups.members(g))
     label = session.groups().set_index("group").loc[g, "label"]
     assert row.name.value == g and row.label.value == f"{label} · {n} features"
     row.slider.set_state({"value": -1.25})  # a slider release
@@ -169,6 +171,6 @@ def test_shaper_adds_a_group_row_with_its_label_and_member_count(session):
         preview_row["id"] == g and preview_row["weight"] == -1.25 and f"{n} features" in preview_row["label"]
     )
     margins = np.frombuffer(view.preview.margins, dtype="<f4")
-    np.testing.assert_allclose(margins, session.predict().attrs["margins"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(margins, session.shaping.preview().margins, rtol=1e-6, atol=1e-6)
     view.add_box.set_state({"value": "group:99999"})  # an unknown group: an error shown, nothing added
     assert view.last_error is not None and list(view.rows) == [g]

@@ -43,6 +43,7 @@ LAYERS = {
     "prefaudit.verify": 6,
     "prefaudit.report": 6,
     "prefaudit.session": 7,
+    "prefaudit.deprecated": 7,
     "prefaudit.cli": 7,
     "prefaudit.app": 7,
     "prefaudit": 7,
@@ -55,14 +56,35 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """Module -> the package modules it imports anywhere in its source (nearest existing module)."""
+def typing_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only: never executed)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None)
+        if isinstance(node, ast.If) and (
+            (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+            or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        ):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def import_graph(root: Path, *, annotations: bool = True) -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere in its source (nearest existing module).
+
+    ``annotations=False`` leaves out the imports under ``if TYPE_CHECKING:``: a part may name the
+    core that owns it in its type hints without a runtime cycle, but never a higher layer.
+    """
     files = {module_name(p, root): p for p in root.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for mod, path in files.items():
         is_pkg = path.name == "__init__.py"
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = set() if annotations else typing_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -140,7 +162,19 @@ def layer(mod: str) -> int:
 
 
 def test_the_package_has_no_import_cycle():
-    assert cycles(import_graph(PACKAGE)) == []
+    assert cycles(import_graph(PACKAGE, annotations=False)) == []
+
+
+def test_type_hint_imports_count_for_layers_not_for_cycles(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core.py").write_text("from .part import Part\n")
+    (pkg / "part.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .core import Core\n"
+    )
+    assert cycles(import_graph(pkg, annotations=False)) == []
+    assert cycles(import_graph(pkg)) == [["pkg.core", "pkg.part"]]
 
 
 def test_no_module_imports_a_higher_layer():

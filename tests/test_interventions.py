@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _margins(session, weights=WEIGHTS):
-    return np.asarray(session.predict(weights).attrs["margins"])
+    return np.asarray(session.shaping.preview(weights).margins)
 
 
 def test_margin_column_is_the_preview_margin(tiny_session):
@@ -63,7 +63,7 @@ def test_filter_drops_exactly_the_dominated_pairs(tiny_session):
 @pytest.mark.parametrize("threshold", [1.0, 2.5])
 def test_preview_counts_the_pairs_filter_drops_and_flip_swaps(tiny_session, threshold):
     # One definition of "dominated" (m <= -τ): what the preview shows is what filter/flip act on.
-    delta = tiny_session.delta_matrix()  # encodes: the SAE features join feature_ids
+    delta = tiny_session.space.delta()  # encodes: the SAE features join feature_ids
     w = np.zeros(delta.shape[1])
     for f, v in WEIGHTS.items():
         w[tiny_session.feature_ids.index(f)] = v
@@ -74,7 +74,7 @@ def test_preview_counts_the_pairs_filter_drops_and_flip_swaps(tiny_session, thre
     assert shown == len(dropped) == len(flipped) > 0
     assert f", {shown} with m <= -{threshold:g}" in summary
     if threshold == 1.0:  # the session's preview (the shaper's count) uses the default τ
-        assert tiny_session.predict(WEIGHTS).attrs["n_dominated"] == shown
+        assert tiny_session.shaping.preview(WEIGHTS).n_dominated == shown
 
 
 def test_flip_swaps_chosen_and_rejected_of_dominated_pairs_only(tiny_session):
@@ -107,9 +107,9 @@ def test_rows_are_conversational_with_a_chat_template_else_the_audit_transcript(
     assert text["chosen"] == tiny_session.data.df["chosen"].iloc[0]
 
 
-def test_session_delegates_to_shaped_dataset(tiny_session):
-    tiny_session.set_weights(WEIGHTS)
-    ds = tiny_session.shaped_pairs("margin")
+def test_shaped_dataset_carries_the_sessions_margins(tiny_session):
+    tiny_session.decisions.set_weights(WEIGHTS)
+    ds = shaped_dataset(tiny_session, "margin")
     assert np.allclose(ds["margin"], _margins(tiny_session))
     record = json.loads(ds.info.description)["prefaudit"]
     assert record["intervention"] == "margin" and record["weights"] == WEIGHTS

@@ -47,11 +47,11 @@ def session() -> pa.AuditSession:
 
 def manual_signal(s, feature, signs, weights=None):
     """Σ g s Δ / Σ g with g = σ(s·m)·[s ≠ 0], from the session's unedited margins."""
-    delta = s.values(feature)["delta"].to_numpy()
+    delta = s.space.values(feature)["delta"].to_numpy()
     m = np.zeros(len(delta))
     if weights:
         s2 = pa.AuditSession(s.data, sae=False, cache_dir=False)
-        m = np.asarray(s2.predict(weights, features=[]).attrs["margins"])
+        m = np.asarray(s2.shaping.preview(weights, features=[]).margins)
     g = expit(np.where(signs < 0, -m, m)) * (signs != 0)
     return float((g * signs) @ delta / g.sum())
 
@@ -64,18 +64,18 @@ def test_intents_write_the_trait_and_refuse_unknown_pairs(session):
     session.exclude_pairs(ids[:3])
     session.flip_pairs([ids[2], ids[5]])  # a flip replaces the exclusion of pair 2
     assert session.pair_edits == {ids[0]: "exclude", ids[1]: "exclude", ids[2]: "flip", ids[5]: "flip"}
-    assert session.pair_edit_signs()[:6].tolist() == [0, 0, -1, 1, 1, -1]
-    table = session.pair_edits_table()
+    assert session.edits.signs()[:6].tolist() == [0, 0, -1, 1, 1, -1]
+    table = session.edits.table()
     assert table["pair_id"].tolist() == [ids[0], ids[1], ids[2], ids[5]]
     assert table["edit"].tolist() == ["exclude", "exclude", "flip", "flip"]
-    session.restore_pairs([ids[0], ids[7]])  # 7 had no edit: accepted, nothing changes for it
+    session.edits.restore([ids[0], ids[7]])  # 7 had no edit: accepted, nothing changes for it
     assert ids[0] not in session.pair_edits and len(session.pair_edits) == 3
     with pytest.raises(ConfigError, match=r"2 unknown pair_id\(s\).*\[999, 1000\]"):
         session.exclude_pairs([ids[0], 999, 1000])
     with pytest.raises(ConfigError, match="list of pair ids"):
         session.flip_pairs("3")
     assert len(session.pair_edits) == 3  # a refused call changes nothing
-    session.clear_pair_edits()
+    session.edits.clear()
     assert session.pair_edits == {} and len(seen) == 4
 
 
@@ -86,17 +86,17 @@ def test_predict_honours_exclusions_and_flips(session, weights):
     ids = session.data.df["pair_id"].to_numpy()
     session.exclude_pairs(ids[[0, 3, 11]])
     session.flip_pairs(ids[[1, 4, 25, 30]])
-    signs = session.pair_edit_signs()
+    signs = session.edits.signs()
     after = session.predict(weights, features=FEATURES)
     for k, f in enumerate(FEATURES):
         assert after["signal_before"].iloc[k] == pytest.approx(manual_signal(session, f, signs), rel=1e-12)
         assert after["signal_after"].iloc[k] == pytest.approx(
             manual_signal(session, f, signs, weights), rel=1e-12
         )
-    g = np.asarray(after.attrs["gradient_weight"])
+    g = np.asarray(session.shaping.preview(weights, features=FEATURES).gradient_weight)
     assert np.all(g[signs == 0] == 0) and np.all(g[signs != 0] > 0)
     assert not np.allclose(before["signal_before"], after["signal_before"])
-    session.clear_pair_edits()
+    session.edits.clear()
     pd.testing.assert_frame_equal(session.predict(weights, features=FEATURES), before)
 
 
@@ -104,21 +104,21 @@ def test_intervention_prediction_follows_the_edits(session):
     ids = session.data.df["pair_id"].to_numpy()
     session.exclude_pairs(ids[:5])
     session.flip_pairs(ids[5:12])
-    signs = session.pair_edit_signs()
+    signs = session.edits.signs()
     pred = registry.get("none").predict(session, {})
     for f in FEATURES:
         row = pred.loc[pred["feature"] == f].iloc[0]
-        delta = session.values(f)["delta"].to_numpy()
+        delta = session.space.values(f)["delta"].to_numpy()
         assert row["predicted"] == pytest.approx((signs @ delta) / np.abs(signs).sum(), rel=1e-12)
 
 
 def test_drivers_and_what_if_preview_agree_with_predict(session):
     f = "concept:url"
     weights = {"concept:flattery": -1.0}
-    session.set_weights(weights)
+    session.decisions.set_weights(weights)
     plain = session.drivers(f)
     top = plain["pair_id"].head(4).tolist()
-    what = session.pair_edit_preview(f, top)
+    what = session.edits.preview(f, top)
     assert (
         what["signal"]
         == pytest.approx(plain.attrs["signal"])
@@ -138,7 +138,7 @@ def test_drivers_and_what_if_preview_agree_with_predict(session):
         np.sign(flipped.loc[flipped["pair_id"].isin(top), "share"]) == -np.sign(plain["share"].head(4))
     ).all()
     # the preview starts from the current edits: excluding again from a flipped state
-    again = session.pair_edit_preview(f, top)
+    again = session.edits.preview(f, top)
     assert again["signal"] == pytest.approx(what["signal_flipped"])
     assert again["signal_excluded"] == pytest.approx(what["signal_excluded"])
     assert again["signal_unedited"] == pytest.approx(what["signal"])
@@ -150,15 +150,15 @@ def test_export_writes_ids_and_texts_as_data(session, tmp_path, suffix):
     df = session.data.df
     ids = df["pair_id"].iloc[[7, 2, 30]].tolist()
     session.flip_pairs([ids[1]])
-    path = session.export_pairs(tmp_path / f"top{suffix}", ids, feature="concept:url")
+    path = session.edits.export(tmp_path / f"top{suffix}", ids, feature="concept:url")
     back = pd.read_json(path, lines=True) if suffix == ".jsonl" else pd.read_csv(path, keep_default_na=False)
     assert back["pair_id"].tolist() == ids
     for col in ("prompt", "chosen", "rejected"):
         assert back[col].tolist() == df[col].iloc[[7, 2, 30]].tolist()
     assert back["edit"].tolist() == ["", "flip", ""]
-    assert np.allclose(back["delta"], session.values("concept:url")["delta"].iloc[[7, 2, 30]])
+    assert np.allclose(back["delta"], session.space.values("concept:url")["delta"].iloc[[7, 2, 30]])
     with pytest.raises(ConfigError, match=r"jsonl or \.csv"):
-        session.export_pairs(tmp_path / "top.txt", ids)
+        session.edits.export(tmp_path / "top.txt", ids)
 
 
 def test_export_keeps_chat_prompts_and_hostile_text(tmp_path):
@@ -171,36 +171,36 @@ def test_export_keeps_chat_prompts_and_hostile_text(tmp_path):
         for i in range(4)
     ]
     s = pa.AuditSession(pa.load_pairs(rows), sae=False, cache_dir=False)
-    csv = pd.read_csv(s.export_pairs(tmp_path / "p.csv", [0, 3]), keep_default_na=False)
+    csv = pd.read_csv(s.edits.export(tmp_path / "p.csv", [0, 3]), keep_default_na=False)
     assert json.loads(csv["prompt"].iloc[1]) == s.data.df["prompt"].iloc[3]
     assert csv["chosen"].iloc[1] == s.data.df["chosen"].iloc[3]
-    line = s.export_pairs(tmp_path / "p.jsonl", [3]).read_text(encoding="utf-8")
+    line = s.edits.export(tmp_path / "p.jsonl", [3]).read_text(encoding="utf-8")
     assert json.loads(line)["prompt"] == s.data.df["prompt"].iloc[3]
 
 
 # ---------------------------------------------------------------------- topic filter
 def test_topic_filter_restricts_top_pairs():
     s = pa.AuditSession(pa.load_pairs(topic_rows(40)), sae=False, cache_dir=False)
-    labels = s.topic_labels()
+    labels = s.topics.labels()
     assert len(labels) == 2 and sorted(labels["n_pairs"]) == [20, 20]
     assignment = s.topics()["topic"].to_numpy()
-    everything = s.top_pairs("concept:url", by="abs_delta", n=40)
+    everything = s.space.top_pairs("concept:url", by="abs_delta", n=40)
     for topic in (0, 1):
-        s.set_topic_filter(topic)
-        assert s.filtered_positions().tolist() == np.flatnonzero(assignment == topic).tolist()
-        top = s.top_pairs("concept:url", by="abs_delta", n=40)
+        s.topics.set_filter(topic)
+        assert s.topics.filtered_positions().tolist() == np.flatnonzero(assignment == topic).tolist()
+        top = s.space.top_pairs("concept:url", by="abs_delta", n=40)
         assert len(top) == 20 and set(assignment[top["position"]]) == {topic}
         # same order as the unfiltered ranking, restricted to the topic
         assert top["position"].tolist() == [p for p in everything["position"] if assignment[p] == topic]
         assert (
-            s.top_pairs("concept:url", n=5, offset=18)["position"].tolist() == top["position"].tolist()[18:]
+            s.space.top_pairs("concept:url", n=5, offset=18)["position"].tolist() == top["position"].tolist()[18:]
         )
     with pytest.raises(ConfigError, match=r"topics are 0\.\.1"):
-        s.set_topic_filter(2)
+        s.topics.set_filter(2)
     with pytest.raises(ConfigError, match="topic number or None"):
-        s.set_topic_filter("0")
-    s.set_topic_filter(None)
-    assert len(s.filtered_positions()) == 40
+        s.topics.set_filter("0")
+    s.topics.set_filter(None)
+    assert len(s.topics.filtered_positions()) == 40
 
 
 # ---------------------------------------------------------------------- training plan
@@ -262,7 +262,7 @@ def test_window_prediction_reads_flipped_pairs_swapped(tiny_session):
     try:
         after = tiny_session.predict({}, config=config, features=features).set_index("feature")
     finally:
-        tiny_session.clear_pair_edits()
+        tiny_session.edits.clear()
     assert (before["signal_before"].abs() > 0).any()
     # Every trained pair flipped: the learning signal of each feature changes sign, size kept.
     assert np.allclose(after["signal_before"], -before["signal_before"], atol=1e-12)

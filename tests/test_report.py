@@ -98,7 +98,7 @@ def test_report_lists_top_features_examples_and_decisions(report_text, hostile_s
     assert "<mark>http://www.example.com" in report_text  # the regex match is marked
     assert "-1.50" in report_text or "−1.50" in report_text
     assert "note &lt;img" in report_text and ">allow<" in report_text
-    n_dom = hostile_session.predict().attrs["n_dominated"]
+    n_dom = hostile_session.shaping.preview().n_dominated
     assert f"{n_dom} of 40 pairs" in report_text
 
 

@@ -51,18 +51,18 @@ def section(text: str, title: str) -> str:
 @pytest.fixture(scope="module")
 def topic_report(tmp_path_factory):
     s = topic_session()
-    assert s.results_by_topic is None  # the report computes the tests by topic
+    assert s.topics.results("topic") is None  # the report computes the tests by topic
     path = s.report(tmp_path_factory.mktemp("topics") / "r.html")
     return s, path.read_text(encoding="utf-8")
 
 
 def test_the_report_flags_the_effect_that_lives_in_one_topic(topic_report):
     s, text = topic_report
-    long = s.results_by_topic
+    long = s.topics.results("topic")
     assert long is not None and long["topic"].nunique() == 2
     cooking = int(s.topics()["topic"].iloc[0])
     topics = section(text, "Prompt topics")
-    for r in s.topic_labels().itertuples():
+    for r in s.topics.labels().itertuples():
         assert f"<td>{r.label}</td><td class='num'>{r.n_pairs:,}</td>" in topics
     flagged = topic_specific(long)
     assert "concept:sparkle" in flagged["feature"].tolist()
@@ -108,7 +108,7 @@ def test_groups_and_fit_are_skipped_with_a_reason_in_a_concepts_only_audit(topic
 def test_the_report_builds_when_nothing_was_computed_and_computes_nothing(tmp_path):
     s = topic_session()
     text = s.report(tmp_path / "r.html", compute=()).read_text(encoding="utf-8")
-    assert s.results_by_topic is None
+    assert s.topics.results("topic") is None
     assert "Not computed: session.topics() clusters the prompts" in section(text, "Prompt topics")
     with pytest.raises(pa.ConfigError, match="compute"):
         s.report(tmp_path / "bad.html", compute=["volcano"])
@@ -120,8 +120,8 @@ def test_summary_json_carries_the_same_topics_and_drivers(topic_report, tmp_path
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["concepts"] == json.loads(json.dumps(summary["concepts"], default=str))
     topics = saved["concepts"]["topics"]
-    assert [t["n_pairs"] for t in topics["topics"]] == s.topic_labels()["n_pairs"].tolist()
-    flagged = topic_specific(s.results_by_topic)
+    assert [t["n_pairs"] for t in topics["topics"]] == s.topics.labels()["n_pairs"].tolist()
+    flagged = topic_specific(s.topics.results("topic"))
     assert topics["n_topic_specific_features"] == len(flagged)
     assert [r["id"] for r in topics["topic_specific_features"]] == flagged["feature"].head(15).tolist()
     assert topics["n_topic_specific_groups"] is None  # no groups in a concepts-only audit
@@ -143,7 +143,7 @@ def test_the_repr_shows_the_cached_fit_only(sae_session, tmp_path):
     s = sae_session
     assert "not measured yet (session.sae_fit()" in repr(s)
     assert "session.sae_fit()" in s._repr_html_()
-    assert s.measured_sae_fit() is None  # a repr never measures
+    assert s.lens_fit.measured() is None  # a repr never measures
     fit = s.sae_fit()
     assert str(fit).splitlines()[0] in repr(s)
     assert fit.warning and "⚠" in s._repr_html_()  # the tiny random SAE reconstructs badly
@@ -158,8 +158,8 @@ def test_the_repr_shows_the_cached_fit_only(sae_session, tmp_path):
 def test_groups_in_the_report_and_their_tests_by_topic(sae_session, tmp_path):
     s = sae_session
     text = s.report(tmp_path / "r.html").read_text(encoding="utf-8")
-    g = s.computed_groups()
-    assert g is not None and s.measured_sae_fit() is not None
+    g = s.groups.computed()
+    assert g is not None and s.lens_fit.measured() is not None
     groups = section(text, "Feature groups")
     top = strongest(g, 10)
     for r in top.itertuples():
@@ -168,10 +168,10 @@ def test_groups_in_the_report_and_their_tests_by_topic(sae_session, tmp_path):
     # The groups tested within topics (an alternating split here) equal paired_tests and scipy.
     assignment = np.arange(len(s.data)) % 2
     long = group_topic_tests(s, g, assignment, ["even", "odd"], "wilcoxon")
-    lc, lr = s.lengths()
+    lc, lr = s.space.lengths()
     for t in (0, 1):
         rows = np.flatnonzero(assignment == t)
-        scores = [s.group_scores(k) for k in g["group"]]
+        scores = [s.groups.scores(k) for k in g["group"]]
         c = np.column_stack([x["chosen"] for x in scores])[rows]
         r_ = np.column_stack([x["rejected"] for x in scores])[rows]
         ref = paired_tests(c, r_, lengths=(lc[rows], lr[rows]), n_boot=100)
@@ -185,7 +185,7 @@ def test_groups_in_the_report_and_their_tests_by_topic(sae_session, tmp_path):
     summary = concept_summary(gather(s, compute=()))
     assert summary["groups"]["n_groups"] == len(g)
     assert [x["group"] for x in summary["groups"]["top"]] == top["group"].tolist()
-    assert summary["fit"]["explained_variance"] == s.measured_sae_fit().explained_variance
+    assert summary["fit"]["explained_variance"] == s.lens_fit.measured().explained_variance
 
 
 def test_write_outputs_without_a_report_says_what_was_skipped(tmp_path):

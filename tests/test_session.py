@@ -51,7 +51,7 @@ def test_planted_concepts_are_found_in_the_planted_direction(tested):
 
 def test_session_table_equals_paired_tests_on_the_same_matrices(tested):
     chosen, rejected = tested.matrix.chosen, tested.matrix.rejected
-    ref = paired_tests(chosen, rejected, lengths=tested.lengths(), names=tested.feature_ids)
+    ref = paired_tests(chosen, rejected, lengths=tested.space.lengths(), names=tested.feature_ids)
     pd.testing.assert_series_equal(tested.results["p"], ref["p"])
     pd.testing.assert_series_equal(tested.results["q"], ref["q"])
 
@@ -75,11 +75,11 @@ def test_user_concepts_regex_callable_and_direction(tiny_session):
     table = tiny_session.test().set_index("feature")
     assert table.loc[fid, "source"] == "concept"
     assert table.loc[fid, "q"] < 0.05 and table.loc[fid, "direction"] == "chosen"
-    vals = tiny_session.values("n_chars")
+    vals = tiny_session.space.values("n_chars")
     assert vals["chosen"].iloc[0] == len(tiny_session.data.df["chosen"].iloc[0])
     unit = direction / np.linalg.norm(direction)
     np.testing.assert_allclose(
-        tiny_session.values("dir")["chosen"], tiny_session.encoded.chosen.mean_act @ unit, rtol=1e-5
+        tiny_session.space.values("dir")["chosen"], tiny_session.encoded.chosen.mean_act @ unit, rtol=1e-5
     )
     with pytest.raises(pa.ConfigError, match="already exists"):
         tiny_session.add_concept("n_chars", len)
@@ -90,7 +90,7 @@ def test_user_concepts_regex_callable_and_direction(tiny_session):
 def test_failing_callable_concept_names_concept_and_row(tiny_session):
     tiny_session.add_concept("explodes", lambda text: 1 / 0 if "great" in text else 0.0)
     with pytest.raises(pa.ConfigError, match=r"'explodes' failed on response row \d+"):
-        tiny_session.concept_values()
+        tiny_session.space.concept_values()
 
 
 def test_intents_update_observable_state(tested):
@@ -108,7 +108,7 @@ def test_intents_update_observable_state(tested):
     assert tested.weights["concept:flattery"] == -2.5
     tested.set_verdict("flattery", "allow")
     assert "concept:flattery" not in tested.weights
-    tested.deselect_feature("sae:3")
+    tested.decisions.deselect("sae:3")
     assert tested.focus == "concept:flattery"
     names = [name for name, _ in seen]
     assert {"selection", "focus", "weights", "verdicts"} <= set(names)
@@ -125,8 +125,9 @@ def test_intents_update_observable_state(tested):
 def test_predict_equals_manual_gradient_weighted_means(tested):
     tested.set_weight("flattery", -2.0)
     tested.set_weight("url", 1.0)
-    pred = tested.predict().set_index("feature")
-    c, r = tested.concept_values()
+    pv = tested.shaping.preview()
+    pred = pv.table.set_index("feature")
+    c, r = tested.space.concept_values()
     names = [c_.name for c_ in tested.concepts]
     delta = c - r
     fl, url = names.index("flattery"), names.index("url")
@@ -141,8 +142,8 @@ def test_predict_equals_manual_gradient_weighted_means(tested):
         row = pred.loc["concept:" + name]
         assert row["signal_before"] == pytest.approx(delta[:, j].mean())
         assert row["signal_after"] == pytest.approx((g * delta[:, j]).sum() / g.sum())
-    np.testing.assert_allclose(pred.attrs["margins"], m)
-    assert pred.attrs["n_dominated"] == int((m <= -1.0).sum())  # dominated: m <= -τ, as filter drops
+    np.testing.assert_allclose(pv.margins, m)
+    assert pv.n_dominated == int((m <= -1.0).sum())  # dominated: m <= -τ, as filter drops
     # Suppressing flattery lowers its predicted signal; the vanilla prediction is unchanged.
     assert pred.loc["concept:flattery", "signal_after"] < pred.loc["concept:flattery", "signal_before"]
     vanilla = tested.predict(weights={}).set_index("feature")
@@ -152,10 +153,10 @@ def test_predict_equals_manual_gradient_weighted_means(tested):
 def test_top_pairs_sorted_and_token_activations_align(tested):
     active = tested.results[(tested.results["source"] == "sae") & (tested.results["n_active"] > 0)]
     fid = active.sort_values("n_active").iloc[-1]["feature"]
-    top = tested.top_pairs(fid, by="chosen", n=5)
+    top = tested.space.top_pairs(fid, by="chosen", n=5)
     assert list(top["chosen"]) == sorted(top["chosen"], reverse=True)
     assert top["pair_id"].tolist() == tested.data.df["pair_id"].iloc[top["position"]].tolist()
-    acts = tested.token_activations(int(top["position"].iloc[0]), fid)
+    acts = tested.space.token_activations(int(top["position"].iloc[0]), fid)
     toks, vals = acts["chosen"]
     assert "".join(toks) == tested.data.df["chosen"].iloc[int(top["position"].iloc[0])][: len("".join(toks))]
     # The pooled (max) value is the maximum of the per-token activations.
@@ -167,7 +168,7 @@ def test_top_pairs_sorted_and_token_activations_align(tested):
         == tested.data.df["rejected"].iloc[int(top["position"].iloc[0])][: len("".join(r_toks))]
     )
     assert max(r_vals.max(), 0.0) == pytest.approx(top["rejected"].iloc[0], rel=1e-4, abs=1e-6)
-    page2 = tested.top_pairs(fid, by="delta", n=3, offset=3)
+    page2 = tested.space.top_pairs(fid, by="delta", n=3, offset=3)
     assert len(page2) == 3
 
 
@@ -195,7 +196,7 @@ def test_save_load_round_trip_is_exact(tested, tmp_path):
     tested.exclude_pairs(ids[2:3])
     fit = tested.sae_fit(n=8)
     path = tested.save(tmp_path / "saved")
-    tested.clear_pair_edits()  # the fixture is shared
+    tested.edits.clear()  # the fixture is shared
     back = pa.AuditSession.load(path)
     pd.testing.assert_frame_equal(back.data.df, tested.data.df)
     pd.testing.assert_frame_equal(back.results, tested.results)
@@ -209,7 +210,7 @@ def test_save_load_round_trip_is_exact(tested, tmp_path):
     assert back.pair_edits == {ids[0]: "flip", ids[1]: "flip", ids[2]: "exclude"}
     assert back.sae_fit(n=8) == fit  # the measured fit comes back; the model is not read for it
     assert back.data.report.n_read == tested.data.report.n_read
-    np.testing.assert_array_equal(back.concept_values()[0], tested.concept_values()[0])
+    np.testing.assert_array_equal(back.space.concept_values()[0], tested.space.concept_values()[0])
     # Re-testing the loaded session reproduces the table without touching the model.
     pd.testing.assert_frame_equal(back.test(), tested.results)
     assert back._backbone is None

@@ -14,7 +14,6 @@ import pytest
 from scipy import stats
 
 import prefaudit as pa
-from prefaudit import ids
 from prefaudit.errors import ConfigError
 from prefaudit.features.topics import cluster_prompts, kruskal_wallis_columns, prompt_text
 from prefaudit.stats import paired_tests
@@ -107,7 +106,7 @@ def test_topics_recover_the_planted_topics_and_are_deterministic(planted):
     truth = np.arange(len(table)) % 2
     # One topic per planted topic, each pure.
     assert sorted(pd.crosstab(table["topic"], truth).to_numpy().ravel().tolist()) == [0, 0, 60, 60]
-    labels = planted.topic_labels()
+    labels = planted.topics.labels()
     assert labels["n_pairs"].tolist() == [60, 60] and labels["topic"].tolist() == [0, 1]
     assert "silhouette" in labels.attrs["rule"] and set(labels.attrs["silhouette"]) == {2, 3, 4, 5, 6}
     for label, terms in zip(labels["label"], labels["terms"], strict=True):
@@ -131,7 +130,7 @@ def test_a_fixed_number_of_topics_and_the_single_topic_cases():
 
 # ---------------------------------------------------------------------------- test(by="topic")
 def test_an_effect_planted_in_one_topic_is_found_there_only(planted):
-    long = planted.results_by_topic
+    long = planted.topics.results("topic")
     assert long is not None and long.attrs["by"] == "topic"
     n_topics, n_features = 2, len(planted.feature_ids)
     assert len(long) == n_topics * n_features
@@ -151,9 +150,9 @@ def test_by_topic_rows_are_paired_tests_on_each_topic_and_results_are_untouched(
     assert planted.results is None  # test(by=...) never writes the per-feature table
     before = planted.test(n_boot=100)
     long = planted.test(by="topic", n_boot=100)
-    assert planted.results is before and planted.results_by_topic is long
+    assert planted.results is before and planted.topics.results("topic") is long
     m = planted.matrix
-    lengths = planted.lengths()
+    lengths = planted.space.lengths()
     topic_of = planted.topics()["topic"].to_numpy()
     for t in (0, 1):
         rows = np.flatnonzero(topic_of == t)
@@ -166,7 +165,7 @@ def test_by_topic_rows_are_paired_tests_on_each_topic_and_results_are_untouched(
 
 
 def test_q_is_benjamini_hochberg_over_all_topic_by_feature_tests(planted):
-    long = planted.results_by_topic
+    long = planted.topics.results("topic")
     tested = long["n_nonzero"] > 0
     assert (~tested).any() and (long.loc[~tested, "q"] == 1.0).all()
     expected = stats.false_discovery_control(long.loc[tested, "p"].to_numpy(), method="bh")
@@ -174,7 +173,7 @@ def test_q_is_benjamini_hochberg_over_all_topic_by_feature_tests(planted):
 
 
 def test_p_heterogeneity_is_scipys_kruskal_wallis_across_topics(planted):
-    long = planted.results_by_topic
+    long = planted.topics.results("topic")
     topic_of = planted.topics()["topic"].to_numpy()
     delta = planted.matrix.delta.toarray()
     het = long.drop_duplicates("feature").set_index("feature")["p_heterogeneity"]
@@ -217,7 +216,7 @@ def test_by_a_metadata_column_and_unknown_groupings():
     session = concept_session()
     long = session.test(by="src", n_boot=50)
     assert list(long.columns[:1]) == ["src"] and set(long["src"]) == {"a", "b"}
-    assert session.results_by("src") is long and session.results is None
+    assert session.topics.results("src") is long and session.results is None
     with pytest.raises(ConfigError, match="metadata column"):
         session.test(by="prompt")
     with pytest.raises(ConfigError, match="src"):
@@ -227,13 +226,13 @@ def test_by_a_metadata_column_and_unknown_groupings():
 def test_stored_tables_go_stale_when_features_or_topics_change():
     session = concept_session()
     session.test(by="topic", n_boot=50)
-    assert session.results_by_topic is not None
+    assert session.topics.results("topic") is not None
     session.topics(3)  # other topics: the stored table no longer describes them
-    assert session.results_by_topic is None
+    assert session.topics.results("topic") is None
     session.test(by="topic", n_boot=50)
-    assert session.results_by_topic["topic"].nunique() == 3
+    assert session.topics.results("topic")["topic"].nunique() == 3
     session.add_concept("oven_word", r"oven")
-    assert session.results_by_topic is None
+    assert session.topics.results("topic") is None
 
 
 # ---------------------------------------------------------------------------- drivers
@@ -249,33 +248,33 @@ def test_driver_shares_sum_to_one_and_removing_the_top_drivers_moves_the_signal_
     np.testing.assert_allclose(drivers["cumulative_share"].iloc[-1], 1.0, rtol=1e-12)
     assert np.all(np.diff(drivers["share"].abs().to_numpy()) <= 1e-15)  # |share| descending
 
-    pred = session.predict(weights, features=["concept:length"])
-    g = pred.attrs["gradient_weight"]
+    pv = session.shaping.preview(weights, features=["concept:length"])
+    pred, g = pv.table, pv.gradient_weight
     np.testing.assert_allclose(drivers.sort_values("position")["gradient_weight"], g)
     np.testing.assert_allclose(drivers.attrs["signal"], pred["signal_after"].iloc[0], rtol=1e-12)
 
-    delta = session.values("concept:length")["delta"].to_numpy()
+    delta = session.space.values("concept:length")["delta"].to_numpy()
     top = drivers["position"].to_numpy()[:5]
     keep = np.setdiff1d(np.arange(delta.size), top)
     by_hand = (g[keep] * delta[keep]).sum() / g[keep].sum()
     np.testing.assert_allclose(drivers.attrs["signal_without_top_k"], by_hand, rtol=1e-12)
     pair_ids = drivers["pair_id"].to_numpy()[:5]
     np.testing.assert_allclose(
-        session.signal_without("concept:length", pair_ids, weights=weights), by_hand, rtol=1e-12
+        session.drivers.signal_without("concept:length", pair_ids, weights=weights), by_hand, rtol=1e-12
     )
     # Removing nothing gives the signal back; unknown pairs are an error.
     np.testing.assert_allclose(
-        session.signal_without("length", [], weights=weights), drivers.attrs["signal"], rtol=1e-12
+        session.drivers.signal_without("length", [], weights=weights), drivers.attrs["signal"], rtol=1e-12
     )
     with pytest.raises(ConfigError, match="pair_id"):
-        session.signal_without("length", [10_000])
+        session.drivers.signal_without("length", [10_000])
 
 
 def test_vanilla_drivers_have_gradient_weight_one_half_and_share_delta_over_its_sum():
     session = concept_session()
     drivers = session.drivers("sparkle")
     assert (drivers["gradient_weight"] == 0.5).all()
-    delta = session.values("sparkle")["delta"].to_numpy()
+    delta = session.space.values("sparkle")["delta"].to_numpy()
     np.testing.assert_allclose(
         drivers.sort_values("position")["share"].to_numpy(), delta / delta.sum(), rtol=1e-12
     )
@@ -288,14 +287,12 @@ def test_drivers_of_sae_features_and_groups_on_the_tiny_model(tiny_session):
     drivers = tiny_session.drivers(fid)
     assert drivers.attrs["feature"] == fid
     np.testing.assert_allclose(drivers["share"].sum(), 1.0, rtol=1e-9)
-    if not (hasattr(ids, "is_group") and hasattr(tiny_session, "group_scores")):
-        pytest.skip("this checkout has no concept groups")
     groups = tiny_session.groups()
     if len(groups) == 0:
         pytest.skip("no group formed on the tiny data")
     gid = groups["group"].iloc[0]
     drivers = tiny_session.drivers(gid)
-    delta = tiny_session.group_scores(gid)["delta"].to_numpy()
+    delta = tiny_session.groups.scores(gid)["delta"].to_numpy()
     np.testing.assert_allclose(drivers.sort_values("position")["delta"].to_numpy(), delta)
     np.testing.assert_allclose(drivers.attrs["signal"], delta.mean(), rtol=1e-9)
 
@@ -305,7 +302,7 @@ def test_by_topic_on_the_tiny_model_keeps_the_sae_results(tiny_session):
     results = tiny_session.test(n_boot=50)
     long = tiny_session.test(by="topic", n_boot=50)
     assert tiny_session.results is results
-    n_topics = tiny_session.topic_labels().shape[0]
+    n_topics = tiny_session.topics.labels().shape[0]
     assert len(long) == n_topics * len(tiny_session.feature_ids)
     assert set(long["source"]) == {"sae", "concept"}
 
@@ -316,7 +313,7 @@ def test_sae_fit_equals_evaluate_sae_on_the_same_activations(tiny_session):
 
     fit = tiny_session.sae_fit(n=30, seed=3)
     assert fit.n_responses == 30 and len(set(fit.sample)) == 30
-    sample, acts = tiny_session._fit_sample_activations(30, 3)
+    sample, acts = tiny_session.lens_fit.sample_activations(30, 3)
     assert sample == fit.sample
     ref = evaluate_sae(tiny_session.sae.sae, acts)
     for key in ("explained_variance", "l0", "dead_fraction", "mse_per_token", "n_tokens"):

@@ -46,7 +46,7 @@ def test_window_matrix_rows_follow_positions_and_sides(encoded):
             dense[out[side][0]] = out[side][1]
             assert np.allclose(row[k, :d_sae].toarray().ravel(), dense, atol=1e-5)
     # Concepts read the kept text: a cut response has no more words than the whole one.
-    j = encoded.column("concept:length")
+    j = encoded.space.column("concept:length")
     full = encoded.matrix.chosen[pos][:, j].toarray().ravel()
     assert np.all(m.chosen[:, j].toarray().ravel() <= full + 1e-9)
     assert m is window_matrix(encoded, plan.window, pos)  # cached
@@ -59,7 +59,9 @@ def test_predict_with_a_config_reads_the_trained_window(encoded):
     plan = plan_training(encoded, cfg)
     assert pred.attrs["plan"] == plan.counts()
     assert np.array_equal(pred.attrs["positions"], plan.trained_positions)
-    direct = encoded.predict(w, matrix=window_matrix(encoded, plan.window, plan.trained_positions))
+    direct = encoded.shaping.preview(
+        w, matrix=window_matrix(encoded, plan.window, plan.trained_positions)
+    ).table
     assert np.allclose(pred["signal_after"], direct["signal_after"])
     # The window cuts these responses, so the trained text's signal differs from the whole audit's.
     whole = encoded.predict(w).set_index("feature")

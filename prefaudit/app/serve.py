@@ -30,7 +30,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from ..audit.pair_edits import EXPORT_DIR_ENV
+from ..audit.exports import EXPORT_DIR_ENV
 from ..errors import ConfigError, MissingDependencyError
 from .config import CONFIG_ENV, DEFAULT_PORT, TOKEN_ENV, AppConfig, ServeOptions
 from .prepare import prepare_app

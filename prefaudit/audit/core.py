@@ -1,15 +1,18 @@
-"""``AuditCore``: the state of one audit and the only writer of it.
+"""``AuditCore``: the state of one audit, and the parts that compute from it.
 
 It owns the data, the model parts (loaded lazily), the pooled features, the results table and a
-person's decisions, and answers every query the views, the interventions, training,
-verification and the report make. Those depend on this module; it depends on none of them
-(imports point one way, ``docs/ARCHITECTURE.md``). :class:`prefaudit.session.AuditSession` is the
-facade users know: this core plus the methods that open views and start runs.
+person's decisions; composed parts answer every query the views, the interventions, training,
+verification and the report make (``docs/ARCHITECTURE.md`` draws them). Those depend on this
+package; it depends on none of them (imports point one way).
+:class:`prefaudit.session.AuditSession` is the facade users know: this core plus the verbs that
+open views and start runs.
 
-Observable state (traits) — views observe these; only core methods assign them:
+Observable state (traits) — views observe these; only the core and its parts assign them:
 ``selection``, ``focus``, ``weights``, ``verdicts``, ``labels``, ``notes``, ``results_version``,
-``status``. Decisions are written by the intents (:mod:`prefaudit.audit.intents`); a saved
-session comes back through :meth:`AuditCore.restore`.
+``status``, ``pair_edits``, ``topic_filter``. Decisions are written by the intents
+(:mod:`prefaudit.audit.decisions`), pair edits by :mod:`prefaudit.audit.pair_edits`, the topic
+filter by :mod:`prefaudit.audit.topics`; a saved session comes back through
+:meth:`AuditCore.restore`. Caches live in the parts (:mod:`prefaudit.audit.versions`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import traitlets as t
 
 from .. import ids
@@ -30,34 +32,33 @@ from ..features.concepts import (
     TextConcept,
     builtin_concepts,
     check_concept_name,
-    concept_values,
     make_concept,
 )
 from ..features.encode import check_pooling
 from ..features.encoded import EncodedFeatures
 from ..features.matrix import FeatureMatrix
-from .drivers import DriversMixin
-from .fit import FitMixin
-from .group_weights import GroupWeightsMixin
-from .groups import GroupsMixin
-from .intents import IntentsMixin
-from .queries import QueriesMixin
-from .topics import TopicsMixin
+from .decisions import Decisions
+from .drivers import Drivers
+from .fit import LensFit
+from .groups import Groups
+from .pair_edits import PairEdits
+from .shaping import Shaping
+from .space import FeatureSpace
+from .topics import Topics
+from .versions import Memo, Versions
 
 Concept = TextConcept | DirectionConcept
 
 
-class AuditCore(
-    IntentsMixin,
-    QueriesMixin,
-    GroupWeightsMixin,
-    GroupsMixin,
-    TopicsMixin,
-    DriversMixin,
-    FitMixin,
-    t.HasTraits,
-):
-    """State, queries and intents of an audit (see :class:`prefaudit.session.AuditSession` for the parameters)."""
+class AuditCore(t.HasTraits):
+    """State of an audit and the parts that compute from it (see :class:`prefaudit.session.AuditSession` for the parameters).
+
+    Parts (each owns its caches; one :class:`~prefaudit.audit.versions.Versions` counter per
+    input empties them): ``space`` (:class:`FeatureSpace`), ``groups`` (:class:`Groups`),
+    ``topics`` (:class:`Topics`), ``shaping`` (:class:`Shaping`), ``drivers`` (:class:`Drivers`),
+    ``edits`` (:class:`PairEdits`), ``lens_fit`` (:class:`LensFit`) and ``decisions``
+    (:class:`Decisions`, the intents).
+    """
 
     selection = t.List(t.Unicode(), help="features selected for shaping, in selection order")
     focus = t.Unicode(None, allow_none=True, help="the feature the drill-down shows")
@@ -118,14 +119,21 @@ class AuditCore(
         self._sae: Any = None
         self.encoded: EncodedFeatures | None = None
         self.concepts: list[Concept] = builtin_concepts() if concepts else []
-        self._concept_values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.auto_labels: dict[str, str] = self._concept_auto_labels()
         self.results: pd.DataFrame | None = None
         self.runs: list[Any] = []
-        self._matrix: FeatureMatrix | None = None
-        self._ids: list[str] = []
-        self._ids_index: dict[str, int] = {}
-        self._ids_key: tuple | None = None
+        self.versions = Versions()
+        self.observe(lambda _: self.versions.bump("weights"), "weights")
+        self.observe(lambda _: self.versions.bump("edits"), "pair_edits")
+        self.space = FeatureSpace(self)
+        self.groups = Groups(self)
+        self.topics = Topics(self)
+        self.shaping = Shaping(self)
+        self.drivers = Drivers(self)
+        self.edits = PairEdits(self)
+        self.lens_fit = LensFit(self)
+        self.decisions = Decisions(self)
+        self._stages = Memo(self.versions, "data", "features")  # stage name -> its dict
 
     # ------------------------------------------------------------------ model parts (lazy)
     @property
@@ -186,10 +194,17 @@ class AuditCore(
         try:
             cfg = self.config
             self.encoded = encode_pairs(
-                self.data, self.backbone, self.sae, pooling=cfg["pooling"], batch_size=cfg["batch_size"],
-                batch_tokens=cfg["batch_tokens"], shard_size=cfg["shard_size"], cache_dir=self.cache_dir,
-                share_prompt=share_prompt, progress=progress,
-            )  # fmt: skip
+                self.data,
+                self.backbone,
+                self.sae,
+                pooling=cfg["pooling"],
+                batch_size=cfg["batch_size"],
+                batch_tokens=cfg["batch_tokens"],
+                shard_size=cfg["shard_size"],
+                cache_dir=self.cache_dir,
+                share_prompt=share_prompt,
+                progress=progress,
+            )
             labels = auto_labels(self.encoded, self.backbone.decode_tokens)
             self.auto_labels = {
                 **self._concept_auto_labels(),
@@ -197,7 +212,7 @@ class AuditCore(
             }
         finally:
             self.status = ""
-        self._invalidate()
+        self._features_changed()
         return self.encoded
 
     # ------------------------------------------------------------------ concepts
@@ -227,108 +242,36 @@ class AuditCore(
             concept = make_concept(name, spec, description)
         self.concepts.append(concept)
         self.auto_labels[ids.concept_id(name)] = concept.description
-        self._invalidate()
+        self._features_changed()
         return ids.concept_id(name)
 
-    def concept_values(self) -> tuple[np.ndarray, np.ndarray]:
-        """Concept values ``(n_pairs, n_concepts)`` for chosen and rejected, in ``self.concepts`` order."""
-        n = len(self.data)
-        chosen = np.zeros((n, len(self.concepts)))
-        rejected = np.zeros((n, len(self.concepts)))
-        for j, concept in enumerate(self.concepts):
-            if concept.name not in self._concept_values:
-                mean_act: tuple[Any, Any] = (None, None)
-                if isinstance(concept, DirectionConcept):
-                    if self.encoded is None:
-                        self.encode()
-                    mean_act = (self.encoded.chosen.mean_act, self.encoded.rejected.mean_act)
-                self._concept_values[concept.name] = tuple(
-                    concept_values(concept, self.data.df[side].tolist(), act)
-                    for side, act in zip(("chosen", "rejected"), mean_act, strict=True)
-                )
-            chosen[:, j], rejected[:, j] = self._concept_values[concept.name]
-        return chosen, rejected
+    def concept(self, feature: int | str) -> Concept:
+        """The concept object behind a ``concept:`` id."""
+        name = ids.concept_name(self.space.feature_id(feature))
+        return next(c for c in self.concepts if c.name == name)
 
     def _concept_auto_labels(self) -> dict[str, str]:
         return {ids.concept_id(c.name): c.description for c in self.concepts}
 
-    # ------------------------------------------------------------------ feature ids
-    def sae_id(self, index: int) -> str:
-        return ids.sae_id(index)
+    def label(self, feature: int | str) -> str:
+        """The person's label if set, else the automatic one (a ``group:`` id: its group's)."""
+        fid = self.space.decision_id(feature)
+        if ids.is_group(fid):
+            return self.groups.label(fid)
+        return self.labels.get(fid) or self.auto_labels.get(fid, "")
 
+    # ------------------------------------------------------------------ features (the space's, for short)
     @property
     def feature_ids(self) -> list[str]:
         """All feature ids in table order: SAE features, then concepts."""
-        d_sae = self.encoded.d_sae if self.encoded is not None else 0
-        key = (d_sae, tuple(c.name for c in self.concepts))
-        if self._ids_key != key:
-            self._ids = [ids.sae_id(i) for i in range(d_sae)] + [
-                ids.concept_id(c.name) for c in self.concepts
-            ]
-            self._ids_index = {f: j for j, f in enumerate(self._ids)}
-            self._ids_key = key
-        return self._ids
+        return self.space.feature_ids
 
-    def feature_id(self, feature: int | str) -> str:
-        """Normalise ``17``, ``"17"``, ``"sae:17"``, ``"length"`` or ``"concept:length"`` to an id that exists."""
-        fid = ids.normalize(feature)
-        kind, value = ids.parse(fid)
-        if kind == "concept":
-            if value not in {c.name for c in self.concepts}:
-                names = ", ".join(c.name for c in self.concepts)
-                raise ConfigError(f"Unknown concept {fid!r}. Known concepts: {names}.")
-        else:
-            d_sae = (
-                self.encoded.d_sae if self.encoded is not None else (self.sae.d_sae if self.uses_sae else 0)
-            )
-            if not 0 <= int(value) < d_sae:
-                raise ConfigError(f"Unknown SAE feature {fid!r}: the SAE has features 0..{d_sae - 1}.")
-        return fid
-
-    def label(self, feature: int | str) -> str:
-        """The person's label if set, else the automatic one (a ``group:`` id: its group's)."""
-        fid = self.decision_id(feature)
-        return (
-            self.group_label(fid)
-            if ids.is_group(fid)
-            else self.labels.get(fid) or self.auto_labels.get(fid, "")
-        )
-
-    def concept(self, feature: int | str) -> Concept:
-        """The concept object behind a ``concept:`` id."""
-        name = ids.concept_name(self.feature_id(feature))
-        return next(c for c in self.concepts if c.name == name)
-
-    # ------------------------------------------------------------------ statistics
     @property
     def matrix(self) -> FeatureMatrix:
-        """Pooled values of every feature (encodes first if needed); Δ and sd cached on it."""
-        if self._matrix is None:
-            c_con, r_con = self.concept_values()
-            if self.uses_sae and self.encoded is None:
-                self.encode()
-            self._matrix = FeatureMatrix.from_parts(self.encoded if self.uses_sae else None, c_con, r_con)
-        return self._matrix
+        """Pooled values of every feature (encodes first if needed)."""
+        return self.space.matrix
 
-    def delta_matrix(self) -> sp.csc_matrix:
-        """Δ = chosen − rejected, ``(n_pairs, n_features)`` CSC, columns in ``feature_ids`` order."""
-        return self.matrix.delta
-
-    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        """Response lengths for the length control: tokens when encoded, else words.
-
-        Tokens are those of the **whole** response, before the cut at ``max_response_tokens``
-        (a cut response is longer than what was read; :meth:`truncation` says which). Data
-        encoded before prefaudit recorded full lengths falls back to the tokens read.
-        """
-        if self.encoded is not None:
-            return self.encoded.full_lengths()
-        words = [
-            np.array([len(s.split()) for s in self.data.df[side]], dtype=np.float64)
-            for side in ("chosen", "rejected")
-        ]
-        return words[0], words[1]
-
+    # ------------------------------------------------------------------ statistics
     def test(
         self,
         test: str = "wilcoxon",
@@ -342,23 +285,25 @@ class AuditCore(
         """Test every feature chosen vs rejected; returns (and stores) one row per feature.
 
         Columns are those of :func:`prefaudit.stats.paired_tests`; ``feature`` is the feature id,
-        ``source`` is ``"sae"`` or ``"concept"`` and ``label`` the current label.
+        ``source`` is ``"sae"`` or ``"concept"`` and ``label`` the current label. ``by``
+        ("topic" or a metadata column): one row per group × feature instead, kept by the topics
+        part and not stored as ``results`` (:meth:`prefaudit.audit.topics.Topics.test`).
         """
-        if by is not None:  # one row per group × feature, not stored as self.results (audit/topics.py)
-            return self.test_by(
+        if by is not None:
+            return self.topics.test(
                 by, test=test, n_boot=n_boot, seed=seed, length_control=length_control, alpha=alpha
             )
         from ..stats import paired_tests
 
         self.status = "testing"
         try:
-            m = self.matrix
-            fids = self.feature_ids
+            m = self.space.matrix
+            fids = self.space.feature_ids
             table = paired_tests(
                 m.chosen,
                 m.rejected,
                 test=test,
-                lengths=self.lengths() if length_control else None,
+                lengths=self.space.lengths() if length_control else None,
                 n_boot=n_boot,
                 seed=seed,
                 names=fids,
@@ -369,9 +314,8 @@ class AuditCore(
         finally:
             self.status = ""
         table.attrs["test"] = test
-        table.attrs["truncation"] = self.truncation().counts()
+        table.attrs["truncation"] = self.space.truncation().counts()
         self.results = table
-        self._invalidate(results=False)
         self.results_version += 1
         return table
 
@@ -387,65 +331,14 @@ class AuditCore(
             raise ConfigError("No results yet: call session.test() first.")
         return self.results
 
-    # ------------------------------------------------------------------ shaping preview
-    def predict(
-        self,
-        weights: dict[int | str, float] | None = None,
-        *,
-        features: Sequence[int | str] | None = None,
-        matrix: FeatureMatrix | None = None,
-    ) -> pd.DataFrame:
-        """Predicted learning signal per feature before and after shaping (no training).
+    # ------------------------------------------------------------------ caches of the stages above the core
+    def stage_cache(self, name: str) -> dict[str, Any]:
+        """A dict a stage (training window, verification) keeps its per-session values in.
 
-        Uses ``session.weights`` unless ``weights`` is given. Returns one row per feature
-        (all features, or ``features``) with ``weight``, ``signal_before``, ``signal_after``
-        (gradient-weighted mean Δ, raw units), their standardised versions (/sd) and ``change``.
-        ``attrs`` carries the pair margins (scaled by ``matrix.margin_scale``, capped at ±``cap``;
-        :mod:`prefaudit.shaping`), ``gradient_weight``, ``n_dominated`` (m ≤ −threshold), the
-        threshold, ``n_capped`` (pairs whose margin hit the cap) and ``cap``. ``matrix``: predict
-        from these pooled values (same columns; e.g. the trained pairs read in the training
-        window) instead of the audit's. Weights and ``features`` may name groups (``group:<k>``,
-        :mod:`prefaudit.audit.group_weights`): a group row is the signal of its score's Δ.
+        Emptied whenever the data or the features change, and never saved: a stage keys its
+        entries by whatever else they depend on (a config, a run).
         """
-        m = self.matrix if matrix is None else matrix
-        w_map = (
-            self.weights if weights is None else {self.decision_id(k): float(v) for k, v in weights.items()}
-        )
-        w_margin = self.margin_weights(w_map, m)  # each weighted group's share on its members' weights
-        rows, cols, combine, row_sd = self.predict_rows(features, m)
-        # Pair edits (exclude/flip) apply to the audit's own pairs, not to another matrix's rows.
-        pv = self.pair_edited_preview(m, w_margin, cols, own_pairs=matrix is None)
-        sd, before, after = pv.sd, pv.signal_before, pv.signal_after
-        if combine is not None:  # feature rows pick their column, group rows combine their members'
-            sd, before, after = row_sd, combine @ before, combine @ after
-        with np.errstate(divide="ignore", invalid="ignore"):
-            before_z = np.where(sd > 0, before / sd, 0.0)
-            after_z = np.where(sd > 0, after / sd, 0.0)
-        labels, auto = self.labels, self.auto_labels
-        out = pd.DataFrame(
-            {
-                "feature": rows,
-                "label": [
-                    self.group_label(f) if ids.is_group(f) else labels.get(f) or auto.get(f, "") for f in rows
-                ],
-                "weight": [w_map.get(f, 0.0) for f in rows],
-                "signal_before": before,
-                "signal_after": after,
-                "signal_before_z": before_z,
-                "signal_after_z": after_z,
-                "change_z": after_z - before_z,
-                "sd": sd,
-            }
-        )
-        out.attrs.update(
-            margins=pv.margins,
-            gradient_weight=pv.gradient_weight,
-            n_dominated=pv.n_dominated,
-            threshold=pv.threshold,
-            n_capped=pv.n_capped,
-            cap=pv.cap,
-        )
-        return out
+        return self._stages.get(name, dict)
 
     # ------------------------------------------------------------------ persistence and bookkeeping
     def restore(
@@ -465,12 +358,10 @@ class AuditCore(
         ``focus`` exactly as saved, and ``pair_edits``; ``sae_fits`` the measured lens fits.
         """
         self.concepts = list(concepts)
-        self._concept_values = {
-            c.name: (np.asarray(vc), np.asarray(vr))
-            for c, (vc, vr) in zip(concepts, concept_values, strict=True)
-        }
         self.encoded = encoded
-        self._invalidate()
+        self.versions.bump("data")
+        self._features_changed()
+        self.space.restore_concept_values({c.name: v for c, v in zip(concepts, concept_values, strict=True)})
         self.results = results
         self.auto_labels = dict(auto_labels)
         self.labels = dict(decisions["labels"])
@@ -480,12 +371,13 @@ class AuditCore(
         self.selection = list(decisions["selection"])
         self.focus = decisions["focus"]
         self.pair_edits = dict(decisions.get("pair_edits", {}))
-        self._sae_fit_cache = dict(sae_fits) if sae_fits else None
+        if sae_fits:
+            self.lens_fit.restore(dict(sae_fits))
 
-    def _invalidate(self, results: bool = True) -> None:
-        self._matrix = None
-        self._groups_cache = None if results else self._groups_cache  # test() keeps the groups
-        if results and self.results is not None:
+    def _features_changed(self) -> None:
+        """The pooled features changed: every cache that read them empties, and the results go."""
+        self.versions.bump("features")
+        if self.results is not None:
             self.results = None
             self.results_version += 1
 

@@ -1,7 +1,6 @@
 """How well the SAE reconstructs *this* data: the lens's fit, on the audit's own responses.
 
-Mixed into :class:`~prefaudit.audit.core.AuditCore`, which provides ``data``, ``config``,
-``backbone``, ``sae`` and ``uses_sae``. An SAE trained on other text can read a data set badly;
+A part owned by :class:`~prefaudit.audit.core.AuditCore` (``session.lens_fit``). An SAE trained on other text can read a data set badly;
 its features then describe the SAE's error as much as the responses (``docs/DESIGN.md``: "always
 report how well the SAE reconstructs this data").
 
@@ -24,11 +23,15 @@ SAE fit on 128 responses (10,244 tokens): explained variance 0.81, L0 48.0, dead
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError
+from .versions import Memo
+
+if TYPE_CHECKING:
+    from .core import AuditCore
 
 #: Below this explained variance the fit carries a warning.
 EV_WARNING = 0.7
@@ -100,69 +103,84 @@ def reconstruction_metrics(sae: Any, acts: Any, *, batch_size: int = 4096) -> di
     }
 
 
-class FitMixin:
-    """``sae_fit``: the SAE's reconstruction of the session's own responses."""
+class LensFit:
+    """The SAE's reconstruction of the session's own responses (``session.lens_fit``; ``session.sae_fit()`` calls it)."""
 
-    data: Any
-    config: dict[str, Any]
-    _sae_fit_cache: dict[tuple[int, int], SAEFit] | None = None
+    def __init__(self, core: AuditCore) -> None:
+        self.core = core
+        self._fits = Memo(core.versions, "data")  # (n, seed) -> SAEFit; the model and SAE never change
 
-    def sae_fit(self, n: int = 128, seed: int = 0) -> SAEFit:
+    def __call__(self, n: int = 128, seed: int = 0) -> SAEFit:
         """Explained variance, L0, dead fraction and tokens of the SAE on ``n`` sampled responses.
 
         The sample: both responses of ⌈n/2⌉ pairs drawn without replacement by
         ``numpy.random.default_rng(seed)`` (the last pair's rejected left out when ``n`` is odd;
         every response when ``n ≥ 2 × n_pairs``), read in the audit's window; a pair's two
-        responses share one prompt pass, which halves the reading on long multi-turn prompts. ``warning`` is set when the explained variance is
-        below 0.7. Cached per ``(n, seed)``. A concepts-only session has no SAE: ConfigError.
+        responses share one prompt pass, which halves the reading on long multi-turn prompts.
+        ``warning`` is set when the explained variance is below 0.7. Cached per ``(n, seed)``.
+        A concepts-only session has no SAE: ConfigError.
         """
-        if not self.uses_sae:
+        if not self.core.uses_sae:
             raise ConfigError("This session audits concepts only (sae=False): there is no SAE to fit.")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"n must be a positive number of responses; got {n!r}.")
-        key = (int(n), int(seed))
-        if self._sae_fit_cache is None:
-            self._sae_fit_cache = {}
-        if key not in self._sae_fit_cache:
-            sample, acts = self._fit_sample_activations(*key)
-            self.status = "measuring the SAE's fit"
-            try:
-                metrics = reconstruction_metrics(self.sae, acts)
-            finally:
-                self.status = ""
-            ev = float(metrics["explained_variance"])
-            warning = None
-            if not ev >= EV_WARNING:
-                warning = (
-                    f"the SAE's explained variance on this data's response activations is {ev:.2f} "
-                    f"(below {EV_WARNING}): its features may miss what tells the responses apart, so "
-                    "read the effects with care (try another SAE, or one trained on similar text)."
-                )
-            self._sae_fit_cache[key] = SAEFit(
-                explained_variance=ev,
-                l0=float(metrics["l0"]),
-                dead_fraction=float(metrics["dead_fraction"]),
-                mse_per_token=float(metrics["mse_per_token"]),
-                n_tokens=int(metrics["n_tokens"]),
-                n_responses=len(sample),
-                seed=int(seed),
-                sample=sample,
-                warning=warning,
-            )
-        return self._sae_fit_cache[key]
+        return self._fits.get((int(n), int(seed)), lambda: self._measure(int(n), int(seed)))
 
-    def _fit_sample_activations(self, n: int, seed: int) -> tuple[tuple[tuple[int, str], ...], Any]:
+    def measured(self) -> SAEFit | None:
+        """The fit already measured (the default ``n=128, seed=0`` first, else the latest), or
+        ``None``; never reads the model (the repr and the report's summary use it)."""
+        fits = dict(self._fits.items())
+        return fits.get((128, 0)) or next(reversed(fits.values()), None)
+
+    def all(self) -> dict[tuple[int, int], SAEFit]:
+        """Every measured fit by ``(n, seed)`` (what a saved session keeps)."""
+        return dict(self._fits.items())
+
+    def restore(self, fits: dict[tuple[int, int], SAEFit]) -> None:
+        for key, fit in fits.items():
+            self._fits.put(key, fit)
+
+    def _measure(self, n: int, seed: int) -> SAEFit:
+        core = self.core
+        sample, acts = self.sample_activations(n, seed)
+        core.status = "measuring the SAE's fit"
+        try:
+            metrics = reconstruction_metrics(core.sae, acts)
+        finally:
+            core.status = ""
+        ev = float(metrics["explained_variance"])
+        warning = None
+        if not ev >= EV_WARNING:
+            warning = (
+                f"the SAE's explained variance on this data's response activations is {ev:.2f} "
+                f"(below {EV_WARNING}): its features may miss what tells the responses apart, so "
+                "read the effects with care (try another SAE, or one trained on similar text)."
+            )
+        return SAEFit(
+            explained_variance=ev,
+            l0=float(metrics["l0"]),
+            dead_fraction=float(metrics["dead_fraction"]),
+            mse_per_token=float(metrics["mse_per_token"]),
+            n_tokens=int(metrics["n_tokens"]),
+            n_responses=len(sample),
+            seed=int(seed),
+            sample=sample,
+            warning=warning,
+        )
+
+    def sample_activations(self, n: int, seed: int) -> tuple[tuple[tuple[int, str], ...], Any]:
         """The seeded sample of responses and their activations, concatenated in sample order."""
         import torch
 
-        n_pairs = len(self.data)
+        core = self.core
+        n_pairs = len(core.data)
         n_responses = min(int(n), 2 * n_pairs)
         pairs = np.random.default_rng(seed).choice(n_pairs, size=-(-n_responses // 2), replace=False)
         sample = tuple((int(p), side) for p in pairs for side in ("chosen", "rejected"))[:n_responses]
-        backbone, sae = self.backbone, self.sae
+        backbone, sae = core.backbone, core.sae
         sae.check_fits(backbone)
-        df = self.data.df
-        prompts = [backbone.prompt_ids(self.data.messages(int(p))) for p in pairs]
+        df = core.data.df
+        prompts = [backbone.prompt_ids(core.data.messages(int(p))) for p in pairs]
         responses = [
             (
                 backbone.response_ids(str(df["chosen"].iloc[p]))[0],
@@ -176,9 +194,9 @@ class FitMixin:
             [len(q) + max(len(c), len(r)) for q, (c, r) in zip(prompts, responses, strict=True)],
             kind="stable",
         )
-        size = max(int(self.config.get("batch_size") or 8), 1)
+        size = max(int(core.config.get("batch_size") or 8), 1)
         read: dict[tuple[int, str], Any] = {}
-        self.status = "reading responses for the SAE's fit"
+        core.status = "reading responses for the SAE's fit"
         try:
             for start in range(0, len(order), size):
                 idx = order[start : start + size]
@@ -188,6 +206,6 @@ class FitMixin:
                         ids_ = responses[i][j]
                         read[(int(pairs[i]), side)] = h[2 * k + j, : len(ids_)].float().cpu()
         finally:
-            self.status = ""
+            core.status = ""
         acts = [read[key] for key in sample]
         return sample, torch.cat(acts) if acts else torch.zeros((0, sae.d_in))

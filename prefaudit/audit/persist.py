@@ -164,7 +164,7 @@ def _write_session(session: Any, folder: Path, target: Path) -> None:
         "fingerprint": fps["report.json"],
     }
     write_json(report, folder / "report.json")
-    c_vals, r_vals = session.concept_values()
+    c_vals, r_vals = session.space.concept_values()
     tensors = {"chosen": np.ascontiguousarray(c_vals), "rejected": np.ascontiguousarray(r_vals)}
     for c in session.concepts:
         if isinstance(c, DirectionConcept):
@@ -210,7 +210,7 @@ def _write_session(session: Any, folder: Path, target: Path) -> None:
         "pair_edits": [[getattr(p, "item", lambda p=p: p)(), k] for p, k in session.pair_edits.items()],
         # Measured lens fits (sae_fit reads responses through the model): an opened audit shows
         # them without loading the model again.
-        "sae_fits": [{"n": n, **asdict(fit)} for (n, _seed), fit in (session._sae_fit_cache or {}).items()],
+        "sae_fits": [{"n": n, **asdict(fit)} for (n, _seed), fit in session.lens_fit.all().items()],
     }
     # What is written must open: check it as load will, so a bad save fails now, not when shared.
     check_state(parse_json(json.dumps(state, default=str), target / SESSION_FILE), target / SESSION_FILE)

@@ -1,7 +1,6 @@
 """Prompt topics of an audit, and every feature tested within each topic.
 
-Mixed into :class:`~prefaudit.audit.core.AuditCore`, which provides ``data``, ``matrix``,
-``feature_ids``, ``labels``, ``auto_labels``, ``encoded``, ``concepts`` and ``lengths``. The
+A part owned by :class:`~prefaudit.audit.core.AuditCore` (``session.topics``). The
 clustering and the heterogeneity test are pure functions of :mod:`prefaudit.features.topics`.
 
 API
@@ -9,11 +8,11 @@ API
 ``session.topics(n_topics="auto")``
     One row per pair (row i = the pair at position i): ``pair_id, topic, topic_label``. The call
     also makes these the session's current topics, which ``test(by="topic")`` uses.
-``session.topic_labels()``
+``session.topics.labels()``
     One row per topic: ``topic, label, n_pairs, terms``; ``attrs["rule"]`` says how the number
     of topics was chosen, ``attrs["silhouette"]`` the score of each candidate k.
-``session.test(by="topic")`` (= ``session.test_by_topic()``)
-    The long table, one row per topic × feature, stored as ``session.results_by_topic``;
+``session.test(by="topic")`` (= ``session.topics.test()``)
+    The long table, one row per topic × feature, kept as ``session.topics.results("topic")``;
     ``session.results`` (the per-feature table the views show) is left as it was.
 
 Example
@@ -27,7 +26,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,24 +36,26 @@ from ..errors import ConfigError
 from ..features.topics import PromptTopics, cluster_prompts, kruskal_wallis_columns, prompt_text
 from ..stats import PAIRED_TEST_COLUMNS, paired_tests
 from ..stats.pvalues import benjamini_hochberg
+from .versions import Memo
 
-_DEFAULT_TOPICS: tuple[Any, ...] = ("auto", "user", 8, 20)
+if TYPE_CHECKING:
+    from .core import AuditCore
+
+#: The settings of the current topics until ``session.topics(...)`` chooses others.
+DEFAULT_TOPICS: tuple[Any, ...] = ("auto", "user", 8, 20)
 
 
-class TopicsMixin:
-    """Topics of the prompts and per-topic tests."""
+class Topics:
+    """Topics of the prompts and per-topic tests (``session.topics``; calling it clusters the prompts)."""
 
-    data: Any
-    labels: dict[str, str]
-    auto_labels: dict[str, str]
-    encoded: Any
-    concepts: list[Any]
-    _topics_cache: dict[tuple[Any, ...], PromptTopics] | None = None
-    _topics_current: tuple[Any, ...] | None = None
-    _grouped_results: dict[str, tuple[tuple[Any, ...], pd.DataFrame]] | None = None
+    def __init__(self, core: AuditCore) -> None:
+        self.core = core
+        self.current: tuple[Any, ...] = DEFAULT_TOPICS  # the settings test(by="topic") uses
+        self._clusterings = Memo(core.versions, "data")  # settings -> PromptTopics
+        self._by_topic = Memo(core.versions, "data", "features", "topics")  # "topic" -> table
+        self._by_column = Memo(core.versions, "data", "features")  # column name -> table
 
-    # ------------------------------------------------------------------ topics
-    def topics(
+    def __call__(
         self,
         n_topics: int | str = "auto",
         *,
@@ -72,22 +73,24 @@ class TopicsMixin:
         topics the current ones for ``test(by="topic")``.
         """
         key = (n_topics, turns, int(max_topics), int(min_per_topic))
-        topics = self._prompt_topics(key)
-        self._topics_current = key
+        topics = self.clustering(key)
+        if key != self.current:
+            self.current = key
+            self.core.versions.bump("topics")
         return pd.DataFrame(
             {
-                "pair_id": self.data.df["pair_id"].to_numpy(),
+                "pair_id": self.core.data.df["pair_id"].to_numpy(),
                 "topic": topics.assignment,
                 "topic_label": [topics.labels[t] for t in topics.assignment],
             }
         )
 
-    def topic_labels(self) -> pd.DataFrame:
+    def labels(self) -> pd.DataFrame:
         """One row per current topic: ``topic, label, n_pairs, terms`` (top 10 distinctive words).
 
         ``attrs`` holds ``rule`` (how k was chosen) and ``silhouette`` (k -> score, when auto).
         """
-        topics = self._prompt_topics(self._topics_current or _DEFAULT_TOPICS)
+        topics = self.clustering()
         out = pd.DataFrame(
             {
                 "topic": np.arange(topics.n_topics),
@@ -99,60 +102,62 @@ class TopicsMixin:
         out.attrs.update(rule=topics.rule, silhouette=dict(topics.silhouette))
         return out
 
-    def _prompt_topics(self, key: tuple[Any, ...]) -> PromptTopics:
-        if self._topics_cache is None:
-            self._topics_cache = {}
-        if key not in self._topics_cache:
+    def assignment(self) -> np.ndarray:
+        """The topic of every pair (row order) under the current topics."""
+        return self.clustering().assignment
+
+    def clustering(self, key: tuple[Any, ...] | None = None) -> PromptTopics:
+        """The :class:`~prefaudit.features.topics.PromptTopics` of ``key`` (default: the current settings)."""
+        key = self.current if key is None else key
+
+        def compute() -> PromptTopics:
             n_topics, turns, max_topics, min_per_topic = key
-            texts = [prompt_text(p, turns) for p in self.data.df["prompt"]]
-            self._topics_cache[key] = cluster_prompts(
-                texts, n_topics, max_topics=max_topics, min_per_topic=min_per_topic
-            )
-        return self._topics_cache[key]
+            texts = [prompt_text(p, turns) for p in self.core.data.df["prompt"]]
+            return cluster_prompts(texts, n_topics, max_topics=max_topics, min_per_topic=min_per_topic)
+
+        return self._clusterings.get(key, compute)
+
+    # ------------------------------------------------------------------ the drill-down's topic filter
+    def set_filter(self, topic: int | None) -> None:
+        """Show only this topic's pairs in the drill-down (``None``: every pair).
+
+        ``topic`` is a topic number of the current topics (:meth:`labels`); the trait
+        ``topic_filter`` holds it and :meth:`filtered_positions` is what queries read.
+        """
+        if topic is None:
+            self.core.topic_filter = None
+            return
+        if isinstance(topic, bool) or not isinstance(topic, (int, np.integer)):
+            raise ConfigError(f"topic must be a topic number or None, not {topic!r}.")
+        n_topics = self.clustering().n_topics
+        if not 0 <= int(topic) < n_topics:
+            raise ConfigError(f"Unknown topic {topic!r}: the current topics are 0..{n_topics - 1}.")
+        self.core.topic_filter = int(topic)
+
+    def filtered_positions(self) -> np.ndarray:
+        """Rows of ``data.df`` the drill-down shows: the topic filter's pairs, else every pair."""
+        if self.core.topic_filter is None:
+            return np.arange(len(self.core.data))
+        return np.flatnonzero(self.clustering().assignment == self.core.topic_filter)
 
     # ------------------------------------------------------------------ tests by group
-    def test_by(self, by: str, **kwargs: Any) -> pd.DataFrame:
-        """``test(by=...)``: ``"topic"`` (:meth:`test_by_topic`) or a metadata column of ``data.df``.
-
-        A metadata column groups the pairs by its values (missing values form one group, ``"nan"``);
-        the long table then has a column named ``by`` (``<by>_group`` if a result column has
-        that name) with each group's value; a metadata column called "topic" is shadowed by the
-        clustering. Keyword arguments are those of ``test``.
-        """
-        if by == "topic":
-            return self.test_by_topic(**kwargs)
-        df = self.data.df
-        core = ("pair_id", "prompt", "chosen", "rejected")
-        if by in core or by not in df.columns:
-            extra = [c for c in df.columns if c not in core]
-            raise ConfigError(
-                f"by={by!r}: choose 'topic' or a metadata column of the pairs ({', '.join(extra) or 'none'})."
-            )
-        values = df[by].astype(str).to_numpy()
-        names, assignment = np.unique(values, return_inverse=True)
-        taken = {*PAIRED_TEST_COLUMNS, "p_heterogeneity", "q_heterogeneity"}
-        col = f"{by}_group" if by in taken else by
-        table = self._grouped_tests(assignment.ravel(), [str(v) for v in names], col, **kwargs)
-        table[col] = names[table[col].to_numpy()].astype(str)
-        table = table.drop(columns=[f"{col}_label"])
-        self._store_grouped(by, ("column", by), table)
-        return table
-
-    def test_by_topic(
+    def test(
         self,
-        test: str = "wilcoxon",
+        by: str = "topic",
         *,
+        test: str = "wilcoxon",
         n_boot: int = 1000,
         seed: int = 0,
         length_control: bool = True,
         alpha: float = ids.ALPHA,
     ) -> pd.DataFrame:
-        """Test every feature within each topic; one row per topic × feature.
+        """Test every feature within each group of pairs; one row per group × feature.
 
-        Uses the current topics (the last :meth:`topics` call; its defaults if none). Columns:
-        ``topic``, ``topic_label``, then those of :func:`prefaudit.stats.paired_tests` run on
-        that topic's pairs (``n_pairs``, ``delta_mean``, ``d_z``, ``p`` of ``test``,
-        ``split_half_agree`` within the topic, the length-controlled effect, ...), then:
+        ``by="topic"`` groups by the current topics (the last call of the part; its defaults if
+        none). Columns: ``topic``, ``topic_label``, then those of
+        :func:`prefaudit.stats.paired_tests` run on that topic's pairs (``n_pairs``,
+        ``delta_mean``, ``d_z``, ``p`` of ``test``, ``split_half_agree`` within the topic, the
+        length-controlled effect, ...), then:
 
         - ``q``: Benjamini–Hochberg over **all** topic × feature tests (a row without a non-zero
           Δ in its topic is untested: ``p = q = 1``, left out of the count, as in ``paired_tests``);
@@ -167,77 +172,70 @@ class TopicsMixin:
         test behind ``p``, and is computed from the non-zero Δ only. It tests equal
         distributions of Δ, so it reacts mostly to a shift of Δ between topics.
 
-        The table is stored as ``session.results_by_topic``; ``session.results`` is unchanged.
+        ``by`` may instead name a metadata column of ``data.df``: the pairs are grouped by its
+        values (missing values form one group, ``"nan"``); the long table then has a column named
+        ``by`` (``<by>_group`` if a result column has that name) with each group's value; a
+        metadata column called "topic" is shadowed by the clustering.
+
+        The table is kept (:meth:`results`); ``session.results`` is unchanged.
         """
-        key = self._topics_current or _DEFAULT_TOPICS
-        topics = self._prompt_topics(key)
-        table = self._grouped_tests(
-            topics.assignment,
-            topics.labels,
-            "topic",
-            test=test,
-            n_boot=n_boot,
-            seed=seed,
-            length_control=length_control,
-            alpha=alpha,
-        )
-        table.attrs.update(rule=topics.rule, n_topics=topics.n_topics)
-        self._store_grouped("topic", ("topic", key), table)
+        kw = {"test": test, "n_boot": n_boot, "seed": seed, "length_control": length_control, "alpha": alpha}
+        if by == "topic":
+            topics = self.clustering()
+            table = self._grouped_tests(topics.assignment, topics.labels, "topic", **kw)
+            table.attrs.update(rule=topics.rule, n_topics=topics.n_topics)
+            self._by_topic.put("topic", table)
+            return table
+        df = self.core.data.df
+        core_cols = ("pair_id", "prompt", "chosen", "rejected")
+        if by in core_cols or by not in df.columns:
+            extra = [c for c in df.columns if c not in core_cols]
+            raise ConfigError(
+                f"by={by!r}: choose 'topic' or a metadata column of the pairs ({', '.join(extra) or 'none'})."
+            )
+        values = df[by].astype(str).to_numpy()
+        names, assignment = np.unique(values, return_inverse=True)
+        taken = {*PAIRED_TEST_COLUMNS, "p_heterogeneity", "q_heterogeneity"}
+        col = f"{by}_group" if by in taken else by
+        table = self._grouped_tests(assignment.ravel(), [str(v) for v in names], col, **kw)
+        table[col] = names[table[col].to_numpy()].astype(str)
+        table = table.drop(columns=[f"{col}_label"])
+        self._by_column.put(by, table)
         return table
+
+    def results(self, by: str = "topic") -> pd.DataFrame | None:
+        """The last ``test(by=by)`` table while it still describes the session's features and topics."""
+        return (self._by_topic if by == "topic" else self._by_column).peek(by)
 
     def _grouped_tests(
-        self,
-        assignment: np.ndarray,
-        group_labels: list[str],
-        name: str,
-        *,
-        test: str = "wilcoxon",
-        n_boot: int = 1000,
-        seed: int = 0,
-        length_control: bool = True,
-        alpha: float = ids.ALPHA,
+        self, assignment: np.ndarray, group_labels: list[str], name: str, **kw: Any
     ) -> pd.DataFrame:
-        m = self.matrix
-        fids = self.feature_ids
+        core, space = self.core, self.core.space
+        m = space.matrix
+        fids = space.feature_ids
         sources = [ids.parse(f)[0] for f in fids]
-        names = [self.labels.get(f) or self.auto_labels.get(f, "") for f in fids]
-        lengths = self.lengths() if length_control else None
+        names = [core.labels.get(f) or core.auto_labels.get(f, "") for f in fids]
+        lengths = space.lengths() if kw.pop("length_control") else None
         chosen, rejected = m.chosen.tocsr(), m.rejected.tocsr()
-        self.status = "testing by " + name
+        core.status = "testing by " + name
         try:
             table = tests_within(
-                chosen, rejected, m.delta, assignment, group_labels, name, lengths=lengths, test=test,
-                n_boot=n_boot, seed=seed, names=fids, source=sources, labels=names, alpha=alpha,
-            )  # fmt: skip
+                chosen,
+                rejected,
+                m.delta,
+                assignment,
+                group_labels,
+                name,
+                lengths=lengths,
+                names=fids,
+                source=sources,
+                labels=names,
+                **kw,
+            )
         finally:
-            self.status = ""
-        table.attrs.update(test=test, by=name)
+            core.status = ""
+        table.attrs.update(test=kw["test"], by=name)
         return table
-
-    # ------------------------------------------------------------------ stored long tables
-    @property
-    def results_by_topic(self) -> pd.DataFrame | None:
-        """The last ``test(by="topic")`` table, or ``None`` (none yet, or features changed since)."""
-        return self.results_by("topic")
-
-    def results_by(self, by: str) -> pd.DataFrame | None:
-        """The last ``test(by=by)`` table while it still describes the session's features and groups."""
-        entry = (self._grouped_results or {}).get(by)
-        if entry is None:
-            return None
-        state, table = entry
-        encoded, concepts, groups = state
-        if encoded is not self.encoded or concepts != tuple(c.name for c in self.concepts):
-            return None
-        if by == "topic" and groups != ("topic", self._topics_current or _DEFAULT_TOPICS):
-            return None
-        return table
-
-    def _store_grouped(self, by: str, groups: tuple[Any, ...], table: pd.DataFrame) -> None:
-        if self._grouped_results is None:
-            self._grouped_results = {}
-        state = (self.encoded, tuple(c.name for c in self.concepts), groups)
-        self._grouped_results[by] = (state, table)
 
 
 def tests_within(

@@ -148,7 +148,7 @@ def best_group(session: Any, bias: str) -> dict[str, Any]:
     """
     df = session.data.df
     truth = np.r_[df[f"chosen_{bias}"].to_numpy(float), df[f"rejected_{bias}"].to_numpy(float)]
-    chosen, rejected = (m.toarray() for m in session.group_score_matrices())  # column k: group:k
+    chosen, rejected = (m.toarray() for m in session.groups.score_matrices())  # column k: group:k
     scores = np.vstack([chosen, rejected])
     rs = np.array([_corr(scores[:, k], truth) for k in range(scores.shape[1])])
     if not np.isfinite(rs).any():

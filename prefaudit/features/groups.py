@@ -63,6 +63,7 @@ with no covariates it is exactly d_z = mean(Δ)/sd(Δ). A covariate with no vari
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -310,16 +311,11 @@ def group_labels(
     return [_label(per, text, n_words) for per in windows]
 
 
-_STARTS: dict[tuple[int, int, int], list[int]] = {}
-
-
-def _starts(p: int, length: int, size: int) -> list[int]:
+@functools.lru_cache(maxsize=4096)  # a pure function of three small ints: bounded, never stale
+def _starts(p: int, length: int, size: int) -> tuple[int, ...]:
     """Starts of the ``size``-grams of a window of ``length`` that contain index ``p``, centred first."""
-    k = (p, length, size)
-    if k not in _STARTS:
-        starts = range(max(0, p - size + 1), min(p, length - size) + 1)
-        _STARTS[k] = sorted(starts, key=lambda s: (abs(2 * (p - s) - (size - 1)), s))
-    return _STARTS[k]
+    starts = range(max(0, p - size + 1), min(p, length - size) + 1)
+    return tuple(sorted(starts, key=lambda s: (abs(2 * (p - s) - (size - 1)), s)))
 
 
 def _label(per_response: list, text: dict[int, str], n_words: int) -> str:

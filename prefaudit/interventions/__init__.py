@@ -3,7 +3,7 @@
 One function, :func:`shape_pairs`, covers every intervention (each one a module of this
 package behind :class:`~prefaudit.interventions.base.Intervention`, found through the registry) so that a vanilla run (``"none"``, or
 all weights zero) goes through exactly the same code as a shaped one. Margins are those of the
-shaping preview (``session.predict(weights).attrs["margins"]``): mᵢ = clip(Σ_f wᶠ·Δᵢᶠ/sᶠ, ±4)
+shaping preview (``session.shaping.margins(weights)``): mᵢ = clip(Σ_f wᶠ·Δᵢᶠ/sᶠ, ±4)
 (:mod:`prefaudit.shaping`).
 
 =============  ===========================================================================  =======  =========

@@ -11,15 +11,17 @@ set to 0 — an approximation: correlated features are not modelled.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .. import ids
 from ..errors import ConfigError
 from .base import Intervention, RowPlan
 from .registry import register
+
+if TYPE_CHECKING:
+    from ..audit.shaping import Preview
 
 
 def ablation_features(core: Any, weights: dict[str, float]) -> tuple[list[str], list[str]]:
@@ -70,9 +72,9 @@ class Ablate(Intervention):
         plan.ablate_features, plan.not_ablatable = ablate, skipped
         return plan
 
-    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+    def pair_weights(self, preview: Preview, threshold: float) -> np.ndarray:
         # Every pair as in plain DPO (the weights do not enter the loss) ...
-        return np.ones(len(preview.attrs["margins"]))
+        return np.ones(len(preview.margins))
 
     def zeroed(self, ablated: list[str]) -> list[str]:
         # ... but the ablated directions cannot be learned.

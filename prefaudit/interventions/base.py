@@ -6,7 +6,7 @@ An intervention turns a person's weights into what trl trains on. Each one is a 
 ``rows`` → trl rows) and verification asks ``predict`` what the run should learn. A new
 intervention is one file plus its registration.
 
-Margins are those of the shaping preview (``AuditCore.predict``): mᵢ = clip(Σ_f wᶠ·Δᵢᶠ/sᶠ, ±4) with
+Margins are those of the shaping preview (``session.shaping.preview``): mᵢ = clip(Σ_f wᶠ·Δᵢᶠ/sᶠ, ±4) with
 the margin scale sᶠ of :func:`prefaudit.shaping.margin_scale`. "Dominated" has one definition,
 :func:`prefaudit.shaping.dominated` (mᵢ ≤ −τ), shared by ``filter``, ``flip`` and the preview.
 """
@@ -14,7 +14,7 @@ the margin scale sᶠ of :func:`prefaudit.shaping.margin_scale`. "Dominated" has
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ import scipy.sparse as sp
 
 from .. import shaping
 from ..shaping import DOMINANCE_THRESHOLD
+
+if TYPE_CHECKING:
+    from ..audit.shaping import Preview
 
 
 @dataclass
@@ -91,12 +94,12 @@ class Intervention:
         """Which of the requested pairs are kept or swapped, their loss margins and sampling weights."""
         return RowPlan.unchanged(len(margins))
 
-    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+    def pair_weights(self, preview: Preview, threshold: float) -> np.ndarray:
         """Each audit pair's weight in the learning signal (length n_pairs; signed, 0 = not learned).
 
         The default is σ(mᵢ): at initialisation pair i's DPO gradient weight (vanilla: ½ each).
         """
-        return np.asarray(preview.attrs["gradient_weight"], dtype=np.float64)
+        return np.asarray(preview.gradient_weight, dtype=np.float64)
 
     def zeroed(self, ablated: list[str]) -> list[str]:
         """Features whose signal the intervention removes outright (``ablate``: its directions)."""
@@ -125,12 +128,15 @@ class Intervention:
         ``label``, ``weight``, ``predicted`` (raw), ``predicted_z`` (/sᶠ) and ``sd``, in
         ``core.feature_ids`` order — what verification compares the observed shift with.
         """
-        pv = core.predict(weights)
+        preview = core.shaping.preview(weights)
+        pv = preview.table
         sd = pv["sd"].to_numpy()
         rows = np.arange(len(core.data)) if positions is None else np.asarray(positions, dtype=np.int64)
-        omega = (self.pair_weights(pv, threshold) * core.pair_edit_signs())[rows]  # person's flips/exclusions
+        omega = (self.pair_weights(preview, threshold) * core.edits.signs())[
+            rows
+        ]  # person's flips/exclusions
         if delta is None:
-            delta = sp.csr_matrix(core.delta_matrix())[rows]
+            delta = sp.csr_matrix(core.space.delta())[rows]
         elif delta.shape[0] != len(rows):
             raise ValueError(f"delta has {delta.shape[0]} rows for {len(rows)} positions.")
         raw = weighted_mean_delta(delta, omega)

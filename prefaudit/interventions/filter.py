@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .base import Intervention, RowPlan, dominated
 from .registry import register
+
+if TYPE_CHECKING:
+    from ..audit.shaping import Preview
 
 
 @register
@@ -20,9 +22,9 @@ class Filter(Intervention):
         plan.keep = ~dominated(margins, threshold)
         return plan
 
-    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+    def pair_weights(self, preview: Preview, threshold: float) -> np.ndarray:
         # Dropped pairs teach nothing; the rest are learned as in plain DPO.
-        return (~dominated(np.asarray(preview.attrs["margins"]), threshold)).astype(np.float64)
+        return (~dominated(np.asarray(preview.margins), threshold)).astype(np.float64)
 
     def summary(self, shaped: Any, head: str) -> str:
         return f"{head}; dropped {len(shaped.dropped)} with m <= -{shaped.threshold:g}"

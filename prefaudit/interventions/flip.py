@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .base import Intervention, RowPlan, dominated
 from .registry import register
+
+if TYPE_CHECKING:
+    from ..audit.shaping import Preview
 
 
 @register
@@ -20,9 +22,9 @@ class Flip(Intervention):
         plan.swap = dominated(margins, threshold)
         return plan
 
-    def pair_weights(self, preview: pd.DataFrame, threshold: float) -> np.ndarray:
+    def pair_weights(self, preview: Preview, threshold: float) -> np.ndarray:
         # A swapped pair teaches its Δ with the opposite sign.
-        return np.where(dominated(np.asarray(preview.attrs["margins"]), threshold), -1.0, 1.0)
+        return np.where(dominated(np.asarray(preview.margins), threshold), -1.0, 1.0)
 
     def summary(self, shaped: Any, head: str) -> str:
         return f"{head}; flipped {len(shaped.flipped)} with m <= -{shaped.threshold:g}"

@@ -23,14 +23,14 @@ from .registry import get
 
 def resolve_weights(session: Any, weights: dict[Any, float] | None) -> dict[str, float]:
     """Feature id -> finite non-zero weight (``None``: the session's current weights)."""
-    return session.checked_weights(session.weights if weights is None else weights)
+    return session.decisions.checked_weights(session.weights if weights is None else weights)
 
 
 def session_margins(session: Any, weights: dict[str, float]) -> np.ndarray:
     """mᵢ for every pair of the session (zeros, without encoding anything, when no weight is set)."""
     if not weights:
         return np.zeros(len(session.data))
-    return np.asarray(session.predict(weights).attrs["margins"], dtype=np.float64)
+    return np.asarray(session.shaping.margins(weights), dtype=np.float64)
 
 
 @dataclass
@@ -227,7 +227,7 @@ def shape_pairs(
 
 
 def shaped_dataset(session: Any, intervention: str = "margin", **kwargs: Any) -> Any:
-    """The ``datasets.Dataset`` of :func:`shape_pairs` (``session.shaped_pairs`` calls this).
+    """The ``datasets.Dataset`` of :func:`shape_pairs` (what trl trains on).
 
     Example
     -------

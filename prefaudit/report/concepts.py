@@ -47,9 +47,9 @@ class ConceptParts:
     fit_note: str = ""
     groups: pd.DataFrame | None = None
     groups_note: str = ""
-    topics: pd.DataFrame | None = None  # session.topic_labels()
+    topics: pd.DataFrame | None = None  # session.topics.labels()
     topic_rule: str = ""
-    by_topic: pd.DataFrame | None = None  # features: session.results_by_topic
+    by_topic: pd.DataFrame | None = None  # features: session.topics.results("topic")
     groups_by_topic: pd.DataFrame | None = None  # groups: the same test on group scores
     topics_note: str = ""
     drivers: list[pd.DataFrame] = field(default_factory=list)
@@ -92,7 +92,7 @@ def fit_line(session: Any) -> str | None:
     """One line on the SAE's fit for the session's repr: the measured fit, or how to measure it."""
     if not session.uses_sae:
         return None
-    fit = session.measured_sae_fit()
+    fit = session.lens_fit.measured()
     if fit is None:
         return "SAE fit: not measured yet (session.sae_fit() reads 128 sampled responses)"
     return f"{fit}"
@@ -105,7 +105,7 @@ def repr_html(session: Any) -> str:
     head = html.escape(repr(session).split("\n", 1)[0])
     if not session.uses_sae:
         return f"<div><code>{head}</code></div>"
-    fit = session.measured_sae_fit()
+    fit = session.lens_fit.measured()
     if fit is None:
         body = "SAE fit: not measured yet — <code>session.sae_fit()</code> reads 128 sampled responses."
     else:
@@ -120,7 +120,7 @@ def _gather_fit(session: Any, parts: ConceptParts, compute: bool) -> None:
     if not session.uses_sae:
         parts.fit_note = "Concepts-only audit: there is no SAE whose fit could be measured."
         return
-    parts.fit = session.measured_sae_fit()
+    parts.fit = session.lens_fit.measured()
     if parts.fit is None and compute:
         parts.fit = session.sae_fit()
     if parts.fit is None:
@@ -133,30 +133,30 @@ def _gather_groups(session: Any, parts: ConceptParts, compute: bool) -> None:
     if not session.uses_sae:
         parts.groups_note = "Concepts-only audit: groups cluster SAE features, and there are none."
         return
-    parts.groups = session.groups() if compute else session.computed_groups()
+    parts.groups = session.groups() if compute else session.groups.computed()
     if parts.groups is None:
         parts.groups_note = "Not computed: session.groups() clusters the SAE features into groups."
 
 
 def _gather_topics(session: Any, parts: ConceptParts, compute: bool) -> None:
-    long = session.results_by_topic
+    long = session.topics.results("topic")
     if long is None and not compute:
         parts.topics_note = (
             "Not computed: session.topics() clusters the prompts, session.test(by='topic') tests each topic."
         )
         return
-    labels = session.topic_labels()
+    labels = session.topics.labels()
     parts.topics, parts.topic_rule = labels, str(labels.attrs.get("rule", ""))
     if long is None:
         if len(labels) < 2:
             parts.topics_note = f"One topic only ({parts.topic_rule}): nothing to compare across topics."
             return
         test = session.results.attrs.get("test", "wilcoxon") if session.results is not None else "wilcoxon"
-        long = session.test_by_topic(test=test)
+        long = session.topics.test(test=test)
     parts.by_topic = long
     if parts.groups is not None and len(parts.groups):
         parts.groups_by_topic = group_topic_tests(
-            session, parts.groups, session.topic_assignment(), list(labels["label"]), long.attrs.get("test")
+            session, parts.groups, session.topics.assignment(), list(labels["label"]), long.attrs.get("test")
         )
 
 
@@ -192,8 +192,8 @@ def group_topic_tests(
 
     gids = groups["group"].tolist()
     columns = [ids.parse(g)[1] for g in gids]
-    chosen, rejected = (m[:, columns].toarray() for m in session.group_score_matrices())
-    lc, lr = session.lengths()
+    chosen, rejected = (m[:, columns].toarray() for m in session.groups.score_matrices())
+    lc, lr = session.space.lengths()
     return tests_within(
         chosen, rejected, chosen - rejected, assignment, topic_labels, "topic",
         lengths=(np.asarray(lc), np.asarray(lr)), test=test or "wilcoxon", n_boot=GROUP_TOPIC_BOOT,

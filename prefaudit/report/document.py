@@ -96,7 +96,7 @@ def write_report(
         selected = [f for f in session.selection if not ids.is_group(f)]
         example_ids = list(dict.fromkeys([*selected, *top_ids]))
     else:
-        example_ids = [session.feature_id(f) for f in examples]
+        example_ids = [session.space.feature_id(f) for f in examples]
     cfg = session.config
     model = (
         "concepts only (no model)"

@@ -65,7 +65,7 @@ def marked_snippet(session: Any, fid: str, position: int, side: str, text: str) 
     """Escaped snippet of ``text`` around the feature's peak (SAE) or first match (regex concept)."""
     start = end = None
     if ids.is_sae(fid):
-        tokens, acts = session.token_activations(position, fid)[side]
+        tokens, acts = session.space.token_activations(position, fid)[side]
         acts = np.asarray(acts)
         if len(tokens) and acts.max() > 0:
             k = int(np.argmax(acts))
@@ -97,7 +97,7 @@ def examples_html(session: Any, features: list[str], n_pairs: int) -> str:
     for fid in features:
         row = session.results.loc[session.results["feature"] == fid].iloc[0]
         by = "chosen" if row["direction"] == "chosen" else "rejected"
-        top = session.top_pairs(fid, by=by, n=n_pairs)
+        top = session.space.top_pairs(fid, by=by, n=n_pairs)
         out.append(
             f"<h3><code>{esc(fid)}</code> {esc(session.label(fid))} <span class='small'>(top pairs by {by} value)</span></h3>"
         )
@@ -123,8 +123,9 @@ def decisions_html(session: Any) -> str:
     fids = list(dict.fromkeys([*session.weights, *session.verdicts, *session.notes]))
     if not fids:
         return "<p class='small'>No weights, verdicts or notes yet.</p>"
-    pred = session.predict(features=fids).set_index("feature")
-    n_dom, n = int(pred.attrs["n_dominated"]), len(pred.attrs["margins"])
+    preview = session.shaping.preview(features=fids)
+    pred = preview.table.set_index("feature")
+    n_dom, n = preview.n_dominated, len(preview.margins)
     head = "<tr><th>feature</th><th>label</th><th>weight</th><th>verdict</th><th>predicted signal before → after (sd units)</th><th>note</th></tr>"
     body = "".join(
         f"<tr><td><code>{esc(f)}</code></td><td>{esc(session.label(f))}</td><td class='num'>{num(session.weights.get(f, 0.0), '+.2f')}</td>"
@@ -135,7 +136,7 @@ def decisions_html(session: Any) -> str:
     )
     return (
         f"<table>{head}{body}</table><p class='small'>{n_dom} of {n} pairs have margin ≤ −"
-        f"{num(pred.attrs['threshold'], 'g')}: for them the shaping, not the preference label, sets the gradient weight.</p>"
+        f"{num(preview.threshold, 'g')}: for them the shaping, not the preference label, sets the gradient weight.</p>"
     )
 
 
@@ -145,7 +146,7 @@ CUT_IDS_SHOWN = 20
 
 def truncation_html(session: Any) -> str:
     """What the token window cut: how many prompts and responses, and which pairs (by ``pair_id``)."""
-    t = session.truncation()
+    t = session.space.truncation()
     lines = [f"Token window: {esc(t.sentence())}."]
     if t.note and t.note != t.sentence():
         lines.append(f"<span class='small'>{esc(t.note)}.</span>")

@@ -20,27 +20,27 @@ from transformers import TrainerCallback
 
 
 class RunProgressCallback(TrainerCallback):
-    """Forward trainer events to ``run`` (its ``_on_*`` methods) and honour ``run.cancel()``."""
+    """Forward trainer events to ``run`` (its ``record_*`` methods) and honour ``run.cancel()``."""
 
     def __init__(self, run: Any) -> None:
         self.run = run
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.run._on_train_begin(int(state.max_steps))
+            self.run.record_train_begin(int(state.max_steps))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run.cancel_requested:
             control.should_training_stop = True
         if state.is_world_process_zero:
-            self.run._on_step(int(state.global_step))
+            self.run.record_step(int(state.global_step))
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any
     ) -> None:
         if state.is_world_process_zero and logs:
-            self.run._on_log(int(state.global_step), dict(logs))
+            self.run.record_log(int(state.global_step), dict(logs))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.run._on_train_end(int(state.global_step))
+            self.run.record_train_end(int(state.global_step))

@@ -135,7 +135,7 @@ def shape_training_set(core: Any, config: Any) -> tuple[Any, np.ndarray, np.ndar
 
     weights = {} if config.intervention == "none" else resolve_weights(core, config.weights)
     train, held = split_positions(len(core.data), config)
-    signs = core.pair_edit_signs()  # a person's pair edits (audit/pair_edits.py): 0 excluded, -1 flipped
+    signs = core.edits.signs()  # a person's pair edits (audit/pair_edits.py): 0 excluded, -1 flipped
     train = train[signs[train] != 0]
     margins = None
     if weights:
@@ -143,7 +143,7 @@ def shape_training_set(core: Any, config: Any) -> tuple[Any, np.ndarray, np.ndar
         from .window import window_matrix
 
         matrix = window_matrix(core, config.window(), train)
-        margins = np.asarray(core.predict(weights, matrix=matrix).attrs["margins"], dtype=np.float64)
+        margins = np.asarray(core.shaping.preview(weights, features=[], matrix=matrix).margins, dtype=np.float64)
         margins = margins * signs[train]  # a flipped pair's margin, read from its swapped sides
     shaped = shape_pairs(
         core, config.intervention, weights=weights, positions=train, threshold=config.filter_threshold,
@@ -331,7 +331,7 @@ def build_plan(core: Any, config: Any, shaped: Any, heldout_positions: np.ndarra
     held = np.asarray(heldout_positions, dtype=np.int64)
     status[held], reason[held] = "held_out", "held out for verification"
     rest = np.setdiff1d(np.arange(n), np.concatenate([pos, held]))
-    by_intervention, by_person = set(shaped.dropped), core.pair_edit_reasons()
+    by_intervention, by_person = set(shaped.dropped), core.edits.reasons()
     for i in rest:
         left_out = int(pair_ids[i]) in by_intervention
         reason[i] = f"left out by {shaped.intervention}" if left_out else "beyond max_train_pairs"

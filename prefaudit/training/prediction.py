@@ -28,7 +28,7 @@ def predict_in_window(
     *,
     features: Sequence[Any] | None = None,
 ) -> pd.DataFrame:
-    """``core.predict`` over the pairs a run with ``config`` will train on, read in its window.
+    """``core.shaping.preview(...).table`` over the pairs a run with ``config`` will train on, read in its window.
 
     The margins, the margin scale and sd are those of the trained pairs' window features, so the
     numbers describe the text the run sees. ``attrs["plan"]`` carries the plan's counts and
@@ -36,8 +36,8 @@ def predict_in_window(
     """
     plan = plan_training(core, config)
     trained = plan.trained_positions
-    matrix = person_flipped(window_matrix(core, plan.window, trained), core.pair_edit_signs()[trained])
-    out = core.predict(weights, features=features, matrix=matrix)
+    matrix = person_flipped(window_matrix(core, plan.window, trained), core.edits.signs()[trained])
+    out = core.shaping.preview(weights, features=features, matrix=matrix).table
     out.attrs.update(plan=plan.counts(), positions=np.asarray(trained), window=dict(plan.window))
     return out
 

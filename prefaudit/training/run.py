@@ -303,16 +303,16 @@ class DPORun:
             self._write_record()
         self._emit({"type": "status", "status": status})
 
-    def _on_train_begin(self, max_steps: int) -> None:
+    def record_train_begin(self, max_steps: int) -> None:
         self.max_steps = max_steps
         self.started_at = time.monotonic()
         self._emit({"type": "begin", "max_steps": max_steps})
 
-    def _on_step(self, step: int) -> None:
+    def record_step(self, step: int) -> None:
         self.step = step
         self._emit({"type": "step", "step": step})
 
-    def _on_log(self, step: int, logs: dict[str, Any]) -> None:
+    def record_log(self, step: int, logs: dict[str, Any]) -> None:
         row = {"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
         if "train_runtime" in row:  # the trainer's closing summary, not a training step
             self.train_summary = row
@@ -321,7 +321,7 @@ class DPORun:
             self._logs.append(row)
         self._emit({"type": "log", "step": step, "logs": row})
 
-    def _on_train_end(self, step: int) -> None:
+    def record_train_end(self, step: int) -> None:
         self.step = step
 
     # ------------------------------------------------------------------ the thread

@@ -5,7 +5,7 @@ a run sees what its plan keeps (:func:`prefaudit.training.tokens.window_cut` on 
 tokenisation). This module re-encodes pairs in that window — the same model, layer, SAE and
 pooling, fed trl's token ids — so that the prediction (``session.predict(config=...)``,
 :mod:`prefaudit.training.prediction`) and verification describe the trained text, not a longer one. Concepts are evaluated on the kept
-response tokens decoded back to text. Results are cached per session in memory.
+response tokens decoded back to text. Results are kept in the session's stage cache (``core.stage_cache``: emptied when the features change).
 
 Example
 -------
@@ -17,7 +17,6 @@ Example
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +27,6 @@ from ..features.concepts import concept_values
 from ..features.encode import encode_batch, length_batches
 from ..features.matrix import FeatureMatrix
 from .tokens import trl_token_ids, window_cut
-
-_CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def window_token_ids(
@@ -44,7 +41,7 @@ def window_token_ids(
 
     pos = [int(i) for i in positions]
     key = json.dumps(["ids", window, pos])
-    cache = _CACHE.setdefault(core, {})
+    cache = core.stage_cache("training.window")
     if key not in cache:
         rows = shape_pairs(core, "none", positions=pos).dataset
         tok = core.backbone.tokenizer
@@ -73,7 +70,7 @@ def window_matrix(core: Any, window: dict[str, int], positions: Sequence[int]) -
         core.encode()  # the columns are the audit's: its SAE features must be known first
     pos = [int(i) for i in positions]
     key = json.dumps([window, pos, core.config["pooling"], [c.name for c in core.concepts]])
-    cache = _CACHE.setdefault(core, {})
+    cache = core.stage_cache("training.window")
     if key in cache:
         return cache[key]
     ids = window_token_ids(core, window, pos)

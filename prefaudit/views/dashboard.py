@@ -126,7 +126,7 @@ class Dashboard(SessionView):
         if not s.uses_sae:
             self.lens.value = "<span class='pa-lens-none'>lens: text concepts only (no SAE to fit)</span>"
             return
-        cached = (128, 0) in (getattr(s, "_sae_fit_cache", None) or {})
+        cached = (128, 0) in s.lens_fit.all()
         if not cached and not measure:
             self.lens.value = "lens fit not measured yet (reads 128 responses through the model)"
             self.lens_button.layout.display = None

@@ -27,7 +27,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..audit.pair_edits import export_root as resolve_export_root
+from ..audit.exports import export_root as resolve_export_root
 from ..errors import PrefauditError
 from .base import SessionView
 

@@ -39,7 +39,7 @@ from ._assets import asset
 @functools.cache
 def plotly_bundle() -> str:
     """plotly's FigureWidget ES module (``plotly/package_data/widgetbundle.js``), read once."""
-    return str(go.FigureWidget._esm)  # anywidget turns the class's file path into its contents
+    return str(go.FigureWidget._esm)  # noqa: SLF001 - anywidget turns the class's file path into its contents
 
 
 class FigureWidget(go.FigureWidget):

@@ -215,11 +215,9 @@ class ShaperView(SessionView):
 
     def _update_preview(self) -> None:
         features = self.features()
-        pred = self.session.predict(features=features)
-        # pandas deep-copies attrs (two arrays of n_pairs) into every column it hands out: take
-        # them off first (at 260,000 pairs that copy cost more than the preview itself).
-        attrs, pred.attrs = dict(pred.attrs), {}
-        margins = np.asarray(attrs["margins"], dtype="<f4")
+        pv = self.session.shaping.preview(features=features)
+        pred = pv.table
+        margins = np.asarray(pv.margins, dtype="<f4")
         rows = [
             {
                 "id": r.feature,
@@ -235,10 +233,10 @@ class ShaperView(SessionView):
             p.features = rows
             p.margins = margins.tobytes()
             p.n_pairs = int(margins.size)
-            p.n_dominated = int(attrs["n_dominated"])
-            p.threshold = float(attrs["threshold"])
-            p.n_capped = int(attrs["n_capped"])
-            p.cap = float(attrs["cap"])
+            p.n_dominated = int(pv.n_dominated)
+            p.threshold = float(pv.threshold)
+            p.n_capped = int(pv.n_capped)
+            p.cap = float(pv.cap)
             p.version += 1
 
     # ------------------------------------------------------------------ intents up
