@@ -72,6 +72,7 @@ MOVED_VALUES: dict[str, tuple[str, Any]] = {
     "results_by_topic": ("topics.results('topic')", lambda s: s.topics.results("topic")),
     "shaped_pairs": ("prefaudit.interventions.shaped_dataset(session, ...)", lambda s: _shaped_pairs(s)),
     "sae_id": ("prefaudit.ids.sae_id", lambda s: _sae_id),
+    "pairs": ("drilldown", lambda s: s.drilldown),  # it opened a view; the name said data
 }
 
 

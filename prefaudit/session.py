@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from .audit.fit import SAEFit
     from .training.plan import TrainingPlan
     from .training.run import DPORun
+    from .verify.result import VerifyResult
+    from .views.dashboard import Dashboard
+    from .views.drilldown import PairsView
+    from .views.drivers_view import DriversView
+    from .views.heatmap import TopicHeatmapView
+    from .views.shaper import ShaperView
+    from .views.volcano import VolcanoView
 
 # Kept importable from here for users of 0.1 (``from prefaudit.session import VERDICTS``).
 __all__ = ["CONCEPT_PREFIX", "SAE_PREFIX", "VERDICTS", "AuditSession"]
@@ -57,37 +64,37 @@ class AuditSession(AuditCore):
     """
 
     # ------------------------------------------------------------------ views (prefaudit.views)
-    def volcano(self, **kwargs: Any) -> Any:
+    def volcano(self, **kwargs: Any) -> VolcanoView:
         """Volcano plot of effect size against −log10 q; clicks and lassos select features."""
         from .views.volcano import VolcanoView
 
         return VolcanoView(self, **kwargs)
 
-    def pairs(self, feature: int | str | None = None, **kwargs: Any) -> Any:
+    def drilldown(self, feature: int | str | None = None, **kwargs: Any) -> PairsView:
         """Drill-down into the pairs where ``feature`` (default: the focus) fires most."""
         from .views.drilldown import PairsView
 
         return PairsView(self, feature=feature, **kwargs)
 
-    def shaper(self, **kwargs: Any) -> Any:
+    def shaper(self, **kwargs: Any) -> ShaperView:
         """Reward-weight sliders and verdicts for the selection, with a live shaping preview."""
         from .views.shaper import ShaperView
 
         return ShaperView(self, **kwargs)
 
-    def topic_heatmap(self, **kwargs: Any) -> Any:
+    def topic_heatmap(self, **kwargs: Any) -> TopicHeatmapView:
         """Per-topic effects of the strongest features; a click filters the drill-down to that topic."""
         from .views.heatmap import TopicHeatmapView
 
         return TopicHeatmapView(self, **kwargs)
 
-    def drivers_view(self, feature: int | str | None = None, **kwargs: Any) -> Any:
+    def drivers_view(self, feature: int | str | None = None, **kwargs: Any) -> DriversView:
         """The pairs that drive a feature's signal, with exclude / flip / export and a what-if preview."""
         from .views.drivers_view import DriversView
 
         return DriversView(self, feature=feature, **kwargs)
 
-    def dashboard(self, **kwargs: Any) -> Any:
+    def dashboard(self, **kwargs: Any) -> Dashboard:
         """Volcano, drill-down and sliders, linked through this session."""
         from .views.dashboard import Dashboard
 
@@ -188,7 +195,7 @@ class AuditSession(AuditCore):
 
         return plan_training(self, config, **overrides)
 
-    def verify(self, run: Any, prompts: Any = None, **kwargs: Any) -> Any:
+    def verify(self, run: DPORun, prompts: Any = None, **kwargs: Any) -> VerifyResult:
         """Generate from base and trained policies and compare observed with predicted shifts."""
         from .verify import verify_run
 

@@ -256,8 +256,18 @@ def test_cli_summary_and_report_say_what_was_cut(tmp_path, capsys, tiny_model_di
     rows, _planted = long_rows()
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "out"
-    argv = ["audit", str(tmp_path / "pairs.jsonl"), "--out", str(out), "--quiet", "--no-cache",
-            "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir)]  # fmt: skip
+    argv = [
+        "audit",
+        str(tmp_path / "pairs.jsonl"),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-cache",
+        "--model",
+        str(tiny_model_dir),
+        "--sae",
+        str(tiny_sae_dir),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     want = expected_cut(pa.load_pairs(rows), recount(tok, pa.load_pairs(rows)), (384, 256))
@@ -301,11 +311,17 @@ def _tiny_model_with(tok, path):
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    )  # fmt: skip
+    )
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path

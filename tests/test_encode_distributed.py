@@ -35,8 +35,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_PAIRS, SHARD = 24, 4  # 6 shards
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-       "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -56,15 +61,31 @@ def data(tmp_path) -> Path:
 
 
 def _encode_args(data, model, sae, cache) -> list[str]:
-    return ["encode", str(data), "--cache-dir", str(cache), "--model", str(model), "--sae", str(sae),
-            "--shard-size", str(SHARD), "--batch-size", "4", "--device", "cpu", "--quiet"]  # fmt: skip
+    return [
+        "encode",
+        str(data),
+        "--cache-dir",
+        str(cache),
+        "--model",
+        str(model),
+        "--sae",
+        str(sae),
+        "--shard-size",
+        str(SHARD),
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
 
 
 def _reference(data, model, sae):
     pairs = pa.load_pairs(data)
     bb = Backbone.load(model, layer=2, device="cpu")
-    return encode_mod.encode_pairs(pairs, bb, load_sae(sae, device="cpu"), shard_size=SHARD, batch_size=4,
-                                   cache_dir=None, progress=False)  # fmt: skip
+    return encode_mod.encode_pairs(
+        pairs, bb, load_sae(sae, device="cpu"), shard_size=SHARD, batch_size=4, cache_dir=None, progress=False
+    )
 
 
 def _folder(cache: Path) -> Path:
@@ -83,9 +104,24 @@ def _accelerate(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     with socket.socket() as sock:  # parallel test runs must not share a port
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           "-m", "prefaudit.cli", *args]  # fmt: skip
+    cmd = [
+        str(BIN / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "prefaudit.cli",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
@@ -103,8 +139,9 @@ def test_alone_it_encodes_every_shard_and_the_audit_then_encodes_nothing(
     cache = tmp_path / "cache"
     assert main(_encode_args(data, tiny_model_dir, tiny_sae_dir, cache)) == 0
     out = capsys.readouterr()
-    assert _rank_lines(out.err) == ["rank 0/1: 6 shards in all, 0 found finished, encoding 6 of the 6 left "
-                                    "(shards 0, 1, 2, 3, 4, 5)"]  # fmt: skip
+    assert _rank_lines(out.err) == [
+        "rank 0/1: 6 shards in all, 0 found finished, encoding 6 of the 6 left (shards 0, 1, 2, 3, 4, 5)"
+    ]
     assert (
         "24 pairs (0 rows rejected) in 6 shards of 4, 1 process(es): 0 found finished, 6 encoded" in out.out
     )
@@ -132,8 +169,9 @@ def test_each_rank_encodes_its_share_and_the_main_one_checks(data, tiny_model_di
     logs: list[str] = []
 
     def state(rank: int) -> SimpleNamespace:
-        return SimpleNamespace(process_index=rank, num_processes=2, is_main_process=rank == 0,
-                               wait_for_everyone=lambda: None)  # fmt: skip
+        return SimpleNamespace(
+            process_index=rank, num_processes=2, is_main_process=rank == 0, wait_for_everyone=lambda: None
+        )
 
     kw = {"cache_dir": cache, "shard_size": SHARD, "progress": False, "log": logs.append}
     assert distributed.encode_distributed(pairs, bb, sae, state=state(1), **kw) is None
@@ -186,9 +224,23 @@ def test_two_processes_under_accelerate_launch_equal_one(
         raise AssertionError("prefaudit audit encoded a shard that prefaudit encode had written")
 
     monkeypatch.setattr(encode_mod, "encode_shard", boom)
-    argv = ["audit", str(data), "--out", str(tmp_path / "out"), "--quiet", "--cache-dir", str(cache),
-            "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--shard-size", str(SHARD),
-            "--device", "cpu"]  # fmt: skip
+    argv = [
+        "audit",
+        str(data),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--cache-dir",
+        str(cache),
+        "--model",
+        str(tiny_model_dir),
+        "--sae",
+        str(tiny_sae_dir),
+        "--shard-size",
+        str(SHARD),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_pairs"] == N_PAIRS
 
@@ -240,8 +292,16 @@ def test_kill_9_of_a_torchrun_encode_resumes_only_the_unfinished_shards(
     script = tmp_path / "hold.py"
     script.write_text(textwrap.dedent(HOLD_SECOND_SHARD))
     log = (tmp_path / "killed.log").open("w")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           *_encode_args(data, tiny_model_dir, tiny_sae_dir, cache)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        *_encode_args(data, tiny_model_dir, tiny_sae_dir, cache),
+    ]
     child = subprocess.Popen(
         cmd, cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -273,8 +333,9 @@ def test_kill_9_of_a_torchrun_encode_resumes_only_the_unfinished_shards(
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["complete"] and meta["n_shards_finished"] == 6
 
-    session = pa.AuditSession(data, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=cache, shard_size=SHARD,
-                              device="cpu")  # fmt: skip
+    session = pa.AuditSession(
+        data, model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=cache, shard_size=SHARD, device="cpu"
+    )
     enc = session.encode(progress=False)
     assert enc.meta["tokens_processed_this_run"] == 0 and enc.meta["shards_found"] == 6
     _assert_same(enc, _reference(data, tiny_model_dir, tiny_sae_dir))

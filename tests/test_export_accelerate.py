@@ -92,20 +92,49 @@ def _free_port() -> int:
 def test_exported_script_runs_on_two_cpu_processes(tiny_session, tmp_path):
     """Two gloo processes, 2 steps of the tiny model: 15 s on a quiet machine, 70 s on a busy one."""
     tiny_session.set_weight("flattery", -2.0)
-    out = tiny_session.export_training(tmp_path / "export", intervention="reweight", max_steps=2, batch_size=2,
-                                       max_length=96, learning_rate=1e-2, lora_r=4)  # fmt: skip
+    out = tiny_session.export_training(
+        tmp_path / "export",
+        intervention="reweight",
+        max_steps=2,
+        batch_size=2,
+        max_length=96,
+        learning_rate=1e-2,
+        lora_r=4,
+    )
     # `accelerate launch --cpu --num_processes 2` starts ONE process unless mpirun is present;
     # torchrun starts two gloo ranks (what accelerate launch runs on a multi-GPU node).
     torchrun = Path(sys.executable).with_name("torchrun")
     result_dir = tmp_path / "trained"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": str(tmp_path / "hf")}  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_DATASETS_CACHE": str(tmp_path / "hf"),
+    }
     proc = subprocess.run(
-        [str(torchrun), "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()),  # parallel test runs must not collide
-         str(out / "train_dpo.py"), "--output_dir", str(result_dir)],
-        cwd=out, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(torchrun),
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),  # parallel test runs must not collide
+            str(out / "train_dpo.py"),
+            "--output_dir",
+            str(result_dir),
+        ],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     history = json.loads((result_dir / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]

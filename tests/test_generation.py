@@ -157,9 +157,14 @@ def test_decode_loop_reproduces_the_retired_loop(bb, overrides: dict) -> None:  
     tok = bb.tokenizer
     prompts = [bb.prompt_ids(m) for m in PROMPTS]
     new = generate_token_ids(
-        bb.model, prompts, cfg, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-        generator=torch.Generator().manual_seed(5), cache_kw=bb.cache_kwarg,
-    )  # fmt: skip
+        bb.model,
+        prompts,
+        cfg,
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        generator=torch.Generator().manual_seed(5),
+        cache_kw=bb.cache_kwarg,
+    )
     old = old_generate_ids(
         bb.model, tok.pad_token_id, tok.eos_token_id, prompts, cfg, reference, 5, bb.cache_kwarg
     )
@@ -171,15 +176,26 @@ def test_decode_loop_reproduces_the_retired_loop(bb, overrides: dict) -> None:  
 def test_defaults_and_recorded_dicts() -> None:
     cfg = SamplingConfig()
     assert cfg.to_dict() == {
-        "max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": None, "repetition_penalty": 1.1,
-        "batch_size": 16, "seed": 0, "samples_per_prompt": 1,
-    }  # fmt: skip
+        "max_new_tokens": 64,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": None,
+        "repetition_penalty": 1.1,
+        "batch_size": 16,
+        "seed": 0,
+        "samples_per_prompt": 1,
+    }
     demo = SamplingConfig(max_new_tokens=96, top_k=50, repetition_penalty=1.15, batch_size=64)
     # The retired GenerationConfig().to_dict(), in order: corpus caches and the SAE's metadata.
     assert list(demo.cache_dict().items()) == [
-        ("max_new_tokens", 96), ("temperature", 0.7), ("top_p", 0.9), ("top_k", 50),
-        ("repetition_penalty", 1.15), ("batch_size", 64), ("seed", 0),
-    ]  # fmt: skip
+        ("max_new_tokens", 96),
+        ("temperature", 0.7),
+        ("top_p", 0.9),
+        ("top_k", 50),
+        ("repetition_penalty", 1.15),
+        ("batch_size", 64),
+        ("seed", 0),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ LAYERS = {
     "prefaudit.features.shard_cache": 2,
     "prefaudit.features.distributed": 2,
     "prefaudit.demo": 2,
+    "prefaudit.demo.recovery": 4,  # reads a session's groups: above the state
     "prefaudit.audit": 3,
     "prefaudit.interventions": 4,
     "prefaudit.views": 5,

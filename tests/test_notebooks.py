@@ -115,7 +115,7 @@ session = pa.AuditSession(pa.load_pairs(rows), sae=False, cache_dir=False)
 session.test(n_boot=50)
 session.set_label("concept:url", "links " + H)""",
     "session.select_feature('concept:url'); session.set_weight('concept:url', -1.5); session.volcano()",
-    "session.pairs()",
+    "session.drilldown()",
     "session.shaper()",
     "dash = session.dashboard(); dash",
     "dash.volcano.search.value = 'flattery'; session.focus, session.selection",

@@ -64,8 +64,10 @@ def test_several_assistant_messages_are_joined_and_noted() -> None:
     ]
     pairs = load_pairs(rows)
     assert pairs[1]["chosen"] == "Hello!\n\nHow are you?"
-    assert any(n.startswith("1 rows: a response held several assistant messages") and "pair_id 1" in n
-               for n in pairs.report.notes)  # fmt: skip
+    assert any(
+        n.startswith("1 rows: a response held several assistant messages") and "pair_id 1" in n
+        for n in pairs.report.notes
+    )
 
 
 def test_hh_detection_with_empty_prompt_column_and_forced_hh_with_prompt_prefix() -> None:

@@ -19,9 +19,17 @@ from prefaudit.build.sae_training import (  # noqa: E402
 )
 
 TINY = SAETrainingRecipe(
-    d_sae=64, k=6, lr=1e-2, lr_end=1e-3, epochs=6, batch_size=256, dead_feature_window=10,
-    feature_sampling_window=20, n_batches_for_norm_estimate=4, lr_warm_up_steps=5,
-)  # fmt: skip
+    d_sae=64,
+    k=6,
+    lr=1e-2,
+    lr_end=1e-3,
+    epochs=6,
+    batch_size=256,
+    dead_feature_window=10,
+    feature_sampling_window=20,
+    n_batches_for_norm_estimate=4,
+    lr_warm_up_steps=5,
+)
 
 
 def sparse_activations(n: int = 2048, d_in: int = 16, n_dirs: int = 32, seed: int = 0) -> torch.Tensor:

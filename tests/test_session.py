@@ -12,10 +12,27 @@ from prefaudit.stats import paired_tests
 from tests import tiny
 
 COLUMNS = [
-    "feature", "source", "label", "n_pairs", "n_active", "frac_active_chosen", "frac_active_rejected",
-    "mean_chosen", "mean_rejected", "delta_mean", "d_z", "rank_biserial", "ci_low", "ci_high", "p", "q",
-    "split_half_agree", "delta_len_ctrl", "p_len_ctrl", "direction",
-]  # fmt: skip
+    "feature",
+    "source",
+    "label",
+    "n_pairs",
+    "n_active",
+    "frac_active_chosen",
+    "frac_active_rejected",
+    "mean_chosen",
+    "mean_rejected",
+    "delta_mean",
+    "d_z",
+    "rank_biserial",
+    "ci_low",
+    "ci_high",
+    "p",
+    "q",
+    "split_half_agree",
+    "delta_len_ctrl",
+    "p_len_ctrl",
+    "direction",
+]
 
 
 @pytest.fixture()

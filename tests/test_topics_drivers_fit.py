@@ -241,8 +241,13 @@ def test_driver_shares_sum_to_one_and_removing_the_top_drivers_moves_the_signal_
     weights = {"concept:sparkle": -1.0, "concept:length": 0.5}
     drivers = session.drivers("concept:length", weights=weights, top_k=5)
     assert list(drivers.columns) == [
-        "position", "pair_id", "delta", "gradient_weight", "share", "cumulative_share",
-    ]  # fmt: skip
+        "position",
+        "pair_id",
+        "delta",
+        "gradient_weight",
+        "share",
+        "cumulative_share",
+    ]
     assert len(drivers) == len(session.data) and drivers["position"].is_unique
     np.testing.assert_allclose(drivers["share"].sum(), 1.0, rtol=1e-12)
     np.testing.assert_allclose(drivers["cumulative_share"].iloc[-1], 1.0, rtol=1e-12)

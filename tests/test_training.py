@@ -48,10 +48,21 @@ def _args(tmp_path, **kw):
     from trl import DPOConfig
 
     base = dict(
-        output_dir=str(tmp_path / "out"), beta=BETA, per_device_train_batch_size=4, max_length=96, report_to="none",
-        use_cpu=True, activation_checkpointing=False, save_strategy="no", disable_tqdm=True, learning_rate=1e-3,
-        max_steps=2, logging_steps=1, precompute_ref_log_probs=True, bf16=False,  # trl defaults to bf16
-    )  # fmt: skip
+        output_dir=str(tmp_path / "out"),
+        beta=BETA,
+        per_device_train_batch_size=4,
+        max_length=96,
+        report_to="none",
+        use_cpu=True,
+        activation_checkpointing=False,
+        save_strategy="no",
+        disable_tqdm=True,
+        learning_rate=1e-3,
+        max_steps=2,
+        logging_steps=1,
+        precompute_ref_log_probs=True,
+        bf16=False,  # trl defaults to bf16
+    )
     return DPOConfig(**{**base, **kw})
 
 
@@ -79,9 +90,12 @@ def test_margin_loss_equals_hand_formula(tiny_model_dir, tmp_path, mode):
     model, tok = _load(tiny_model_dir)
     lora = mode.startswith("lora")
     trainer = ShapedDPOTrainer(
-        model, args=_args(tmp_path, precompute_ref_log_probs=not lora), train_dataset=_dataset(),
-        processing_class=tok, peft_config=LoraConfig(r=4, target_modules="all-linear") if lora else None,
-    )  # fmt: skip
+        model,
+        args=_args(tmp_path, precompute_ref_log_probs=not lora),
+        train_dataset=_dataset(),
+        processing_class=tok,
+        peft_config=LoraConfig(r=4, target_modules="all-linear") if lora else None,
+    )
     # Move the policy away from the reference, so that h != 0.
     _perturb([p for n, p in trainer.model.named_parameters() if (not lora) or "lora_B" in n])
     rows = [trainer.train_dataset[i] for i in range(4)]
@@ -186,9 +200,14 @@ def test_ablation_zeroes_the_projection_on_policy_and_reference_passes(tiny_mode
     dirs = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
     dirs[2] = dirs[0] + dirs[1]  # rank 2: the basis must not invent a third direction
     trainer = ShapedDPOTrainer(
-        model, args=_args(tmp_path, precompute_ref_log_probs=False), train_dataset=_dataset(), processing_class=tok,
-        peft_config=LoraConfig(r=4, target_modules="all-linear"), ablation_directions=dirs, ablation_layer=2,
-    )  # fmt: skip
+        model,
+        args=_args(tmp_path, precompute_ref_log_probs=False),
+        train_dataset=_dataset(),
+        processing_class=tok,
+        peft_config=LoraConfig(r=4, target_modules="all-linear"),
+        ablation_directions=dirs,
+        ablation_layer=2,
+    )
     q = orthonormal_basis(dirs)
     assert q.shape == (32, 2)
     layer = find_decoder_layers(trainer.model)[2]
@@ -269,8 +288,17 @@ def test_session_train_rejects_bad_config_on_the_calling_thread(tiny_session):
 
 # ---------------------------------------------------------------------- background runs
 def _cfg(tmp_path, **kw):
-    return pa.DPORunConfig(**{"max_steps": 3, "batch_size": 4, "learning_rate": 1e-2, "lora_r": 4, "max_length": 96,
-                              "output_dir": str(tmp_path / "run"), **kw})  # fmt: skip
+    return pa.DPORunConfig(
+        **{
+            "max_steps": 3,
+            "batch_size": 4,
+            "learning_rate": 1e-2,
+            "lora_r": 4,
+            "max_length": 96,
+            "output_dir": str(tmp_path / "run"),
+            **kw,
+        }
+    )
 
 
 def test_run_trains_logs_and_moves_parameters_without_touching_the_session_model(tiny_session, tmp_path):
@@ -295,8 +323,16 @@ def test_run_trains_logs_and_moves_parameters_without_touching_the_session_model
 
 
 def test_full_fine_tune_with_a_reference_copy(tiny_session, tmp_path):
-    run = tiny_session.train(_cfg(tmp_path, intervention="none", lora=False, precompute_ref_log_probs=False,
-                                  learning_rate=1e-3, save_model=False))  # fmt: skip
+    run = tiny_session.train(
+        _cfg(
+            tmp_path,
+            intervention="none",
+            lora=False,
+            precompute_ref_log_probs=False,
+            learning_rate=1e-3,
+            save_model=False,
+        )
+    )
     assert run.wait(300) == "finished", run.error
     base = tiny_session.backbone.model.state_dict()
     moved = [k for k, v in run.model.state_dict().items() if k in base and not torch.equal(v, base[k])]

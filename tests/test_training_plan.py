@@ -35,8 +35,13 @@ def _long_pairs(n: int = 24, seed: int = 5) -> list[dict]:
     rows = []
     for i in range(n):
         chosen = ("What a great question! " if i % 4 == 0 else "") + text([5, 25, 60][(i // 3) % 3])
-        rows.append({"prompt": f"q{i}: " + text([6, 40, 90][i % 3]), "chosen": chosen,
-                     "rejected": text([4, 20, 50][i % 3])})  # fmt: skip
+        rows.append(
+            {
+                "prompt": f"q{i}: " + text([6, 40, 90][i % 3]),
+                "chosen": chosen,
+                "rejected": text([4, 20, 50][i % 3]),
+            }
+        )
     return rows
 
 
@@ -47,8 +52,16 @@ def long_session(tiny_model_dir, tiny_cache_dir):
 
 
 def _cfg(tmp_path, **kw) -> pa.DPORunConfig:
-    base = {"intervention": "none", "max_length": WINDOW, "max_steps": 2, "batch_size": 2, "lora_r": 4,
-            "learning_rate": 1e-3, "output_dir": str(tmp_path / "run"), "save_model": False}  # fmt: skip
+    base = {
+        "intervention": "none",
+        "max_length": WINDOW,
+        "max_steps": 2,
+        "batch_size": 2,
+        "lora_r": 4,
+        "learning_rate": 1e-3,
+        "output_dir": str(tmp_path / "run"),
+        "save_model": False,
+    }
     return pa.DPORunConfig(**{**base, **kw})
 
 
@@ -98,7 +111,10 @@ def test_plan_counts_equal_the_trainers_prepared_dataset(long_session, tmp_path)
     # Prompts longer than the whole window are kept — their end — and responses are cut at the end.
     long = in_data[in_data["prompt_tokens"] >= WINDOW]
     assert len(long) >= 3 and (long["prompt_kept"] < long["prompt_tokens"]).all()
-    assert ((in_data["chosen_kept"] < in_data["chosen_tokens"]) | (in_data["rejected_kept"] < in_data["rejected_tokens"])).any()  # fmt: skip
+    assert (
+        (in_data["chosen_kept"] < in_data["chosen_tokens"])
+        | (in_data["rejected_kept"] < in_data["rejected_tokens"])
+    ).any()
     pid = int(long.index[0])
     row = ds[[int(x) for x in ds["pair_id"]].index(pid)]
     shaped_row = prep.shaped.dataset[[int(x) for x in prep.shaped.dataset["pair_id"]].index(pid)]
@@ -169,8 +185,10 @@ def test_planned_draws_are_the_pairs_training_sees(long_session, tmp_path, inter
 
     if intervention == "reweight":
         long_session.set_weight("flattery", -2.0)
-    prep = _prepare(long_session, _cfg(tmp_path, intervention=intervention, max_steps=steps,
-                                       gradient_accumulation_steps=accum))  # fmt: skip
+    prep = _prepare(
+        long_session,
+        _cfg(tmp_path, intervention=intervention, max_steps=steps, gradient_accumulation_steps=accum),
+    )
     if intervention == "reweight":
         assert len(set(prep.shaped.sample_weights)) > 1
     trainer = _trainer(long_session, prep, tmp_path, cls=Recording)
@@ -234,8 +252,14 @@ def test_export_writes_the_window_and_the_plan_and_its_trainer_finds_the_cut(lon
     code = (
         "import shaped_trainer, shaped_tokens; assert shaped_trainer.window_cut is shaped_tokens.window_cut"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(out), "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(out), "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -265,11 +289,16 @@ def test_hh_slice_with_the_real_tokenizer_drops_at_most_two_percent(hh_path, cap
     rc = (t["chosen_kept"] < t["chosen_tokens"]) | (t["rejected_kept"] < t["rejected_tokens"])
     pc = t["prompt_kept"] < t["prompt_tokens"]
     trl_drop = (t["prompt_tokens"] >= cfg.max_length).mean()
-    trl_cut = ((t["prompt_tokens"] < cfg.max_length) & (t["prompt_tokens"] + np.maximum(t["chosen_tokens"], t["rejected_tokens"]) > cfg.max_length)).mean()  # fmt: skip
+    trl_cut = (
+        (t["prompt_tokens"] < cfg.max_length)
+        & (t["prompt_tokens"] + np.maximum(t["chosen_tokens"], t["rejected_tokens"]) > cfg.max_length)
+    ).mean()
     with capsys.disabled():
-        print(f"\nHH, all {len(t)} pairs at max_length {cfg.max_length}: window drops {c['dropped_length'] / len(t):.1%},"
-              f" cuts a response in {rc.mean():.1%} and a prompt in {pc.mean():.1%};"
-              f" trl's rule would drop {trl_drop:.1%} and cut {trl_cut:.1%}. {plan.summary()}")  # fmt: skip
+        print(
+            f"\nHH, all {len(t)} pairs at max_length {cfg.max_length}: window drops {c['dropped_length'] / len(t):.1%},"
+            f" cuts a response in {rc.mean():.1%} and a prompt in {pc.mean():.1%};"
+            f" trl's rule would drop {trl_drop:.1%} and cut {trl_cut:.1%}. {plan.summary()}"
+        )
     assert 0.12 < trl_drop < 0.17  # the problem this plan fixes is still there in trl's rule
     # The plan's token counts are trl's own tokenisation of the shaped rows (before the cut).
     from prefaudit.interventions import shape_pairs

@@ -29,9 +29,12 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .protocol import AuditState
 
 FINGERPRINT_KEY = "prefaudit_fingerprint"
 SESSION_FILE = "session.json"
@@ -86,7 +89,7 @@ def settings_fingerprint(config: dict[str, Any]) -> str:
 
 
 def artefact_fingerprints(
-    session: Any, config: dict[str, Any], concept_specs: list[dict[str, Any]]
+    session: AuditState, config: dict[str, Any], concept_specs: list[dict[str, Any]]
 ) -> dict[str, str]:
     """Fingerprint of each artefact ``session`` saves (``config`` and concept specs as saved)."""
     data = data_fingerprint(session.data)

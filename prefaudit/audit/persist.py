@@ -39,7 +39,7 @@ import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -66,11 +66,14 @@ from .fingerprint import (
 from .fit import SAEFit
 from .persist_schema import FORMAT_VERSION, JSON_COLS, check_report, check_state, fail, parse_json, read_json
 
+if TYPE_CHECKING:
+    from .protocol import AuditState
+
 __all__ = ["FORMAT_VERSION", "SessionFileError", "load_session", "save_session"]
 
 
 # ---------------------------------------------------------------------------- saving
-def save_session(session: Any, path: Path) -> Path:
+def save_session(session: AuditState, path: Path) -> Path:
     """Write ``session`` to the folder ``path`` atomically (see the module docstring)."""
     target = Path(os.path.abspath(path))  # "." or "x/.." name a folder too
     target = target.resolve() if target.is_symlink() else target  # replace the folder, not the link
@@ -140,7 +143,7 @@ def _replace_folder(tmp: Path, path: Path) -> None:
         warnings.warn(f"The previous session was moved to {old} and could not be removed: {e}", stacklevel=3)
 
 
-def _write_session(session: Any, folder: Path, target: Path) -> None:
+def _write_session(session: AuditState, folder: Path, target: Path) -> None:
     """Write every artefact and then ``session.json`` into ``folder`` (which becomes ``target``)."""
     from safetensors.numpy import save_file
 

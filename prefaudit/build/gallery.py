@@ -21,12 +21,15 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..demo.design import PLANTED
 from ..demo.recovery import SIDES, _entries, token_offsets
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "gallery.md"
 CARD_PATH = Path(__file__).resolve().parents[2] / "docs" / "MODEL_CARD.md"
@@ -44,7 +47,7 @@ def _index(feature_id: str) -> int:
     return int(str(feature_id).split(":")[1])
 
 
-def pick_features(session: Any, *, n_dz: int = 7, n_freq: int = 3) -> list[tuple[int, str]]:
+def pick_features(session: AuditState, *, n_dz: int = 7, n_freq: int = 3) -> list[tuple[int, str]]:
     """``(feature index, why picked)`` by the module's rule."""
     res = session.results
     picked: list[tuple[int, str]] = []
@@ -73,7 +76,7 @@ def pick_features(session: Any, *, n_dz: int = 7, n_freq: int = 3) -> list[tuple
 
 
 def feature_section(
-    session: Any, feature: int, why: str, *, n_contexts: int = 5, n_label: int = 30, level: int = 3
+    session: AuditState, feature: int, why: str, *, n_contexts: int = 5, n_label: int = 30, level: int = 3
 ) -> str:
     """Markdown for one feature."""
     enc, df, tok = session.encoded, session.data.df, session.backbone.tokenizer
@@ -116,7 +119,13 @@ def feature_section(
 
 
 def gallery_markdown(
-    session: Any, *, n_dz: int = 7, n_freq: int = 3, n_contexts: int = 5, title: bool = True, level: int = 3
+    session: AuditState,
+    *,
+    n_dz: int = 7,
+    n_freq: int = 3,
+    n_contexts: int = 5,
+    title: bool = True,
+    level: int = 3,
 ) -> str:
     """The whole gallery page for an encoded and tested demo session."""
     meta = session.sae.metadata.get("prefaudit", {})

@@ -20,84 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-# Things to explain. The subject phrase is used verbatim inside templates and styled text.
-CONCEPTS = (
-    "photosynthesis", "inflation", "black holes", "the water cycle", "compound interest", "vaccines",
-    "volcanoes", "the stock market", "machine learning", "democracy", "plate tectonics",
-    "the immune system", "gravity", "climate change", "recycling", "electricity", "the internet",
-    "DNA", "earthquakes", "the phases of the moon", "the greenhouse effect", "supply and demand",
-    "the human heart", "rainbows", "tides", "solar panels", "antibiotics", "the French Revolution",
-    "the Roman Empire", "the printing press", "evolution", "atoms", "the periodic table", "magnets",
-    "sound waves", "the speed of light", "hurricanes", "coral reefs", "the ozone layer",
-    "blockchain", "encryption", "cloud computing", "nuclear power", "wind turbines", "batteries",
-    "the digestive system", "sleep cycles", "memory", "habits", "procrastination", "stress",
-    "meditation", "the placebo effect", "opportunity cost", "taxes", "credit scores", "interest rates",
-    "budgeting", "the Pythagorean theorem", "prime numbers", "probability", "statistics",
-    "algorithms", "operating systems", "computer viruses", "search engines", "GPS", "satellites",
-    "the Big Bang", "the solar system", "Mars", "comets", "the Milky Way", "dinosaurs", "fossils",
-    "glaciers", "deserts", "rainforests", "bees", "migration of birds", "octopuses", "whales",
-    "mushrooms", "bread baking", "fermentation", "coffee", "chocolate", "the Olympic Games",
-    "jazz music", "impressionist painting", "Shakespeare's plays", "poetry", "the scientific method",
-    "critical thinking", "renewable energy", "water treatment", "bridges", "skyscrapers",
-    "airplane flight", "rockets", "submarines", "3D printing", "robots", "the human brain",
-    "muscles", "bones", "vitamins", "allergies", "the common cold", "hydration", "exercise",
-    "photography", "the camera obscura", "maps", "time zones", "calendars", "leap years",
-    "the metric system", "languages", "grammar", "libraries", "museums", "elections",
-    "the United Nations", "trade", "globalization", "cities", "public transport", "electric cars",
-)  # fmt: skip
-
-# Things to do (how-to questions).
-ACTIVITIES = (
-    "learning to cook", "saving money", "improving my sleep", "running a first 5k",
-    "learning a new language", "starting a vegetable garden", "studying for exams",
-    "writing a cover letter", "preparing for a job interview", "learning to play the guitar",
-    "keeping a houseplant alive", "reducing screen time", "starting to meditate", "learning to swim",
-    "planning a trip on a budget", "organizing my closet", "making new friends as an adult",
-    "learning to code", "public speaking", "taking better photos", "reading more books",
-    "drinking more water", "waking up earlier", "training a puppy", "baking bread at home",
-    "managing my time", "staying focused while working from home", "learning to draw",
-    "writing a short story", "starting a small business", "paying off debt", "cooking for one",
-    "getting into cycling", "learning chess", "keeping a journal", "reducing food waste",
-    "decluttering my home", "learning to type faster", "stretching after exercise",
-    "choosing a first laptop", "preparing for a marathon", "making a monthly budget",
-    "caring for a cat", "brewing tea properly", "learning to knit", "camping for the first time",
-    "giving feedback to a colleague", "negotiating a salary", "building a morning routine",
-    "memorizing vocabulary", "painting with watercolors", "hosting a dinner party",
-    "volunteering in my community", "learning basic first aid", "fixing a flat bike tire",
-    "composting at home", "writing clear emails", "learning to juggle", "growing herbs indoors",
-    "starting a podcast", "saving for retirement", "eating more vegetables", "learning sign language",
-)  # fmt: skip
-
-# Pairs to compare.
-COMPARISONS = (
-    ("a virus", "a bacterium"), ("weather", "climate"), ("an alligator", "a crocodile"),
-    ("a comet", "an asteroid"), ("baking soda", "baking powder"), ("a frog", "a toad"),
-    ("speed", "velocity"), ("a democracy", "a republic"), ("RAM", "storage"),
-    ("a hurricane", "a tornado"), ("stocks", "bonds"), ("a lake", "a pond"),
-    ("mitosis", "meiosis"), ("a simile", "a metaphor"), ("an ocean", "a sea"),
-    ("a butterfly", "a moth"), ("a planet", "a star"), ("empathy", "sympathy"),
-    ("a rabbit", "a hare"), ("a debit card", "a credit card"), ("Wi-Fi", "Bluetooth"),
-    ("a violin", "a viola"), ("a monkey", "an ape"), ("a mountain", "a hill"),
-    ("an atom", "a molecule"), ("a fruit", "a vegetable"), ("a cold", "the flu"),
-    ("a dolphin", "a porpoise"), ("latitude", "longitude"), ("a bug", "a feature"),
-    ("renting", "buying a home"), ("an essay", "a report"), ("weight", "mass"),
-    ("a crow", "a raven"), ("a bay", "a gulf"), ("tea", "coffee"), ("AC", "DC electricity"),
-    ("a hypothesis", "a theory"), ("a village", "a town"), ("a cyclone", "a typhoon"),
-)  # fmt: skip
-
-# "Why" facts: the subject completes "Why do/does ..." style questions.
-WHYS = (
-    "cats purr", "leaves change color in autumn", "we dream", "birds migrate", "the sky looks blue",
-    "onions make us cry", "bread rises", "ice float on water", "we yawn", "the ocean is salty",
-    "bees make honey", "we get goosebumps", "stars twinkle", "cats land on their feet",
-    "metal feel cold", "we have fingerprints", "the moon change shape", "popcorn pop",
-    "dogs wag their tails", "our ears pop on planes", "zebras have stripes", "we hiccup",
-    "leaves fall in autumn", "planes leave white trails", "thunder follow lightning",
-    "cold air feel dry", "our stomachs growl", "camels have humps", "owls hunt at night",
-    "sunsets look red", "flamingos stand on one leg", "the seasons change", "soap remove grease",
-    "we need sleep", "plants need sunlight", "fireflies glow", "apples turn brown when cut",
-    "hair turn gray", "bubbles look round", "mirrors reverse left and right",
-)  # fmt: skip
+from .prompt_topics import ACTIVITIES, COMPARISONS, CONCEPTS, WHYS
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "concept": (
@@ -137,6 +60,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 # Requests for resources (kind "resource", on CONCEPTS and ACTIVITIES topics): the demo's topic-conditional
 # bias lives on these prompts (prefaudit.demo.design). Every template says "resources", so a
 # topic clustering of the prompts can find them; no prompt style is appended.
+
 RESOURCE_TEMPLATES = (
     "Can you recommend some resources about {s}?",
     "Where can I find good resources about {s}?",
@@ -187,9 +111,16 @@ def _fix_why(s: str, template: str) -> str:
     # WHYS are written for "Why do ...?"; other templates need the declarative form.
     if template.startswith("Why do"):
         return s
-    fixes = {"ice float": "ice floats", "metal feel": "metal feels", "the moon change": "the moon changes",
-             "popcorn pop": "popcorn pops", "thunder follow": "thunder follows", "cold air feel": "cold air feels",
-             "soap remove": "soap removes", "hair turn": "hair turns"}  # fmt: skip
+    fixes = {
+        "ice float": "ice floats",
+        "metal feel": "metal feels",
+        "the moon change": "the moon changes",
+        "popcorn pop": "popcorn pops",
+        "thunder follow": "thunder follows",
+        "cold air feel": "cold air feels",
+        "soap remove": "soap removes",
+        "hair turn": "hair turns",
+    }
     for bad, good in fixes.items():
         if s.startswith(bad):
             return good + s[len(bad) :]
@@ -212,9 +143,18 @@ def _verbs(subject: str) -> dict[str, str]:
 # still produces those prompts, because cached generated corpora are keyed by the exact prompt
 # texts; the SAE corpus keeps them (harmless for activations), the demo build skips them.
 _NOT_AFTER_WHY_DO = (
-    "ice float", "metal feel", "the moon change", "popcorn pop", "thunder follow", "cold air feel",
-    "soap remove", "hair turn", "bread rises", "the sky looks", "the ocean is",
-)  # fmt: skip
+    "ice float",
+    "metal feel",
+    "the moon change",
+    "popcorn pop",
+    "thunder follow",
+    "cold air feel",
+    "soap remove",
+    "hair turn",
+    "bread rises",
+    "the sky looks",
+    "the ocean is",
+)
 
 
 def is_grammatical(prompt: Prompt) -> bool:

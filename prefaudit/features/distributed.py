@@ -96,8 +96,14 @@ def encode_shards(
     if cache_dir is None:
         raise ConfigError("encode_shards writes into the shard cache: pass cache_dir.")
     meta, folder, n_shards = open_cache(
-        pairs, backbone, sae, pooling=pooling, batch_size=batch_size, shard_size=shard_size, cache_dir=cache_dir
-    )  # fmt: skip
+        pairs,
+        backbone,
+        sae,
+        pooling=pooling,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        cache_dir=cache_dir,
+    )
     assigned = sorted({int(s) for s in shards})
     bad = [s for s in assigned if not 0 <= s < n_shards]
     if bad:
@@ -157,8 +163,14 @@ def encode_distributed(
     state = state if state is not None else process_state()
     rank, world = state.process_index, state.num_processes
     meta, folder, n_shards = open_cache(
-        pairs, backbone, sae, pooling=pooling, batch_size=batch_size, shard_size=shard_size, cache_dir=cache_dir
-    )  # fmt: skip
+        pairs,
+        backbone,
+        sae,
+        pooling=pooling,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        cache_dir=cache_dir,
+    )
     cache = ShardCache(folder, meta, n_shards)
     found = cache.finished()
     state.wait_for_everyone()  # every process has listed the finished shards before any writes one
@@ -171,9 +183,18 @@ def encode_distributed(
         f"encoding {len(mine)} of the {len(left)} left" + (f" (shards {listing(mine)})" if mine else "")
     )
     counts = encode_shards(
-        pairs, backbone, sae, mine, cache_dir=cache_dir, pooling=pooling, batch_size=batch_size,
-        batch_tokens=batch_tokens, shard_size=shard_size, share_prompt=share_prompt, progress=progress and state.is_main_process,
-    )  # fmt: skip
+        pairs,
+        backbone,
+        sae,
+        mine,
+        cache_dir=cache_dir,
+        pooling=pooling,
+        batch_size=batch_size,
+        batch_tokens=batch_tokens,
+        shard_size=shard_size,
+        share_prompt=share_prompt,
+        progress=progress and state.is_main_process,
+    )
     # gather_object is also the barrier: every process has written its shards when it returns.
     per_rank = gather_object([(rank, counts.encoded, counts.tokens_processed)])
     if not state.is_main_process:

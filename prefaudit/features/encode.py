@@ -230,8 +230,13 @@ def encode_shard(
     if batch_tokens is None:
         batch_tokens = backbone.default_batch_tokens
     batches = length_batches(
-        p_len, r_len, batch_size, batch_tokens=batch_tokens, share_prompt=share_prompt, packed=backbone.packs_pairs
-    )  # fmt: skip
+        p_len,
+        r_len,
+        batch_size,
+        batch_tokens=batch_tokens,
+        share_prompt=share_prompt,
+        packed=backbone.packs_pairs,
+    )
     for idx in batches:
         pooled, used = encode_batch(
             backbone,
@@ -392,8 +397,14 @@ def encode_pairs(
     distributed ``prefaudit encode``, :mod:`prefaudit.features.distributed`) are read like any other.
     """
     meta, folder, n_shards = open_cache(
-        pairs, backbone, sae, pooling=pooling, batch_size=batch_size, shard_size=shard_size, cache_dir=cache_dir
-    )  # fmt: skip
+        pairs,
+        backbone,
+        sae,
+        pooling=pooling,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        cache_dir=cache_dir,
+    )
     if n_shards == 0:
         raise ConfigError("Nothing to encode: the dataset has no pairs.")
     counts = ShardCounts(n_shards, assigned=list(range(n_shards)))

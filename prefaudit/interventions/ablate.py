@@ -21,10 +21,11 @@ from .base import Intervention, RowPlan
 from .registry import register
 
 if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
     from ..audit.shaping import Preview
 
 
-def ablation_features(core: Any, weights: dict[str, float]) -> tuple[list[str], list[str]]:
+def ablation_features(core: AuditState, weights: dict[str, float]) -> tuple[list[str], list[str]]:
     """(features with a direction to ablate, suppressed features without one), in a stable order."""
     suppressed = [f for f, w in weights.items() if w < 0]
     suppressed += [f for f, v in core.verdicts.items() if v == "suppress" and f not in suppressed]
@@ -33,7 +34,7 @@ def ablation_features(core: Any, weights: dict[str, float]) -> tuple[list[str], 
     return ok, [f for f in suppressed if f not in ok]
 
 
-def ablation_directions(core: Any, features: Sequence[str]) -> np.ndarray:
+def ablation_directions(core: AuditState, features: Sequence[str]) -> np.ndarray:
     """Residual-stream directions ``(n, d_model)`` of ``features``: SAE decoder rows or concept directions."""
     rows = []
     for f in features:
@@ -45,7 +46,7 @@ def ablation_directions(core: Any, features: Sequence[str]) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, 0))
 
 
-def training_ablation(core: Any, features: Sequence[str]) -> tuple[np.ndarray, int]:
+def training_ablation(core: AuditState, features: Sequence[str]) -> tuple[np.ndarray, int]:
     """(directions, layer) the trainer projects out, checked against the model's width."""
     backbone = core.backbone
     dirs = ablation_directions(core, features)
@@ -60,7 +61,9 @@ def training_ablation(core: Any, features: Sequence[str]) -> tuple[np.ndarray, i
 class Ablate(Intervention):
     name = "ablate"
 
-    def rows(self, core: Any, weights: dict[str, float], margins: np.ndarray, threshold: float) -> RowPlan:
+    def rows(
+        self, core: AuditState, weights: dict[str, float], margins: np.ndarray, threshold: float
+    ) -> RowPlan:
         ablate, skipped = ablation_features(core, weights)
         if not ablate:
             why = f" ({', '.join(skipped)} are text concepts without a direction)" if skipped else ""

@@ -24,6 +24,7 @@ from .. import shaping
 from ..shaping import DOMINANCE_THRESHOLD
 
 if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
     from ..audit.shaping import Preview
 
 
@@ -90,7 +91,9 @@ class Intervention:
     name: ClassVar[str] = ""
     margin_in_loss: ClassVar[bool] = False
 
-    def rows(self, core: Any, weights: dict[str, float], margins: np.ndarray, threshold: float) -> RowPlan:
+    def rows(
+        self, core: AuditState, weights: dict[str, float], margins: np.ndarray, threshold: float
+    ) -> RowPlan:
         """Which of the requested pairs are kept or swapped, their loss margins and sampling weights."""
         return RowPlan.unchanged(len(margins))
 
@@ -111,7 +114,7 @@ class Intervention:
 
     def predict(
         self,
-        core: Any,
+        core: AuditState,
         weights: dict[str, float],
         *,
         threshold: float = DOMINANCE_THRESHOLD,
@@ -145,7 +148,7 @@ class Intervention:
             raw[index[f]] = 0.0
         return prediction_table(pv["feature"], pv["label"], pv["weight"], raw, sd)
 
-    def predict_run(self, core: Any, run: Any, matrix: Any) -> pd.DataFrame:
+    def predict_run(self, core: AuditState, run: Any, matrix: Any) -> pd.DataFrame:
         """What a finished run should have learned: the prediction over exactly what it trained on.
 
         Over the pairs its plan trained on (``run.plan.trained_positions``), read in its window

@@ -10,6 +10,7 @@ from .base import Intervention, RowPlan, dominated
 from .registry import register
 
 if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
     from ..audit.shaping import Preview
 
 
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
 class Filter(Intervention):
     name = "filter"
 
-    def rows(self, core: Any, weights: dict[str, float], margins: np.ndarray, threshold: float) -> RowPlan:
+    def rows(
+        self, core: AuditState, weights: dict[str, float], margins: np.ndarray, threshold: float
+    ) -> RowPlan:
         plan = RowPlan.unchanged(len(margins))
         plan.keep = ~dominated(margins, threshold)
         return plan

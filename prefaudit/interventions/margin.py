@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import Intervention, RowPlan, dominated
 from .registry import register
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 
 @register
@@ -15,7 +18,9 @@ class Margin(Intervention):
     name = "margin"
     margin_in_loss = True
 
-    def rows(self, core: Any, weights: dict[str, float], margins: np.ndarray, threshold: float) -> RowPlan:
+    def rows(
+        self, core: AuditState, weights: dict[str, float], margins: np.ndarray, threshold: float
+    ) -> RowPlan:
         plan = RowPlan.unchanged(len(margins))
         plan.loss_margin = np.asarray(margins, dtype=np.float64)
         return plan

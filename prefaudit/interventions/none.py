@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .base import Intervention
 from .registry import register
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 
 @register
@@ -16,7 +19,7 @@ class NoIntervention(Intervention):
 
     def predict(
         self,
-        core: Any,
+        core: AuditState,
         weights: dict[str, float],
         *,
         threshold: float = 1.0,

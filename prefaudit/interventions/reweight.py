@@ -6,7 +6,7 @@ prediction is the default σ(mᵢ)-weighted mean Δ.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,12 +14,17 @@ from ..shaping import gradient_weights
 from .base import Intervention, RowPlan
 from .registry import register
 
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
+
 
 @register
 class Reweight(Intervention):
     name = "reweight"
 
-    def rows(self, core: Any, weights: dict[str, float], margins: np.ndarray, threshold: float) -> RowPlan:
+    def rows(
+        self, core: AuditState, weights: dict[str, float], margins: np.ndarray, threshold: float
+    ) -> RowPlan:
         plan = RowPlan.unchanged(len(margins))
         g = gradient_weights(margins)
         plan.sample_weight = g / g.mean()

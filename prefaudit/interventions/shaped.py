@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,13 +20,16 @@ from ..errors import ConfigError
 from ..shaping import DOMINANCE_THRESHOLD
 from .registry import get
 
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
-def resolve_weights(session: Any, weights: dict[Any, float] | None) -> dict[str, float]:
+
+def resolve_weights(session: AuditState, weights: dict[Any, float] | None) -> dict[str, float]:
     """Feature id -> finite non-zero weight (``None``: the session's current weights)."""
     return session.decisions.checked_weights(session.weights if weights is None else weights)
 
 
-def session_margins(session: Any, weights: dict[str, float]) -> np.ndarray:
+def session_margins(session: AuditState, weights: dict[str, float]) -> np.ndarray:
     """mᵢ for every pair of the session (zeros, without encoding anything, when no weight is set)."""
     if not weights:
         return np.zeros(len(session.data))
@@ -106,14 +109,14 @@ class ShapedPairs:
         }
 
 
-def _use_chat(session: Any, tokenizer: Any, conversational: bool | None) -> bool:
+def _use_chat(session: AuditState, tokenizer: Any, conversational: bool | None) -> bool:
     if conversational is not None:
         return bool(conversational)
     tok = tokenizer if tokenizer is not None else session.backbone.tokenizer
     return bool(getattr(tok, "chat_template", None))
 
 
-def _rows(session: Any, positions: np.ndarray, swap: np.ndarray, chat: bool) -> list[dict[str, Any]]:
+def _rows(session: AuditState, positions: np.ndarray, swap: np.ndarray, chat: bool) -> list[dict[str, Any]]:
     df = session.data.df
     rows = []
     for k, i in enumerate(positions):
@@ -134,7 +137,7 @@ def _rows(session: Any, positions: np.ndarray, swap: np.ndarray, chat: bool) -> 
 
 
 def shape_pairs(
-    session: Any,
+    session: AuditState,
     intervention: str = "margin",
     *,
     weights: dict[Any, float] | None = None,
@@ -226,7 +229,7 @@ def shape_pairs(
     return shaped
 
 
-def shaped_dataset(session: Any, intervention: str = "margin", **kwargs: Any) -> Any:
+def shaped_dataset(session: AuditState, intervention: str = "margin", **kwargs: Any) -> Any:
     """The ``datasets.Dataset`` of :func:`shape_pairs` (what trl trains on).
 
     Example

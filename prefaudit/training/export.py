@@ -36,13 +36,16 @@ import json
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError
 from .files import export_jsonl
 from .run import prepare_run
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 _TEMPLATES = "templates"
 
@@ -52,7 +55,7 @@ def _template(name: str) -> str:
     return (resources.files("prefaudit.training") / _TEMPLATES / name).read_text(encoding="utf-8")
 
 
-def _model_path(session: Any, directory: Path) -> tuple[str, str | None]:
+def _model_path(session: AuditState, directory: Path) -> tuple[str, str | None]:
     """(model path or hub name, tokenizer path or None) that the script can load."""
     spec = session.config["model"]
     tokenizer = None
@@ -75,7 +78,7 @@ def _model_path(session: Any, directory: Path) -> tuple[str, str | None]:
     return path, tokenizer
 
 
-def export_training(session: Any, directory: Path, config: Any = None, **overrides: Any) -> Path:
+def export_training(session: AuditState, directory: Path, config: Any = None, **overrides: Any) -> Path:
     """Write the shaped dataset, ``train_dpo.py``, ``config.json`` and an accelerate config to ``directory``.
 
     Parameters

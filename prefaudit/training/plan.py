@@ -54,13 +54,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ..audit.pair_edits import flip_rows
 from .tokens import trl_token_ids, window_cut
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 STATUSES = ("trained", "held_out", "dropped_length", "not_sampled", "excluded")
 _TOKEN_COLUMNS = (
@@ -129,7 +132,7 @@ def split_positions(n_pairs: int, config: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(train), held
 
 
-def shape_training_set(core: Any, config: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+def shape_training_set(core: AuditState, config: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """(shaped pairs, train positions, held-out positions) of a run with ``config``."""
     from ..interventions import resolve_weights, shape_pairs
 
@@ -143,12 +146,18 @@ def shape_training_set(core: Any, config: Any) -> tuple[Any, np.ndarray, np.ndar
         from .window import window_matrix
 
         matrix = window_matrix(core, config.window(), train)
-        margins = np.asarray(core.shaping.preview(weights, features=[], matrix=matrix).margins, dtype=np.float64)
+        margins = np.asarray(
+            core.shaping.preview(weights, features=[], matrix=matrix).margins, dtype=np.float64
+        )
         margins = margins * signs[train]  # a flipped pair's margin, read from its swapped sides
     shaped = shape_pairs(
-        core, config.intervention, weights=weights, positions=train, threshold=config.filter_threshold,
+        core,
+        config.intervention,
+        weights=weights,
+        positions=train,
+        threshold=config.filter_threshold,
         margins=margins,
-    )  # fmt: skip
+    )
     return flip_rows(shaped, core.pair_edits), train, held
 
 
@@ -265,7 +274,7 @@ class TrainingPlan:
             )
 
 
-def plan_training(core: Any, config: Any = None, **overrides: Any) -> TrainingPlan:
+def plan_training(core: AuditState, config: Any = None, **overrides: Any) -> TrainingPlan:
     """The plan of a run with ``config`` on ``core``'s pairs (see the module docstring).
 
     Parameters
@@ -287,7 +296,7 @@ def plan_training(core: Any, config: Any = None, **overrides: Any) -> TrainingPl
     return build_plan(core, cfg, shaped, held)
 
 
-def build_plan(core: Any, config: Any, shaped: Any, heldout_positions: np.ndarray) -> TrainingPlan:
+def build_plan(core: AuditState, config: Any, shaped: Any, heldout_positions: np.ndarray) -> TrainingPlan:
     """The plan of an already shaped training set (``prepare_run`` calls this)."""
     from ..interventions import shape_pairs
 
@@ -340,8 +349,16 @@ def build_plan(core: Any, config: Any, shaped: Any, heldout_positions: np.ndarra
     if len(others):
         # Held-out and excluded pairs: their unshaped rows, counted as the window would keep them.
         measure(others, shape_pairs(core, "none", positions=others).dataset)
-    table = pd.DataFrame({"position": np.arange(n), "pair_id": pair_ids, "status": status, "reason": reason,
-                          "draws": draws, "flipped": flipped})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "position": np.arange(n),
+            "pair_id": pair_ids,
+            "status": status,
+            "reason": reason,
+            "draws": draws,
+            "flipped": flipped,
+        }
+    )
     for j, name in enumerate(_TOKEN_COLUMNS):
         table[name] = tokens[:, j]
     return TrainingPlan(

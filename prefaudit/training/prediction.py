@@ -10,7 +10,7 @@ Example
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,9 +20,12 @@ from ..features.matrix import FeatureMatrix
 from .plan import plan_training
 from .window import window_matrix
 
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
+
 
 def predict_in_window(
-    core: Any,
+    core: AuditState,
     config: Any,
     weights: dict[Any, float] | None = None,
     *,

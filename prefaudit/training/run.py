@@ -39,7 +39,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,9 @@ from .config import DPORunConfig, resolve_config
 from .files import process_owner, write_run_record
 from .plan import TrainingPlan, build_plan, shape_training_set, split_positions
 from .policy import PolicyStore, clear_frames, free_memory
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 __all__ = ["DPORun", "PreparedRun", "prepare_run", "split_positions", "start_run"]
 
@@ -110,7 +113,7 @@ class DPORun:
         ablation: tuple[np.ndarray, int] | None = None,
         callbacks: Sequence[Any] = (),
         source: dict[str, Any] | None = None,
-        session: Any = None,
+        session: AuditState = None,
         plan: TrainingPlan | None = None,
         base: Any = None,
     ) -> None:
@@ -433,7 +436,7 @@ class PreparedRun:
     plan: TrainingPlan
 
 
-def prepare_run(session: Any, config: Any = None, **overrides: Any) -> PreparedRun:
+def prepare_run(session: AuditState, config: Any = None, **overrides: Any) -> PreparedRun:
     """Validate the config, shape the session's training pairs and plan the run (runs and exports)."""
     from ..interventions.ablate import training_ablation
 
@@ -456,7 +459,9 @@ def prepare_run(session: Any, config: Any = None, **overrides: Any) -> PreparedR
     return PreparedRun(cfg, shaped, train, held, ablation, plan)
 
 
-def start_run(session: Any, config: Any = None, *, callbacks: Sequence[Any] = (), **overrides: Any) -> DPORun:
+def start_run(
+    session: AuditState, config: Any = None, *, callbacks: Sequence[Any] = (), **overrides: Any
+) -> DPORun:
     """Shape the session's pairs, copy its model and start a DPO run in the background.
 
     Parameters

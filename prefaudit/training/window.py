@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,9 +28,12 @@ from ..features.encode import encode_batch, length_batches
 from ..features.matrix import FeatureMatrix
 from .tokens import trl_token_ids, window_cut
 
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
+
 
 def window_token_ids(
-    core: Any, window: dict[str, int], positions: Sequence[int]
+    core: AuditState, window: dict[str, int], positions: Sequence[int]
 ) -> list[tuple[list[int], ...]]:
     """(prompt, chosen, rejected) token ids of the pairs at ``positions`` as the run's window keeps them.
 
@@ -60,7 +63,7 @@ def _side_matrix(pooled: list[tuple[np.ndarray, ...]], d_sae: int) -> sp.csr_mat
     return sp.csr_matrix((data, indices, indptr), shape=(len(pooled), d_sae))
 
 
-def window_matrix(core: Any, window: dict[str, int], positions: Sequence[int]) -> FeatureMatrix:
+def window_matrix(core: AuditState, window: dict[str, int], positions: Sequence[int]) -> FeatureMatrix:
     """Pooled features ``(len(positions), n_features)`` of those pairs read in the training window.
 
     Columns are the audit's (``core.feature_ids``): SAE features from the window's tokens, then
@@ -86,9 +89,12 @@ def window_matrix(core: Any, window: dict[str, int], positions: Sequence[int]) -
         )
         for idx in batches:
             out, _ = encode_batch(
-                backbone, sae, [ids[i][0] for i in idx], [(ids[i][1], ids[i][2]) for i in idx],
+                backbone,
+                sae,
+                [ids[i][0] for i in idx],
+                [(ids[i][1], ids[i][2]) for i in idx],
                 pooling=core.config["pooling"],
-            )  # fmt: skip
+            )
             for k, i in enumerate(idx):
                 pooled[2 * i], pooled[2 * i + 1] = out[2 * k], out[2 * k + 1]
     texts = [[backbone.tokenizer.decode(x[s], skip_special_tokens=True).strip() for x in ids] for s in (1, 2)]
@@ -100,8 +106,12 @@ def window_matrix(core: Any, window: dict[str, int], positions: Sequence[int]) -
         for j, concept in enumerate(core.concepts):
             needs = getattr(concept, "kind", "") == "direction"
             if needs and mean_act is None:
-                mean_act = np.stack([a.mean(0).numpy() for a in backbone.read_responses(
-                    [core.data.messages(i) for i in pos], texts[s])])  # fmt: skip
+                mean_act = np.stack(
+                    [
+                        a.mean(0).numpy()
+                        for a in backbone.read_responses([core.data.messages(i) for i in pos], texts[s])
+                    ]
+                )
             concepts[:, j] = concept_values(concept, texts[s], mean_act if needs else None)
         blocks = [_side_matrix(mine, sae.d_sae)] if core.uses_sae else []
         sides.append(sp.hstack([*blocks, sp.csr_matrix(concepts)], format="csr"))
