@@ -68,8 +68,18 @@ def columns_with_delta(chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
     return np.flatnonzero((chosen != rejected).any(axis=0))
 
 
+@pytest.fixture(scope="module", autouse=True, params=["numba", "numpy"])
+def engine(request):
+    """Every test here runs with both engines of paired_tests (see tests/test_stats_kernels.py)."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFAUDIT_STATS_ENGINE", request.param)
+        yield request.param
+
+
 @pytest.fixture(scope="module")
-def large() -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def large(engine) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     chosen, rejected = mixed_activations(0, 120)
     return chosen, rejected, paired_tests(chosen, rejected, n_boot=200, n_splits=10)
 

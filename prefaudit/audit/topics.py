@@ -34,7 +34,7 @@ import pandas as pd
 from .. import ids
 from ..errors import ConfigError
 from ..features.topics import PromptTopics, cluster_prompts, kruskal_wallis_columns, prompt_text
-from ..stats import PAIRED_TEST_COLUMNS, paired_tests
+from ..stats import PAIRED_TEST_COLUMNS, paired_tests_grouped
 from ..stats.pvalues import benjamini_hochberg
 from .versions import Memo
 
@@ -249,28 +249,22 @@ def tests_within(
     lengths: tuple[np.ndarray, np.ndarray] | None,
     **paired_kw: Any,
 ) -> pd.DataFrame:
-    """:func:`paired_tests` within each group of pairs (``assignment``), as one long table.
+    """:func:`~prefaudit.stats.paired_tests` within each group of pairs (``assignment``), as one long table.
 
     Columns ``name, name_label`` then the paired-test columns; ``q`` is BH over every tested
     group × column (untested: q = 1); ``p_heterogeneity`` is Kruskal–Wallis of each column of
     ``delta`` across the groups, ``q_heterogeneity`` its BH over the columns whose Δ varies.
     Used by ``test(by="topic")`` for features and by the report for feature groups.
     """
-    tables = []
-    for g, label in enumerate(group_labels):
-        rows = np.flatnonzero(assignment == g)
-        if rows.size == 0:
-            continue
-        part = paired_tests(
-            chosen[rows],
-            rejected[rows],
-            lengths=None if lengths is None else (lengths[0][rows], lengths[1][rows]),
-            **paired_kw,
-        )
-        part.insert(0, f"{name}_label", label)
-        part.insert(0, name, g)
-        tables.append(part)
-    table = pd.concat(tables, ignore_index=True)
+    # One pass over every group (stats.paired_tests_grouped): each group's rows equal
+    # paired_tests on that group's pairs alone, resamples included.
+    table = paired_tests_grouped(
+        chosen, rejected, assignment, n_groups=len(group_labels), lengths=lengths, **paired_kw
+    )
+    groups = table.pop("group").to_numpy()
+    table.insert(0, f"{name}_label", np.asarray(group_labels, dtype=object)[groups])
+    table.insert(0, name, groups)
+    n_tables = np.unique(groups).size
     p = table["p"].to_numpy(dtype=np.float64)
     tested = table["n_nonzero"].to_numpy() > 0
     q = np.where(tested, np.nan, 1.0)
@@ -281,6 +275,6 @@ def tests_within(
     q_het = np.where(varies, np.nan, 1.0)
     het_ok = varies & np.isfinite(p_het)
     q_het[het_ok] = benjamini_hochberg(p_het[het_ok])
-    table["p_heterogeneity"] = np.tile(p_het, len(tables))
-    table["q_heterogeneity"] = np.tile(q_het, len(tables))
+    table["p_heterogeneity"] = np.tile(p_het, n_tables)
+    table["q_heterogeneity"] = np.tile(q_het, n_tables)
     return table

@@ -7,7 +7,10 @@
 >>> list(paired_tests(chosen, rejected, n_boot=100).columns[:4])
 ['feature', 'source', 'label', 'n_pairs']
 
-Modules: :mod:`~prefaudit.stats.paired` (the table), :mod:`~prefaudit.stats.ranks` (grouped
+Modules: :mod:`~prefaudit.stats.paired` (the table), :mod:`~prefaudit.stats.grouped` (the table
+within each group of pairs, in one pass), :mod:`~prefaudit.stats.kernels` and
+:mod:`~prefaudit.stats.fused` (the compiled per-column pass and its threads),
+:mod:`~prefaudit.stats.effects` (summaries → table), :mod:`~prefaudit.stats.ranks` (blockwise
 signed ranks), :mod:`~prefaudit.stats.pvalues` (scipy-equal p-values, Benjamini–Hochberg),
 :mod:`~prefaudit.stats.resampling` (bootstrap CI, split halves),
 :mod:`~prefaudit.stats.products` (sparse Δ columns times dense per-pair weights, threaded),
@@ -17,7 +20,15 @@ signed ranks), :mod:`~prefaudit.stats.pvalues` (scipy-equal p-values, Benjamini�
 
 from __future__ import annotations
 
-from prefaudit.stats.paired import PAIRED_TEST_COLUMNS, PAIRED_TESTS, paired_tests
+from prefaudit.stats.grouped import paired_tests_grouped
+from prefaudit.stats.paired import ENGINES, PAIRED_TEST_COLUMNS, PAIRED_TESTS, paired_tests
 from prefaudit.stats.pvalues import benjamini_hochberg
 
-__all__ = ["PAIRED_TESTS", "PAIRED_TEST_COLUMNS", "benjamini_hochberg", "paired_tests"]
+__all__ = [
+    "ENGINES",
+    "PAIRED_TESTS",
+    "PAIRED_TEST_COLUMNS",
+    "benjamini_hochberg",
+    "paired_tests",
+    "paired_tests_grouped",
+]

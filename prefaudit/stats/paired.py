@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,47 +21,40 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from prefaudit.errors import ConfigError
+from prefaudit.errors import ConfigError, MissingDependencyError
+from prefaudit.stats import kernels
+from prefaudit.stats.effects import PAIRED_TEST_COLUMNS, Summaries, build_table, column_eps, declared_dtype
+from prefaudit.stats.fused import column_pass
 from prefaudit.stats.inputs import as_canonical_csc, length_difference, per_feature_strings, positive_int
-from prefaudit.stats.moments import centred_sum_of_squares, column_abs_max, column_means, float32_columns
-from prefaudit.stats.pvalues import (
-    benjamini_hochberg,
-    sign_test_pvalues,
-    t_test_pvalues,
-    wilcoxon_pvalues,
-)
+from prefaudit.stats.moments import centred_sum_of_squares, column_abs_max, column_means, segment_sums
 from prefaudit.stats.ranks import signed_ranks
-from prefaudit.stats.regression import length_controlled_effect
 from prefaudit.stats.resampling import resample_columns, resampling_weights
 
-#: The columns of :func:`paired_tests`' table, in order.
-PAIRED_TEST_COLUMNS: tuple[str, ...] = (
-    "feature",
-    "source",
-    "label",
-    "n_pairs",
-    "n_active",
-    "frac_active_chosen",
-    "frac_active_rejected",
-    "mean_chosen",
-    "mean_rejected",
-    "delta_mean",
-    "d_z",
-    "rank_biserial",
-    "ci_low",
-    "ci_high",
-    "p",
-    "q",
-    "split_half_agree",
-    "delta_len_ctrl",
-    "p_len_ctrl",
-    "direction",
-    "n_nonzero",
-    "constant_delta",
-)
+__all__ = ["ENGINES", "PAIRED_TESTS", "PAIRED_TEST_COLUMNS", "paired_tests", "resolve_engine"]
+
 
 #: The tests :func:`paired_tests` can run on Δ.
 PAIRED_TESTS: tuple[str, ...] = ("wilcoxon", "sign", "t")
+
+#: How :func:`paired_tests` computes the per-column passes (see its ``engine`` argument).
+ENGINES: tuple[str, ...] = ("auto", "numba", "numpy")
+
+#: The environment variable that picks the engine when ``engine`` is not given.
+ENGINE_VARIABLE = "PREFAUDIT_STATS_ENGINE"
+
+
+def resolve_engine(engine: str | None) -> str:
+    """``"numba"`` or ``"numpy"``: the engine asked for (or ``$PREFAUDIT_STATS_ENGINE``; ``auto``:
+    numba when it imports)."""
+    chosen = os.environ.get(ENGINE_VARIABLE, "auto") if engine is None else engine
+    if chosen not in ENGINES:
+        where = f"${ENGINE_VARIABLE}" if engine is None else "engine"
+        raise ConfigError(f"{where} must be one of {', '.join(ENGINES)}; got {chosen!r}")
+    if chosen == "numba" and not kernels.AVAILABLE:
+        raise MissingDependencyError("engine='numba' needs numba: pip install numba (or use engine='numpy')")
+    if chosen == "auto":
+        return "numba" if kernels.AVAILABLE else "numpy"
+    return chosen
 
 
 def _pattern(m: sp.csc_array) -> sp.csc_array:
@@ -103,6 +97,10 @@ class _Resampling:
     def cancel(self) -> None:
         self._cancel.set()
 
+    def weights(self) -> np.ndarray:
+        """The drawn weights (waits for the draws)."""
+        return self._weights.result()
+
     def start(self, delta: sp.csc_array, alpha: float) -> Future:
         """Queue the products for the tested columns of Δ; the future gives (low, high, agree)."""
         columns = np.flatnonzero(np.diff(delta.indptr))
@@ -122,60 +120,6 @@ class _Resampling:
         return future
 
 
-_EPS64, _EPS32 = float(np.finfo(np.float64).eps), float(np.finfo(np.float32).eps)
-
-
-def _declared_dtype(x: Any) -> np.dtype:
-    """The dtype ``x`` arrives in (float64 for array-likes without a numpy one): its precision counts."""
-    try:
-        dtype = np.dtype(getattr(x, "dtype", np.float64))
-    except TypeError:  # e.g. a torch dtype
-        return np.dtype(np.float64)
-    return dtype if dtype.kind in "biuf" else np.dtype(np.float64)
-
-
-def _column_eps(c: sp.csc_array, r: sp.csc_array, columns: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Machine epsilon of the precision the values of ``columns`` carry (see Notes of paired_tests)."""
-    if dtype.kind in "biu":  # integers and bools are exact in float64
-        return np.full(columns.size, _EPS64)
-    if dtype.itemsize < 8:  # float16/float32 inputs
-        return np.full(columns.size, float(np.finfo(dtype).eps))
-    single = float32_columns(c, columns) & float32_columns(r, columns)
-    return np.where(single, _EPS32, _EPS64)
-
-
-def standardised_effect(
-    delta: sp.csc_array,
-    delta_mean: np.ndarray,
-    sd: np.ndarray,
-    c: sp.csc_array,
-    r: sp.csc_array,
-    dtype: np.dtype,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``d_z`` = mean(Δ)/sd(Δ) per column and ``constant_delta``; the rules are in paired_tests' Notes."""
-    n, n_features = delta.shape
-    d_z, constant = np.full(n_features, np.nan), np.zeros(n_features, dtype=bool)
-    if n < 2:
-        return d_z, constant
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d_z = np.where(sd > 0, delta_mean / sd, np.nan)
-    tested = np.diff(delta.indptr) > 0
-    scale = np.maximum(column_abs_max(c), column_abs_max(r))
-    size = np.abs(delta_mean) + scale
-    # The loosest tolerance picks the few candidates; only they are checked for float32 values.
-    loose = 2 * (max(_EPS32, float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0) + n * _EPS64)
-    candidates = np.flatnonzero(tested & (sd <= loose * size))
-    if candidates.size:
-        tol = 2 * (_column_eps(c, r, candidates, dtype) + n * _EPS64)
-        within = sd[candidates] <= tol * size[candidates]
-        flat, tol = candidates[within], tol[within]
-        constant[flat] = True
-        mean = delta_mean[flat]
-        # A constant within rounding of 0 is no effect; any other constant is an infinite one.
-        d_z[flat] = np.where(np.abs(mean) <= tol * scale[flat], 0.0, np.copysign(np.inf, mean))
-    return d_z, constant
-
-
 def _rows(x: Any) -> int | None:
     """The number of rows of a 2-D array or sparse matrix, without converting it (else None)."""
     shape = getattr(x, "shape", None)
@@ -188,6 +132,19 @@ def _seed_sequence(seed: Any) -> np.random.SeedSequence:
     ):
         raise ConfigError(f"seed must be a non-negative integer or None; got {seed!r}")
     return np.random.SeedSequence(None if seed is None else int(seed))
+
+
+def check_options(
+    test: str, n_boot: Any, n_splits: Any, alpha: Any, seed: Any
+) -> tuple[int, int, np.random.SeedSequence]:
+    """Validate paired_tests' options; ``(n_boot, n_splits, seeds)`` or :class:`ConfigError`."""
+    if test not in PAIRED_TESTS:
+        raise ConfigError(f"test must be one of {', '.join(PAIRED_TESTS)}; got {test!r}")
+    n_boot = positive_int(n_boot, "n_boot", minimum=0)
+    n_splits = positive_int(n_splits, "n_splits", minimum=0)
+    if not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be a number strictly between 0 and 1; got {alpha!r}")
+    return n_boot, n_splits, _seed_sequence(seed)
 
 
 def paired_tests(
@@ -203,6 +160,7 @@ def paired_tests(
     source: str | Sequence[str] = "sae",
     labels: Sequence[str] | None = None,
     alpha: float = 0.05,
+    engine: str | None = None,
 ) -> pd.DataFrame:
     """Test every feature for a chosen-vs-rejected difference, one table row per feature.
 
@@ -240,6 +198,13 @@ def paired_tests(
         Where the features come from (``"sae"``, ``"concept"``, …); one string or one per column.
     alpha : float
         The CI covers 1 − alpha.
+    engine : {"auto", "numba", "numpy"}, optional
+        How the per-column passes run: ``"numba"`` — one compiled pass over each column's
+        non-zero Δ for the moments, ranks, bootstrap and split halves
+        (:mod:`~prefaudit.stats.kernels`); ``"numpy"`` — vectorised numpy passes; ``"auto"``
+        (default, or ``$PREFAUDIT_STATS_ENGINE``) — numba when it imports. Both draw the same
+        resamples and give the same table, up to the float rounding order of sums (≈ 1e-15
+        relative for the float64 moments, ≈ 1e-6 for the float32 bootstrap sums).
 
     Returns
     -------
@@ -302,24 +267,18 @@ def paired_tests(
 
     **Cost.** Time and memory grow with the non-zero Δ (nnz), not pairs × features: the ranks
     sort each column's nnz, and the resampling does nnz × (n_boot + 2·n_splits) multiply-adds
-    (:mod:`~prefaudit.stats.products`), which dominate at scale; they run in up to four threads
-    beside the ranks and p-values (one per usable CPU), with the same results for any number.
-    260,000 pairs × 65,536 SAE features (≈ 64 active per response, 3.3·10⁷ non-zero Δ) with
-    the defaults: ≈ 28 s of CPU on a busy 2-core machine and 2.1 GB peak RSS with the inputs
-    (``benchmarks/bench_stats.py``).
+    (one gather of an (n_boot + 2·n_splits)-byte weight row per non-zero Δ), which dominate at
+    scale. They run in up to four threads (one per usable CPU), with the same results for any
+    number; ``benchmarks/bench_stats.py`` measures both engines at 260,000 pairs × 65,536 SAE
+    features.
     """
-    if test not in PAIRED_TESTS:
-        raise ConfigError(f"test must be one of {', '.join(PAIRED_TESTS)}; got {test!r}")
-    n_boot = positive_int(n_boot, "n_boot", minimum=0)
-    n_splits = positive_int(n_splits, "n_splits", minimum=0)
-    if not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha < 1:
-        raise ConfigError(f"alpha must be a number strictly between 0 and 1; got {alpha!r}")
-    seeds = _seed_sequence(seed)
+    n_boot, n_splits, seeds = check_options(test, n_boot, n_splits, alpha, seed)
+    fused = resolve_engine(engine) == "numba"
 
     early = _rows(chosen)
     resampling = None if early is None else _Resampling(early, n_boot, n_splits, seeds)
     try:
-        dtype = np.result_type(_declared_dtype(chosen), _declared_dtype(rejected))
+        dtype = np.result_type(declared_dtype(chosen), declared_dtype(rejected))
         c = as_canonical_csc(chosen, "chosen")
         r = as_canonical_csc(rejected, "rejected")
         if c.shape != r.shape:
@@ -346,65 +305,62 @@ def paired_tests(
     delta = sp.csc_array(c - r)
     delta.sum_duplicates()
     delta.eliminate_zeros()
-    resampled = resampling.start(delta, float(alpha))
+    resampled = None if fused else resampling.start(delta, float(alpha))
 
-    n_active = _active_counts(c, r)
-    frac_active_chosen, frac_active_rejected = np.diff(c.indptr) / n_pairs, np.diff(r.indptr) / n_pairs
-    mean_chosen, mean_rejected = column_means(c), column_means(r)
-    delta_mean = column_means(delta)
-    centred_ss = centred_sum_of_squares(delta, delta_mean)
-    variance = centred_ss / (n_pairs - 1) if n_pairs > 1 else np.full(n_features, np.nan)
-    d_z, constant = standardised_effect(delta, delta_mean, np.sqrt(variance), c, r, dtype)
-    del c, r  # only Δ is needed from here on: frees their memory before the big temporaries
-
-    ranks = signed_ranks(delta)
-    tested = ranks.n_nonzero > 0
-    if test == "wilcoxon":
-        p = wilcoxon_pvalues(ranks, delta)
-    elif test == "sign":
-        p = sign_test_pvalues(ranks.n_positive, ranks.n_nonzero)
+    common = {
+        "n_pairs": n_pairs,
+        "n_active": _active_counts(c, r),
+        "n_chosen": np.diff(c.indptr),
+        "n_rejected": np.diff(r.indptr),
+        "sum_chosen": segment_sums(c.data, c.indptr),
+        "sum_rejected": segment_sums(r.data, r.indptr),
+        "scale": np.maximum(column_abs_max(c), column_abs_max(r)),
+    }
+    if fused:
+        xc = None if dlen is None else dlen - np.mean(dlen)
+        out = column_pass(
+            delta,
+            resampling.weights(),
+            n_boot=n_boot,
+            n_splits=resampling.n_splits,
+            alpha=float(alpha),
+            xc=xc,
+        )
+        # The moments as the numpy engine sums them (numpy's summation order): on a Δ that is
+        # constant up to rounding, the t test's p is a ratio of rounding residues, and these
+        # equal scipy's. Two vectorised passes, cheap beside the fused one.
+        delta_mean = column_means(delta)
+        summaries = Summaries(
+            **common,
+            delta_mean=delta_mean,
+            centred_ss=centred_sum_of_squares(delta, delta_mean),
+            ranks=out.ranks(0),
+            ci_low=out.ci_low[0],
+            ci_high=out.ci_high[0],
+            split_half_agree=out.split_half_agree[0],
+        )
     else:
-        p = t_test_pvalues(delta_mean, variance, n_pairs)
-    p[~tested] = 1.0
-    q = np.where(tested, np.nan, 1.0)
-    corrected = tested & np.isfinite(p)
-    q[corrected] = benjamini_hochberg(p[corrected])
-
-    ci_low, ci_high, split_half = resampled.result()
-
-    if dlen is None:
-        len_effect, len_p = np.full(n_features, np.nan), np.full(n_features, np.nan)
-    else:
-        len_effect, len_p = length_controlled_effect(delta, dlen, mean=delta_mean, centred_ss=centred_ss)
-        if n_pairs >= 3 and dlen.max() > dlen.min():  # fitted: untested features as for p
-            len_effect[~tested], len_p[~tested] = 0.0, 1.0
-
-    direction = np.where(delta_mean > 0, "chosen", np.where(delta_mean < 0, "rejected", "none"))
-    table = pd.DataFrame(
-        {
-            "feature": feature,
-            "source": sources,
-            "label": label,
-            "n_pairs": np.full(n_features, n_pairs, dtype=np.int64),
-            "n_active": n_active.astype(np.int64),
-            "frac_active_chosen": frac_active_chosen,
-            "frac_active_rejected": frac_active_rejected,
-            "mean_chosen": mean_chosen,
-            "mean_rejected": mean_rejected,
-            "delta_mean": delta_mean,
-            "d_z": d_z,
-            "rank_biserial": ranks.rank_biserial,
-            "ci_low": ci_low,
-            "ci_high": ci_high,
-            "p": p,
-            "q": q,
-            "split_half_agree": split_half,
-            "delta_len_ctrl": len_effect,
-            "p_len_ctrl": len_p,
-            "direction": direction.tolist(),
-            "n_nonzero": ranks.n_nonzero,
-            "constant_delta": constant,
-        },
-        columns=list(PAIRED_TEST_COLUMNS),
+        delta_mean = column_means(delta)
+        centred_ss = centred_sum_of_squares(delta, delta_mean)
+        ranks = signed_ranks(delta)
+        ci_low, ci_high, split_half = resampled.result()
+        summaries = Summaries(
+            **common,
+            delta_mean=delta_mean,
+            centred_ss=centred_ss,
+            ranks=ranks,
+            ci_low=ci_low,
+            ci_high=ci_high,
+            split_half_agree=split_half,
+        )
+    return build_table(
+        summaries,
+        test=test,
+        delta=lambda: delta,
+        eps_of=lambda columns: column_eps(c, r, columns, dtype),
+        dtype=dtype,
+        dlen=dlen,
+        feature=feature,
+        sources=sources,
+        label=label,
     )
-    return table

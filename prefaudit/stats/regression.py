@@ -30,11 +30,13 @@ def length_controlled_effect(
     *,
     mean: np.ndarray | None = None,
     centred_ss: np.ndarray | None = None,
+    cross: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Intercept of Δᶠ regressed on ``dlen`` (with intercept) and its two-sided p, per column.
 
     ``mean`` and ``centred_ss`` (each column's mean Δ and Σ(Δ − mean)²) may be passed when
-    already known. Returns NaN for every column when ``dlen`` has zero variance or there are
+    already known, and ``cross``, each column's Σ Δ·(dlen − mean(dlen)) (then ``delta`` is read
+    for its shape only). Returns NaN for every column when ``dlen`` has zero variance or there are
     fewer than three pairs (no residual degrees of freedom).
     """
     n, n_features = delta.shape
@@ -47,7 +49,8 @@ def length_controlled_effect(
     ssxm = np.dot(xc, xc) / n
     y_mean = column_means(delta) if mean is None else mean
     # Σ(x − x̄)(y − ȳ) = Σ(x − x̄)·y − ȳ·Σ(x − x̄); the second term is ~0 but kept for accuracy.
-    ssxym = (delta.T @ xc - y_mean * xc.sum()) / n
+    products = delta.T @ xc if cross is None else cross
+    ssxym = (products - y_mean * xc.sum()) / n
     ssym = (centred_sum_of_squares(delta, y_mean) if centred_ss is None else centred_ss) / n
 
     with np.errstate(invalid="ignore", divide="ignore"):
