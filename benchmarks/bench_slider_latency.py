@@ -16,7 +16,7 @@ to a new value — ``--drag`` names the sliders, in turn: by default the most co
 ≈ 1.5% of the pairs); the clock runs from the mouse-up (a capturing
 ``pointerup`` listener's ``performance.now()``) to the first change of the preview's
 ``data-version`` (a MutationObserver's ``performance.now()``), so it covers the comm message up,
-``set_weight``, ``session.predict`` over every pair, the binary margins down, and the SVG
+``set_weight``, ``session.shaping.preview`` over every pair, the histogram's bin counts down (80 integers, not a margin per pair), and the SVG
 redraw. Between drags the benchmark waits until Python holds the dropped value and the page
 shows Python's preview version, so drags never overlap.
 
@@ -97,13 +97,13 @@ from tests import tiny
 
 session = pa.AuditSession(pa.load_pairs(tiny.planted_pairs({n_pairs}, seed=1)), sae=False, cache_dir=False)
 session.test(n_boot=200)
-features = [session.feature_id(f) for f in {FEATURES!r}]
+features = [session.space.feature_id(f) for f in {FEATURES!r}]
 """
     else:
         build = f"""{SYNTHETIC}
 session = synthetic_session({n_pairs}, {d_sae}, {active})
 features = list({SAE_FEATURES!r})
-session.set_weights({{f: -1.0 for f in features}})
+session.decisions.set_weights({{f: -1.0 for f in features}})
 """
     return (
         build
@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                         rows = nb.probe.eval("list(shaper.features())")
                         for dragged in dragged_all:
                             active[dragged] = nb.probe.eval(
-                                f"int(session.matrix.delta[:, session.column({dragged!r})].nnz)", timeout=120
+                                f"int(session.matrix.delta[:, session.space.column({dragged!r})].nnz)",
+                                timeout=120,
                             )
                             row = page.locator(f'.prefaudit-shaper .pa-weight-row[data-feature="{dragged}"]')
                             row.wait_for(timeout=60_000)

@@ -7,9 +7,10 @@ planted pairs), tested; ``session.volcano()`` in one cell, ``session.pairs()`` i
 (the drill-down follows the focus). Each click alternates between two well-separated volcano
 points, so every click moves the focus. The clock runs from the click's ``pointerup`` (a
 capturing listener's ``performance.now()``) to the first change of the drill-down's
-``data-version`` (a MutationObserver): the comm message up, ``select_feature``, the ring
-trace redrawn, the top pairs of the new feature found (``session.top_pairs``), the page of
-pairs sent down and rendered. Clicks wait until the page shows Python's version, so they
+``data-version`` (a MutationObserver): the comm message up, the focus moved, the top pairs of
+the new feature found (``session.space.top_pairs``), the page of pairs sent down and rendered. The
+volcano sends the selection ring after the page (the browser handles messages in order, and a
+WebGL redraw would hold the page back). Clicks wait until the page shows Python's version, so they
 never overlap.
 
 Baseline, in the same page and kernel: an ipywidgets ``Button`` whose ``on_click`` writes a

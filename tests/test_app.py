@@ -96,3 +96,49 @@ def test_a_busy_port_is_refused_before_any_encoding(pairs_file, capsys):
         assert main(["app", str(pairs_file), "--no-sae", "--port", str(port), "--no-browser"]) == 2
     err = capsys.readouterr().err
     assert f"port {port}" in err and "--port" in err
+
+
+def test_the_page_says_the_stage_then_fills_in_the_dashboard(pairs_file, tmp_path):
+    """Voila serves the page before the audit exists: the box says what the preparation does,
+    and the same box holds the audit's line and dashboard once the status file says ready."""
+    import asyncio
+
+    from prefaudit.app import app_page, prepare_audit, write_app_files
+    from prefaudit.app.status import read_status, write_status
+    from prefaudit.views.dashboard import Dashboard
+
+    config = AppConfig(str(pairs_file), sae=False, cache_dir=False)
+    files = write_app_files(config, tmp_path / "app")
+    assert read_status(files["status"]) == {"state": "preparing", "stage": "starting"}
+    write_status(files["status"], "preparing", "testing every feature")
+
+    async def served():
+        box = app_page(files["config"], poll=0.01)  # returns at once: the audit is not there yet
+        first = box.children[0].value
+        assert len(box.children) == 1 and first.startswith("preparing the audit: testing every feature")
+        await asyncio.to_thread(prepare_audit, config, tmp_path / "app", progress=False)
+        for _ in range(500):
+            if len(box.children) == 2:
+                break
+            await asyncio.sleep(0.01)
+        return box
+
+    box = asyncio.run(served())
+    assert read_status(files["status"])["state"] == "ready"
+    assert box.children[0].value.startswith(f"{pairs_file}: 40 pairs") and isinstance(
+        box.children[1], Dashboard
+    )
+
+
+def test_a_failed_preparation_is_said_on_the_page_and_raised(tmp_path):
+    from prefaudit.app import app_page, prepare_audit, write_app_files
+    from prefaudit.app.status import read_status
+
+    config = AppConfig(str(tmp_path / "missing.jsonl"), sae=False, cache_dir=False)
+    files = write_app_files(config, tmp_path / "app")
+    with pytest.raises(Exception, match="missing"):
+        prepare_audit(config, tmp_path / "app", progress=False)
+    status = read_status(files["status"])
+    assert (status["state"], status["stage"]) == ("failed", "loading the pairs failed")
+    box = app_page(files["config"])  # no loop needed: it knows at once
+    assert "failed (loading the pairs failed)" in box.children[0].value and len(box.children) == 1

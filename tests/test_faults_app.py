@@ -173,9 +173,9 @@ def test_export_refuses_paths_outside_its_folder(session, root, tmp_path):
     (root / "file.jsonl").symlink_to(outside / "file.jsonl")
     for path in ["../x.jsonl", str(outside / "x.jsonl"), "link/x.jsonl", "file.jsonl", "sub/../../x.jsonl"]:
         with pytest.raises(ConfigError, match="outside the export folder"):
-            session.export_pairs(path, [0, 1], root=root)
+            session.edits.export(path, [0, 1], root=root)
     assert sorted(p.name for p in outside.iterdir()) == [] and not (tmp_path / "x.jsonl").exists()
-    written = session.export_pairs("sub/ok.jsonl", [0, 1], root=root)  # inside: fine, made relative to it
+    written = session.edits.export("sub/ok.jsonl", [0, 1], root=root)  # inside: fine, made relative to it
     assert written == (root / "sub" / "ok.jsonl").resolve() and len(written.read_text().splitlines()) == 2
 
 
@@ -183,18 +183,18 @@ def test_the_apps_folder_confines_exports_by_default(session, root, tmp_path, mo
     monkeypatch.setenv(EXPORT_DIR_ENV, str(root))  # as prefaudit app sets it for its kernels
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="outside the export folder"):
-        session.export_pairs("../escape.jsonl", [0])
-    assert session.export_pairs("d.csv", [0]).parent == root.resolve()
+        session.edits.export("../escape.jsonl", [0])
+    assert session.edits.export("d.csv", [0]).parent == root.resolve()
     assert not (tmp_path / "d.csv").exists()
 
 
 def test_export_never_overwrites_without_being_asked(session, root):
-    first = session.export_pairs("d.jsonl", [0, 1], root=root)
+    first = session.edits.export("d.jsonl", [0, 1], root=root)
     before = first.read_text()
     with pytest.raises(FileExistsError, match="overwrite=True") as err:
-        session.export_pairs("d.jsonl", [2], root=root)
+        session.edits.export("d.jsonl", [2], root=root)
     assert err.value.filename == str(first) and first.read_text() == before
-    session.export_pairs("d.jsonl", [2], root=root, overwrite=True)
+    session.edits.export("d.jsonl", [2], root=root, overwrite=True)
     assert json.loads(first.read_text())["pair_id"] == 2 and len(first.read_text().splitlines()) == 1
     assert sorted(p.name for p in root.iterdir()) == ["d.jsonl"]  # no temporary file left
 
@@ -216,18 +216,18 @@ class _FullDisk:
 
 
 def test_a_full_disk_leaves_no_half_export_and_the_old_file_whole(session, root, monkeypatch):
-    from prefaudit.audit import pair_edits
+    from prefaudit.audit import exports
 
     real_open, real_fdopen = open, os.fdopen
-    monkeypatch.setattr(pair_edits, "open", lambda *a, **k: _FullDisk(real_open(*a, **k)), raising=False)
+    monkeypatch.setattr(exports, "open", lambda *a, **k: _FullDisk(real_open(*a, **k)), raising=False)
     with pytest.raises(OSError, match="No space") as err:
-        session.export_pairs("new.jsonl", [0], root=root)
+        session.edits.export("new.jsonl", [0], root=root)
     assert err.value.filename == str(root.resolve() / "new.jsonl") and list(root.iterdir()) == []
     monkeypatch.undo()
-    old = session.export_pairs("old.jsonl", [0], root=root).read_text()
+    old = session.edits.export("old.jsonl", [0], root=root).read_text()
     monkeypatch.setattr(os, "fdopen", lambda *a, **k: _FullDisk(real_fdopen(*a, **k)))
     with pytest.raises(OSError, match="No space") as err:
-        session.export_pairs("old.jsonl", [1, 2], root=root, overwrite=True)
+        session.edits.export("old.jsonl", [1, 2], root=root, overwrite=True)
     assert err.value.filename == str(root.resolve() / "old.jsonl")
     monkeypatch.undo()
     assert (root / "old.jsonl").read_text() == old and [p.name for p in root.iterdir()] == ["old.jsonl"]
@@ -236,11 +236,11 @@ def test_a_full_disk_leaves_no_half_export_and_the_old_file_whole(session, root,
 def test_export_never_writes_over_the_audited_dataset(session, data_file):
     before = data_file.read_bytes()
     with pytest.raises(ConfigError, match="audited dataset"):
-        session.export_pairs(data_file, [0], overwrite=True)
+        session.edits.export(data_file, [0], overwrite=True)
     link = data_file.parent / "alias.jsonl"
     link.symlink_to(data_file)
     with pytest.raises(ConfigError, match="audited dataset"):
-        session.export_pairs(link, [0], overwrite=True)
+        session.edits.export(link, [0], overwrite=True)
     assert data_file.read_bytes() == before
 
 
@@ -251,7 +251,7 @@ def test_the_apps_kernels_know_the_dataset_file_from_any_folder(data_file, tmp_p
     monkeypatch.chdir(tmp_path)  # a visitor's kernel runs in the notebook's folder
     s = pa.AuditSession(pairs, sae=False, cache_dir=False)
     with pytest.raises(ConfigError, match="audited dataset"):
-        s.export_pairs(data_file, [0], overwrite=True)
+        s.edits.export(data_file, [0], overwrite=True)
 
 
 def test_export_box_says_why_and_asks_before_replacing(session, root):

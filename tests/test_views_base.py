@@ -30,11 +30,11 @@ def test_views_reject_unknown_kwargs_with_a_suggestion(session, cls):
 
 def test_session_delegation_passes_kwargs_and_rejects_typos(session):
     assert isinstance(session.volcano(effect="rank_biserial"), VolcanoView)
-    assert isinstance(session.pairs("url", sort="chosen"), PairsView)
+    assert isinstance(session.drilldown("url", sort="chosen"), PairsView)
     assert isinstance(session.shaper(), ShaperView)
     assert isinstance(session.dashboard(page_size=3), Dashboard)
     with pytest.raises(TypeError, match="page_sise"):
-        session.pairs(page_sise=3)
+        session.drilldown(page_sise=3)
 
 
 def test_view_needs_a_session():

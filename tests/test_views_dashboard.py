@@ -116,7 +116,7 @@ def test_drivers_buttons_act_on_the_listed_pairs(session, tmp_path):
     session.set_focus("concept:url")
     top = session.drivers("concept:url")["pair_id"].head(4).tolist()
     assert view.driver_ids() == top and view.table.value.count("class='pa-driver'") == 4
-    what = session.pair_edit_preview("concept:url", top)
+    what = session.edits.preview("concept:url", top)
     assert f"data-excluded='{what['signal_excluded']!r}'" in view.preview.value
     assert f"data-flipped='{what['signal_flipped']!r}'" in view.preview.value
     view.exclude_button.click()
@@ -147,7 +147,7 @@ def test_lens_header_concepts_only(session):
 def test_lens_header_measures_once_and_warns_below_07(tiny_session):
     tiny_session.test(n_boot=20)
     lazy = Dashboard(tiny_session, lens_fit=False)
-    assert "not measured" in lazy.lens.value and not tiny_session._sae_fit_cache  # nothing read yet
+    assert "not measured" in lazy.lens.value and not tiny_session.lens_fit.all()  # nothing read yet
     dash = Dashboard(tiny_session)
     fit = tiny_session.sae_fit()
     assert f"data-ev='{fit.explained_variance:.4f}'" in dash.lens.value
@@ -155,10 +155,10 @@ def test_lens_header_measures_once_and_warns_below_07(tiny_session):
     assert ("pa-lens-warning" in dash.lens.value) == (fit.explained_variance < 0.7)
     # both sides of the threshold: a good fit has no warning, a poor one does
     good = dataclasses.replace(fit, explained_variance=0.91, warning=None)
-    tiny_session._sae_fit_cache[(128, 0)] = good
+    tiny_session.lens_fit.restore({(128, 0): good})
     again = Dashboard(tiny_session)
     assert "pa-lens-warning" not in again.lens.value and "first dashboard build" not in again.lens.value
     poor = dataclasses.replace(fit, explained_variance=0.42, warning="explained variance 0.42 (below 0.7)")
-    tiny_session._sae_fit_cache[(128, 0)] = poor
+    tiny_session.lens_fit.restore({(128, 0): poor})
     lazy.lens_button.click()
     assert "pa-lens-warning" in lazy.lens.value and "0.42" in lazy.lens.value

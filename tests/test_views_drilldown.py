@@ -34,14 +34,14 @@ def test_pairs_sort_and_paging_come_from_the_front_end(session):
     session.set_focus("concept:length")
     view = PairsView(session, page_size=4)
     wdg = view.widget
-    top = session.top_pairs("concept:length", by="abs_delta", n=4)
+    top = session.space.top_pairs("concept:length", by="abs_delta", n=4)
     assert [p["pair_id"] for p in wdg.pairs] == [str(x) for x in top["pair_id"]]
     wdg.set_state({"page": 2})
-    nxt = session.top_pairs("concept:length", by="abs_delta", n=4, offset=8)
+    nxt = session.space.top_pairs("concept:length", by="abs_delta", n=4, offset=8)
     assert [p["pair_id"] for p in wdg.pairs] == [str(x) for x in nxt["pair_id"]]
     wdg.set_state({"sort": "rejected"})
     assert wdg.page == 0
-    by_rej = session.top_pairs("concept:length", by="rejected", n=4)
+    by_rej = session.space.top_pairs("concept:length", by="rejected", n=4)
     assert [p["pair_id"] for p in wdg.pairs] == [str(x) for x in by_rej["pair_id"]]
     assert [p["rejected"]["pooled"] for p in wdg.pairs] == list(by_rej["rejected"])
     wdg.set_state({"page": 99})
@@ -63,8 +63,8 @@ def test_pairs_sort_and_page_sent_together_load_one_page(session, monkeypatch):
     view = PairsView(session, feature="length", page_size=4)
     view.widget.set_state({"page": 2})
     calls = []
-    real = session.top_pairs
-    monkeypatch.setattr(session, "top_pairs", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = session.space.top_pairs
+    monkeypatch.setattr(session.space, "top_pairs", lambda *a, **k: calls.append(k) or real(*a, **k))
     view.widget.set_state({"sort": "chosen", "page": 0})  # one message from the sort control
     assert [c["by"] for c in calls] == ["chosen"]
     version = view.widget.version
@@ -125,12 +125,40 @@ def test_pairs_sae_tokens_are_shaded_by_activation(sae_session):
     wdg = view.widget
     assert wdg.legend["kind"] == "sae" and wdg.legend["max"] > 0
     p = wdg.pairs[0]
-    tokens, acts = s.token_activations(p["position"], fid)["chosen"]
+    tokens, acts = s.space.token_activations(p["position"], fid)["chosen"]
     segs = p["chosen"]["segments"]
     assert [t for t, _ in segs[: len(tokens)]] == list(tokens)
     np.testing.assert_allclose([a for _, a in segs[: len(tokens)]], acts, atol=1e-4)
     assert "".join(t for t, _ in segs) == s.data.df["chosen"].iloc[p["position"]]
     assert max(a for t, a in segs if a is not None) <= wdg.legend["max"] + 1e-9
+
+
+def test_pairs_sae_page_answers_with_its_rows_before_reading_the_model(sae_session, monkeypatch):
+    """An SAE page goes down twice: the rows at once (plain text, legend "pending"), then the
+    shading; the model is read only after the rows were sent. A regex page goes down once."""
+    s = sae_session
+    fids = s.results[s.results["source"] == "sae"].sort_values("q")["feature"].tolist()
+    view = PairsView(s, page_size=2)
+    wdg = view.widget
+    seen: list[tuple] = []
+    reads: list[int] = []
+    real = s.space.token_activations
+    monkeypatch.setattr(s.space, "token_activations", lambda pos, f: reads.append(len(seen)) or real(pos, f))
+    wdg.observe(
+        lambda _c: seen.append((wdg.legend["kind"], wdg.status, [p["pair_id"] for p in wdg.pairs])),
+        names="version",
+    )
+    s.set_focus(fids[0])
+    assert [k for k, _, _ in seen] == ["pending", "sae"] and [st for _, st, _ in seen] == [
+        "shading tokens…",
+        "",
+    ]
+    assert seen[0][2] == seen[1][2] and len(seen[0][2]) == 2  # the same rows, shaded the second time
+    assert reads and min(reads) == 1  # every model read came after the rows were sent
+    assert wdg.legend["max"] > 0 and view.last_error is None
+    seen.clear()
+    s.set_focus("concept:url")  # a regex concept shades without the model: one page
+    assert [k for k, _, _ in seen] == ["regex"] and wdg.status == ""
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +212,7 @@ def test_regex_concepts_are_named_by_description_with_the_pattern_apart(session)
 
 # ---------------------------------------------------------------------- top-k without sorting every pair
 def test_top_k_order_equals_the_stable_full_sort():
-    from prefaudit.audit.queries import top_k_order
+    from prefaudit.audit.ranking import top_k_order
 
     rng = np.random.default_rng(0)
     for n in (1, 2, 7, 1000):
@@ -201,22 +229,22 @@ def test_top_k_order_equals_the_stable_full_sort():
 
 
 def test_top_pairs_ranks_once_per_feature_and_order_and_matches_a_full_sort(session, monkeypatch):
-    import prefaudit.audit.queries as queries
+    import prefaudit.audit.ranking as queries
 
     calls = []
     real = queries.top_k_order
     monkeypatch.setattr(queries, "top_k_order", lambda key, k: calls.append(k) or real(key, k))
     for by in ("abs_delta", "delta", "chosen", "rejected"):
         for fid in ("concept:length", "concept:url", "concept:flattery"):
-            vals = session.values(fid)
+            vals = session.space.values(fid)
             key = vals["delta"].abs() if by == "abs_delta" else vals[by]
             ref = np.argsort(-key.to_numpy(), kind="stable")
             for offset in (0, 5, 35):
-                top = session.top_pairs(fid, by=by, n=5, offset=offset)
+                top = session.space.top_pairs(fid, by=by, n=5, offset=offset)
                 np.testing.assert_array_equal(top["position"], ref[offset : offset + 5])
                 np.testing.assert_allclose(top["delta"], vals["delta"].to_numpy()[ref[offset : offset + 5]])
                 assert top["pair_id"].tolist() == vals["pair_id"].iloc[ref[offset : offset + 5]].tolist()
     assert len(calls) == 12  # one ranking per (feature, order); later pages come from the cache
     session.add_concept("cats", r"\bcat\b")  # features changed: the cache is dropped with the matrix
-    session.top_pairs("concept:length", by="chosen", n=5)
+    session.space.top_pairs("concept:length", by="chosen", n=5)
     assert len(calls) == 13

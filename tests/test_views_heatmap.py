@@ -28,7 +28,7 @@ def topical() -> pa.AuditSession:
 @pytest.fixture()
 def session(topical):
     yield topical
-    topical.set_topic_filter(None)
+    topical.topics.set_filter(None)
     topical.set_focus(None)
     topical.set_label("concept:url", "")
 
@@ -43,7 +43,7 @@ def click_cell(view: TopicHeatmapView, row: int, col: int) -> None:
 
 # ---------------------------------------------------------------------- the grid
 def test_grid_is_the_per_topic_table(session):
-    long = session.results_by_topic
+    long = session.topics.results("topic")
     grid = topic_grid(long, n_features=5)
     assert len(grid.features) == 5 and grid.topics == [0, 1]
     by = long.set_index(["feature", "topic"])
@@ -105,11 +105,11 @@ def test_without_a_topic_table_a_button_runs_the_tests():
     s = pa.AuditSession(pa.load_pairs(topic_rows(40)), sae=False, cache_dir=False)
     s.test(n_boot=20)
     dash = Dashboard(s)
-    assert dash.heatmap is None and s.results_by_topic is None  # nothing computed unasked
+    assert dash.heatmap is None and s.topics.results("topic") is None  # nothing computed unasked
     view = TopicHeatmapView(s, compute=False)
     assert view.figure is None and view.compute_button in view.children[1].children
     view.compute_button.click()
-    assert s.results_by_topic is not None and view.figure is not None
+    assert s.topics.results("topic") is not None and view.figure is not None
     dash.topics_button.click()
     assert dash.heatmap is not None and dash.heatmap.figure is not None
     for value in html_values(view):

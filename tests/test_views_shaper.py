@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from prefaudit.views import ShaperView
+from prefaudit.views.shaper import BIN_WIDTH, margin_bins
 from tests import views_fixtures
 
 session = views_fixtures.session  # shared fixtures
@@ -23,7 +25,7 @@ def test_shaper_rows_follow_selection_and_weights(session):
     )
     session.set_weight("apology", -0.5)  # weighted but not selected: still has a row
     assert list(view.rows) == ["concept:url", "concept:length", "concept:apology"]
-    session.set_selection([])
+    session.decisions.set_selection([])
     assert list(view.rows) == ["concept:apology"]
 
 
@@ -70,14 +72,31 @@ def test_shaper_preview_shows_predict(session):
     version = p.version
     view.rows["concept:flattery"].slider.set_state({"value": -2.0})
     assert p.version == version + 1
-    pred = session.predict(features=["concept:url", "concept:flattery"])
+    pv = session.shaping.preview(features=["concept:url", "concept:flattery"])
+    pred = pv.table
     assert [f["id"] for f in p.features] == ["concept:url", "concept:flattery"]
     np.testing.assert_allclose([f["after"] for f in p.features], pred["signal_after_z"])
     np.testing.assert_allclose([f["before"] for f in p.features], pred["signal_before_z"])
-    margins = np.frombuffer(p.get_state()["margins"], dtype="<f4")
-    np.testing.assert_allclose(margins, pred.attrs["margins"], rtol=1e-6)
-    assert p.n_dominated == pred.attrs["n_dominated"] > 0 and p.n_pairs == 40
+    # The histogram travels as its counts, not as the margins: exact, every pair counted.
+    state = p.get_state()
+    assert "margins" not in state and sum(state["bins"]) == 40 == p.n_pairs
+    counts, _ = np.histogram(pv.margins, bins=len(p.bins), range=(-pv.cap, pv.cap))
+    assert p.bins == counts.tolist() and len(p.bins) == 2 * round(pv.cap / BIN_WIDTH)
+    assert p.n_dominated == pv.n_dominated > 0
     assert p.features[1]["after"] < p.features[1]["before"]  # suppressing lowers the signal
+
+
+def test_margin_bins_are_exact_at_fixed_edges():
+    cap = 4.0
+    m = np.array([-4.0, -3.95, -1.0, -0.1, 0.0, 1e-12, 0.15, 3.99, 4.0])
+    bins = margin_bins(m, cap)
+    edges = np.linspace(-cap, cap, len(bins) + 1)
+    assert bins.tolist() == np.histogram(m, bins=edges)[0].tolist() and bins.sum() == m.size
+    assert bins[0] == 2 and bins[-1] == 2 and bins[len(bins) // 2] == 2  # [0, 0.1) holds 0 and 1e-12
+    # The edges are fixed: the same margins give the same counts whatever else is in the set.
+    assert margin_bins(m[2:5], cap)[len(bins) // 2 - 10] == margin_bins(m, cap)[len(bins) // 2 - 10]
+    with pytest.raises(ValueError, match="1 of 2 margins are outside"):
+        margin_bins(np.array([0.0, np.nan]), cap)
 
 
 def test_two_shapers_and_a_view_shown_twice_agree(session):
@@ -105,9 +124,9 @@ def test_preview_after_many_slider_moves_equals_a_full_recompute(session):
     m = session.matrix
     w = np.zeros(m.shape[1])
     for f, v in session.weights.items():
-        w[session.column(f)] = v
+        w[session.space.column(f)] = v
     fresh = shaping.preview(m.delta.copy(), w, sd=m.sd, scale=m.margin_scale, incremental=False)
     p = view.preview
-    np.testing.assert_array_equal(np.frombuffer(p.margins, dtype="<f4"), fresh.margins.astype("<f4"))
+    assert p.bins == margin_bins(fresh.margins, fresh.cap).tolist()
     assert (p.n_dominated, p.n_capped) == (fresh.n_dominated, fresh.n_capped)
     assert p.n_capped > 0  # the sum went past the cap somewhere: the uncapped sum was needed

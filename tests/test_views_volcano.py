@@ -9,7 +9,7 @@ import pytest
 import prefaudit as pa
 from prefaudit.views import VolcanoView
 from prefaudit.views.figures import CATEGORIES, volcano_points
-from prefaudit.views.volcano import SELECTED_TRACE
+from prefaudit.views.volcano import SEARCH_TRACE, SELECTED_TRACE
 from tests import tiny, views_fixtures
 from tests.views_fixtures import click, lasso, point_of
 
@@ -197,7 +197,7 @@ def grouped(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
 
 @pytest.fixture()
 def fresh(grouped):
-    grouped.set_selection([])
+    grouped.decisions.set_selection([])
     grouped.set_focus(None)
     return grouped
 
@@ -315,3 +315,39 @@ def test_a_click_sends_only_the_ring_trace_and_a_label_only_its_trace(session):
     sent.clear()
     session.set_focus("concept:url")  # focus already there: nothing to send
     assert sent == []
+
+
+def test_a_click_answers_with_the_drilldown_first_and_rings_once(session):
+    """The browser handles messages in order: the drill-down's page goes before the shaper's
+    preview and the (slow to redraw) rings, and the rings go once per click."""
+    from prefaudit.views import PairsView, ShaperView
+
+    view = VolcanoView(session)
+    shaper = ShaperView(session)  # observes the selection, built before the drill-down
+    pairs = PairsView(session)
+    order: list[str] = []
+    fig = view.figure
+    restyle, update = fig._send_restyle_msg, fig._send_update_msg
+    names = {SELECTED_TRACE: "rings", SEARCH_TRACE: "search"}
+
+    def spy(send):
+        def wrapper(*args, **kwargs):
+            order.extend(names.get(k, "points") for k in np.atleast_1d(kwargs.get("trace_indexes", [])))
+            return send(*args, **kwargs)
+
+        return wrapper
+
+    fig._send_restyle_msg, fig._send_update_msg = spy(restyle), spy(update)
+    pairs.widget.observe(lambda _c: order.append("pairs"), names="version")
+    shaper.preview.observe(lambda _c: order.append("preview"), names="version")
+    click(view, *point_of(view, "concept:url"))
+    assert order == ["pairs", "preview", "rings"]
+    assert session.focus == "concept:url" and session.selection == ["concept:url"]
+    assert pairs.widget.feature == "concept:url" and "concept:url" in shaper.rows
+    assert list(view.figure.data[SELECTED_TRACE].x) == [view._drawn.x[view._row("concept:url")]]
+    order.clear()
+    view.search.value = "flattery"  # one match: picked like a click
+    assert order == ["pairs", "preview", "rings", "search"] and session.focus == "concept:flattery"
+    order.clear()
+    session.select_feature("concept:apology", focus=False)  # not a click: rings at once, as before
+    assert sorted(order) == ["preview", "rings"] and not view.last_error

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import playwright
 import pytest
 
@@ -309,12 +310,16 @@ def test_drilldown_without_feature_shows_status_and_no_controls(page):
 
 
 def preview_state(margins: list[float], **over) -> dict:
+    """What a ShaperPreview sends for ``margins``: their bin counts (views.shaper.margin_bins)."""
+    from prefaudit.views.shaper import margin_bins
+
     state = {
         "features": [
             {"id": "concept:url", "label": f"links {SCRIPT}", "weight": -1.5, "before": 1.2, "after": 0.3},
             {"id": "sae:3", "label": IMG, "weight": 0.0, "before": -0.4, "after": -0.5},
         ],
-        "margins": margins,
+        "bins": margin_bins(np.asarray(margins), 4.0).tolist(),
+        "cap": 4.0,
         "n_pairs": len(margins),
         "n_dominated": sum(m <= -1 for m in margins),  # dominated: m <= -τ (prefaudit.shaping)
         "threshold": 1.0,
@@ -324,15 +329,16 @@ def preview_state(margins: list[float], **over) -> dict:
     return state
 
 
-# Binary traits arrive as DataViews; build one at an odd byte offset to test alignment handling.
 RENDER_PREVIEW = """async (state) => {
-  const f = new Float32Array(state.margins);
-  const buf = new ArrayBuffer(f.byteLength + 1);
-  new Uint8Array(buf, 1).set(new Uint8Array(f.buffer));
-  state.margins = new DataView(buf, 1, f.byteLength);
   window.model = window.fakeModel(state);
   window.cleanup = await window.mod.render({ model: window.model, el: document.getElementById("host") });
 }"""
+
+# The bars drawn: their count attributes, in order, and the axis' end labels.
+BARS = """() => ({
+  bars: [...document.querySelectorAll(".pa-preview .pa-bin")].map((b) => +b.dataset.count),
+  ticks: [...document.querySelectorAll(".pa-preview .pa-margins .pa-tick")].map((t) => t.textContent),
+})"""
 
 
 @pytest.mark.browser
@@ -389,19 +395,44 @@ def test_preview_reports_capped_margins(page):
 
 
 @pytest.mark.browser
-def test_preview_histogram_counts_every_margin(page):
+def test_preview_histogram_draws_the_bins_it_is_sent(page):
+    """Bars are the sent counts (merged in pairs past 40 bars): every margin counted, axis fitted."""
+    load(page, "shaper_preview.js")
+    narrow = [-1.95, -1.2, -0.3, 0.0, 0.0, 0.2, 0.9, 1.95]  # within ±2τ: 40 bars of 0.1
+    page.evaluate(RENDER_PREVIEW, preview_state(narrow))
+    out = page.evaluate(BARS)
+    assert sum(out["bars"]) == len(narrow) and max(out["bars"]) == 2
+    assert out["ticks"][0] == "-2.00" and out["ticks"][-1] == "+2.00"
+    wide = [-4.0, -4.0, -3.05, 0.0, 0.05, 2.5, 4.0]  # out to the cap: 80 bins shown as 40 bars
+    page.evaluate("() => window.cleanup()")
+    page.evaluate(RENDER_PREVIEW, preview_state(wide, n_capped=3))
+    out = page.evaluate(BARS)
+    assert sum(out["bars"]) == len(wide) and out["bars"][0] == 2  # [-4, -3.8): both capped pairs
+    assert out["ticks"][0] == "-4.00" and out["ticks"][-1] == "+4.00"
+    assert len(page.query_selector_all(".pa-preview .pa-bin")) <= 40
+
+
+@pytest.mark.browser
+def test_preview_shown_bins_merge_exactly(page):
     src = (WIDGETS / "shaper_preview.js").read_text()
     result = page.evaluate(
         """async (src) => {
       const m = await window.loadModule(src);
-      const vals = [-5, -1, -0.999, 0, 0.5, 1, 4.99, 5, NaN];
-      const c = m.histogram(vals, -5, 5, 10);
-      const dv = new DataView(new Float32Array([1.5, -2]).buffer);
-      return { total: c.reduce((a, b) => a + b, 0), first: c[0], last: c[9], floats: [...m.floats(dv)] };
+      const bins = Array.from({ length: 80 }, (_, k) => k);   // 0 … 79 in bins of 0.1 over ±4
+      const all = m.shownBins(bins, 4, 1);
+      const near = new Array(80).fill(0); near[35] = 3; near[44] = 4; // within ±2: no merging
+      const some = m.shownBins(near, 4, 1);
+      const mid = new Array(80).fill(0); mid[11] = 5;                // reaches -2.9: ±3.0 in pairs
+      const three = m.shownBins(mid, 4, 1);
+      return { all: [all.extent, all.counts.length, all.counts[0], all.counts.reduce((a, b) => a + b, 0)],
+               some: [some.extent, some.counts.length, some.counts[15], some.counts[24]],
+               three: [three.extent, three.counts.length, three.counts.reduce((a, b) => a + b, 0)] };
     }""",
         src,
     )
-    assert result == {"total": 8, "first": 1, "last": 2, "floats": [1.5, -2]}
+    assert result["all"] == [4, 40, 1, sum(range(80))]
+    assert result["some"] == [2, 40, 3, 4]
+    assert result["three"] == [3, 30, 5]
 
 
 @pytest.mark.browser
@@ -470,3 +501,32 @@ def test_drilldown_state_from_python_renders(page):
     )
     assert out["pairs"] == 3 and out["legend"] == "regex" and out["injected"] == 0
     assert out["matches"][0] == "http://www.example.com/x" and len(out["matches"]) == 3
+
+
+@pytest.mark.browser
+def test_drilldown_pending_page_shows_plain_text_then_the_shading(page):
+    """An SAE page's rows come before its shading (legend "pending"): plain text, not "not read"."""
+    load(page, "drilldown.js")
+    plain = {"segments": [[f"Sure {SCRIPT}", None]], "pooled": 1.0}
+    pending = pairs_state(
+        legend={"kind": "pending", "text": "token shade of sae:17: reading the page through the model…"},
+        pairs=[{**pair("0"), "chosen": plain, "rejected": plain}],
+        status="shading tokens…",
+    )
+    page.evaluate(RENDER, pending)
+    out = page.evaluate(
+        """() => ({ plain: document.querySelectorAll(".pa-pair .pa-plain").length,
+                    untok: document.querySelectorAll(".pa-untok, .pa-tok").length,
+                    text: document.querySelector(".pa-pair .pa-plain").textContent,
+                    status: document.querySelector(".pa-status").textContent,
+                    kind: document.querySelector(".pa-legend").dataset.kind,
+                    swatch: document.querySelectorAll(".pa-legend .pa-swatch").length })"""
+    )
+    expected = {"plain": 2, "untok": 0, "text": f"Sure {SCRIPT}", "status": "shading tokens…"}
+    assert out == {**expected, "kind": "pending", "swatch": 0}
+    page.evaluate(
+        """(state) => { Object.assign(window.model.state, state); window.model.trigger("change:version"); }""",
+        pairs_state(version=2),
+    )
+    assert page.evaluate("() => document.querySelector('.pa-legend').dataset.kind") == "sae"
+    assert page.evaluate("() => document.querySelectorAll('.pa-pair .pa-tok').length") > 0

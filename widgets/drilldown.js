@@ -1,7 +1,8 @@
 // Pair drill-down (prefaudit.views.drilldown.PairsWidget).
 //
 // Python sends one page of pairs as JSON (`pairs`, `header`, `legend`) and bumps `version` once
-// per page; the user's controls write `sort`, `page` and `pinned` back. Dataset text is text:
+// per page (twice for an SAE feature: the rows at once with legend kind "pending", then the
+// token shading once the model has read them); the user's controls write `sort`, `page` and `pinned` back. Dataset text is text:
 // every string from the data goes through textContent / createTextNode, never innerHTML.
 
 const COLLAPSE_CHARS = 700; // responses longer than this start collapsed behind "show more"
@@ -53,12 +54,14 @@ function collapsible(body, nChars) {
 function renderText(segments, legend) {
   const body = el("div", "pa-text");
   let n = 0;
+  // "none": no token-level value; "pending": the shading is on its way (the model is reading).
+  const plain = legend.kind === "none" || legend.kind === "pending";
   for (const [text, act] of segments) {
     n += text.length;
-    if (act === null || legend.kind === "none") {
+    if (act === null || plain) {
       // Not read by the model (truncated) or no token-level value: plain text.
-      const span = el("span", act === null && legend.kind !== "none" ? "pa-untok" : "pa-plain", text);
-      if (act === null && legend.kind !== "none") span.title = "beyond the model's response length: not read";
+      const span = el("span", act === null && !plain ? "pa-untok" : "pa-plain", text);
+      if (act === null && !plain) span.title = "beyond the model's response length: not read";
       body.appendChild(span);
       continue;
     }

@@ -2,7 +2,9 @@
 // `version` change (Python sets all traits, then bumps `version`, so one redraw per update).
 //
 //   features     [{id, label, weight, before, after}]   predicted learning signal (standardised)
-//   margins      float32 bytes, one per pair            m_i = clip(Σ_f w_f Δ_if / s_f, ±cap)
+//   bins         counts of the pair margins             m_i = clip(Σ_f w_f Δ_if / s_f, ±cap), in
+//                                                       equal bins over [−cap, +cap] (computed in
+//                                                       Python, exact; no margin travels)
 //   n_dominated, n_pairs, threshold                     dominated: m_i ≤ −threshold (what filter
 //                                                       drops and flip swaps; prefaudit.shaping)
 //   n_capped, cap                                       pairs whose summed margin hit ±cap
@@ -12,7 +14,7 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 460; // viewBox width; the SVG scales to its container
-const BINS = 40;
+const MAX_BARS = 40; // more bins than this on screen are merged in pairs
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -32,22 +34,28 @@ function fmt(x) {
   return Number.isFinite(x) ? (x >= 0 ? "+" : "") + x.toFixed(2) : "–";
 }
 
-export function floats(value) {
-  // Binary traits arrive as a DataView (or ArrayBuffer); copy so alignment never matters.
-  if (!value) return new Float32Array(0);
-  const buf = value.buffer ? value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength) : value;
-  return new Float32Array(buf);
-}
-
-export function histogram(values, lo, hi, bins) {
-  const counts = new Array(bins).fill(0);
-  const width = (hi - lo) / bins;
-  for (const v of values) {
-    if (!Number.isFinite(v)) continue;
-    const k = Math.min(bins - 1, Math.max(0, Math.floor((v - lo) / width)));
-    counts[k] += 1;
+// The part of the fixed bins worth drawing: symmetric about 0, at least ±2·threshold, out to
+// the outermost non-empty bin; adjacent bins summed in pairs while more than MAX_BARS would show
+// (sums of exact counts stay exact). Returns {extent, counts}.
+export function shownBins(bins, cap, threshold) {
+  const n = bins.length;
+  const width = (2 * cap) / n;
+  let reach = 2 * threshold;
+  bins.forEach((c, k) => {
+    if (c > 0) reach = Math.max(reach, Math.abs(-cap + k * width), Math.abs(-cap + (k + 1) * width));
+  });
+  let half = Math.min(n / 2, Math.ceil(reach / width - 1e-9)); // bins on each side of 0
+  let merge = 1;
+  while ((2 * half) / merge > MAX_BARS) merge *= 2;
+  half = Math.min(n / 2, Math.ceil(half / merge) * merge);
+  const first = n / 2 - half;
+  const counts = [];
+  for (let k = first; k < n / 2 + half; k += merge) {
+    let c = 0;
+    for (let j = k; j < Math.min(k + merge, n); j += 1) c += bins[j];
+    counts.push(c);
   }
-  return counts;
+  return { extent: (half * 2 * cap) / n, counts };
 }
 
 function signalChart(features) {
@@ -80,25 +88,25 @@ function signalChart(features) {
   return chart;
 }
 
-function marginChart(margins, threshold) {
+function marginChart(bins, cap, threshold) {
   const h = 120;
   const top = 8;
   const bottom = h - 18;
-  // Margins arrive capped at ±cap, so the axis reaches at most max(2·threshold, cap).
-  let extent = threshold * 2;
-  for (const m of margins) if (Math.abs(m) > extent) extent = Math.abs(m);
-  const counts = histogram(margins, -extent, extent, BINS);
+  // Margins are capped at ±cap, so the axis reaches at most max(2·threshold, cap).
+  const { extent, counts } = shownBins(bins, cap, threshold);
   const maxCount = Math.max(1, ...counts);
   const x = (v) => ((v + extent) / (2 * extent)) * W;
   const chart = svg("svg", { viewBox: `0 0 ${W} ${h}`, class: "pa-margins", role: "img" });
   chart.appendChild(svg("title", {}, "distribution of pair margins"));
   // Shade the dominated side only, m <= -threshold: the pairs filter drops and flip swaps.
   chart.appendChild(svg("rect", { x: 0, y: top, width: x(-threshold), height: bottom - top, class: "pa-dominated-zone" }));
-  const bw = W / BINS;
+  const bw = W / Math.max(1, counts.length);
   counts.forEach((c, k) => {
     if (!c) return;
     const hh = ((bottom - top) * c) / maxCount;
-    chart.appendChild(svg("rect", { x: k * bw + 0.5, y: bottom - hh, width: bw - 1, height: hh, class: "pa-bin" }));
+    const bar = svg("rect", { x: k * bw + 0.5, y: bottom - hh, width: Math.max(0.5, bw - 1), height: hh, class: "pa-bin" });
+    bar.dataset.count = String(c);
+    chart.appendChild(bar);
   });
   chart.appendChild(svg("line", { x1: x(-threshold), x2: x(-threshold), y1: top, y2: bottom, class: "pa-threshold" }));
   chart.appendChild(svg("line", { x1: 0, x2: W, y1: bottom, y2: bottom, class: "pa-axis" }));
@@ -110,7 +118,7 @@ function marginChart(margins, threshold) {
 
 function draw(model, root) {
   const features = model.get("features") || [];
-  const margins = floats(model.get("margins"));
+  const bins = model.get("bins") || [];
   const threshold = model.get("threshold") || 1;
   const nPairs = model.get("n_pairs");
   const nDom = model.get("n_dominated");
@@ -127,7 +135,7 @@ function draw(model, root) {
   legend.appendChild(el("span", null, "after shaping"));
   root.appendChild(legend);
   root.appendChild(el("div", "pa-preview-title", "Pair margins"));
-  root.appendChild(marginChart(margins, threshold));
+  root.appendChild(marginChart(bins, cap || 4, threshold));
   const pct = nPairs ? ((100 * nDom) / nPairs).toFixed(1) : "0";
   const dom = el("div", "pa-dominated", `${nDom} of ${nPairs} pairs (${pct}%) have margin ≤ −${threshold}: filter would drop them, flip would swap them.`);
   dom.dataset.count = String(nDom);

@@ -1,8 +1,9 @@
 """A no-code app: the dashboard of one audit served as a web page with Voila.
 
-``prefaudit app DATA`` encodes and tests DATA once (progress in the terminal), saves the audit to
-a temporary directory and serves ``dashboard.ipynb`` with Voila. Every visitor gets a fresh
-kernel that opens the saved audit (seconds, no encoding) and shows ``session.dashboard()``; the
+``prefaudit app DATA`` serves ``dashboard.ipynb`` with Voila at once and meanwhile encodes and
+tests DATA once (progress in the terminal) and saves the audit to a temporary directory. Every
+visitor gets a fresh kernel whose page says what the preparation is doing, then opens the saved
+audit (seconds, no encoding) and shows ``session.dashboard()`` (:mod:`.page`); the
 views load the model lazily when a drill-down needs token activations. The notebook never sees
 user text as code: it reads the path of a small JSON file from ``PREFAUDIT_APP_CONFIG``.
 
@@ -22,7 +23,16 @@ $ prefaudit app pairs.jsonl --port 8870 --no-browser  # prints http://127.0.0.1:
 from __future__ import annotations
 
 from .config import CONFIG_ENV, NOTEBOOK, AppConfig, ServeOptions, read_app_config
-from .prepare import build_session, describe, load_app_pairs, open_app_session, prepare_app
+from .page import app_page
+from .prepare import (
+    build_session,
+    describe,
+    load_app_pairs,
+    open_app_session,
+    prepare_app,
+    prepare_audit,
+    write_app_files,
+)
 from .serve import serve, voila_command, voila_env, voila_settings
 
 __all__ = [
@@ -30,14 +40,17 @@ __all__ = [
     "NOTEBOOK",
     "AppConfig",
     "ServeOptions",
+    "app_page",
     "build_session",
     "describe",
     "load_app_pairs",
     "open_app_session",
     "prepare_app",
+    "prepare_audit",
     "read_app_config",
     "serve",
     "voila_command",
     "voila_env",
     "voila_settings",
+    "write_app_files",
 ]

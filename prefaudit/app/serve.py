@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 import webbrowser
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 from ..audit.exports import EXPORT_DIR_ENV
 from ..errors import ConfigError, MissingDependencyError
 from .config import CONFIG_ENV, DEFAULT_PORT, TOKEN_ENV, AppConfig, ServeOptions
-from .prepare import prepare_app
+from .prepare import prepare_audit, write_app_files
 
 #: Root of the Jupyter data folder that holds the template (``voila/templates/prefaudit``).
 SHARE = Path(__file__).resolve().parent / "share"
@@ -171,12 +170,15 @@ def serve(
     progress: bool = True,
     workdir: Path | None = None,
 ) -> int:
-    """Prepare the audit, then run Voila in the foreground until it exits, Ctrl-C or SIGTERM.
+    """Serve the page at once and prepare the audit meanwhile; run until Voila exits, Ctrl-C or SIGTERM.
 
-    The audit is built in a child process, so the model it loaded is not held in memory while
-    Voila serves (each visitor's kernel loads it again only if a drill-down needs it). The saved
-    audit lives in a temporary folder removed afterwards (or in ``workdir``, kept); exports go
-    to ``options.out``. Returns Voila's exit code (0 when stopped by a signal).
+    Voila starts before the audit is built: each page says what the preparation is doing and
+    fills in the dashboard once the audit is saved (:mod:`prefaudit.app.page`). The audit is
+    built in a child process, so the model it loaded is not held in memory while Voila serves
+    (each visitor's kernel loads it again only if a drill-down needs it). If it fails, Voila is
+    stopped and the error raised here. The saved audit lives in a temporary folder removed
+    afterwards (or in ``workdir``, kept); exports go to ``options.out``. Returns Voila's exit
+    code (0 when stopped by a signal).
     """
     options = options or ServeOptions()
     require_voila()
@@ -192,31 +194,37 @@ def serve(
         )
     with tempfile.TemporaryDirectory(prefix="prefaudit-app-") as tmp:
         work = Path(workdir or tmp).resolve()
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            files = pool.submit(prepare_app, config, work, progress=progress).result()
+        files = write_app_files(config, work)
         config_dir = write_voila_settings(work / "voila", voila_settings(options, token))
         print(f"prefaudit app: the page's exports go to {out}", flush=True)
-        proc = subprocess.Popen(
-            voila_command(files["notebook"], port=options.port, config_dir=config_dir),
-            env=voila_env(files["config"], out=out),
-            # Not the user's folder: Voila would read a voila.py found there.
-            cwd=files["notebook"].parent,
-        )
-        url = app_url(options.port, token)
-        threading.Thread(
-            target=_announce, args=(proc, options.port, url, options.open_browser), daemon=True
-        ).start()
         previous = _sigterm_interrupts()
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            return _stop(proc)
-        finally:
-            if proc.poll() is None:
-                _stop(proc)
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        # A pool, not a bare process: the child's exception comes back here; terminate() on exit.
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pending = pool.apply_async(prepare_audit, (config, work), {"progress": progress})
+            proc = subprocess.Popen(
+                voila_command(files["notebook"], port=options.port, config_dir=config_dir),
+                env=voila_env(files["config"], out=out),
+                # Not the user's folder: Voila would read a voila.py found there.
+                cwd=files["notebook"].parent,
+            )
+            url = app_url(options.port, token)
+            threading.Thread(
+                target=_announce, args=(proc, options.port, url, options.open_browser), daemon=True
+            ).start()
+            try:
+                while not pending.ready() and proc.poll() is None:
+                    pending.wait(0.5)
+                if pending.ready():
+                    pending.get()  # raises what the preparation raised
+                    print("prefaudit app: the audit is ready", flush=True)
+                return proc.wait()
+            except KeyboardInterrupt:
+                return _stop(proc)
+            finally:
+                if proc.poll() is None:
+                    _stop(proc)
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
 
 
 def _announce(

@@ -6,7 +6,7 @@ view displayed twice, or several views of one session, always agree.
 ========================  ==============================================================
 ``session.volcano()``     :class:`VolcanoView` — effect size vs −log10 q; click / lasso /
                           search select features
-``session.pairs(f)``      :class:`PairsView` — top pairs of the focused (or pinned) feature,
+``session.drilldown(f)``      :class:`PairsView` — top pairs of the focused (or pinned) feature,
                           tokens shaded by activation
 ``session.shaper()``      :class:`ShaperView` — weight sliders, verdicts, notes, live preview
 ``session.topic_heatmap()`` :class:`TopicHeatmapView` — d_z of the strongest features per

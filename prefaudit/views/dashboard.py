@@ -105,7 +105,7 @@ class Dashboard(SessionView):
         self.topics_button = w.Button(description="Topic heatmap", tooltip='session.test(by="topic")')
         self.topics_button.add_class("pa-heatmap-button")
         self.topics_button.on_click(self.guard(lambda _b: self._show_heatmap()))
-        if topics or (topics is None and session.results_by_topic is not None):
+        if topics or (topics is None and session.topics.results("topic") is not None):
             self._show_heatmap()
         else:
             self.topics_box.children = (self.topics_button,)

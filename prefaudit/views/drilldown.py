@@ -3,16 +3,21 @@
 The view follows ``session.focus`` (set by clicking the volcano) unless it is pinned to a
 feature. Each card shows the prompt, then the chosen and rejected responses side by side with
 their pooled values and which side is higher. SAE features shade each token by its activation
-(``session.token_activations``); regex concepts (built-in or user) highlight their matches; other
+(``session.space.token_activations``); regex concepts (built-in or user) highlight their matches; other
 concepts (length, callables, directions) have no token-level value and the legend says so.
+
+A page answers at once: its rows (prompt, responses, pooled values) are sent as soon as they are
+ranked; an SAE feature's token shading, which reads the page's responses through the model, follows
+in a second message (legend ``kind`` "pending" in between). Only the page's rows travel; the
+ranking stays in Python (``session.space.top_pairs``, cached per feature and order).
 
 The front end (``widgets/drilldown.js``) builds the DOM with ``textContent`` only: dataset text
 is shown as text, never interpreted as HTML or markdown.
 
 Example
 -------
->>> view = session.pairs()                 # follows the focus      # doctest: +SKIP
->>> view = session.pairs("flattery")       # pinned to a concept    # doctest: +SKIP
+>>> view = session.drilldown()                 # follows the focus      # doctest: +SKIP
+>>> view = session.drilldown("flattery")       # pinned to a concept    # doctest: +SKIP
 >>> view.sort = "rejected"; view.page = 1  # same as the controls   # doctest: +SKIP
 """
 
@@ -31,6 +36,14 @@ from .base import SessionView
 from .figures import _finite, concept_naming, concept_regex, regex_segments, token_segments
 
 SORTS = ("abs_delta", "delta", "chosen", "rejected")
+
+
+def page_max(pairs: list[dict[str, Any]]) -> float:
+    """The largest token activation on a page (0 when none): the darkest shade."""
+    acts = [
+        a for p in pairs for side in ("chosen", "rejected") for _, a in p[side]["segments"] if a is not None
+    ]
+    return max([0.0, *acts])
 
 
 class PairsWidget(anywidget.AnyWidget):
@@ -95,7 +108,7 @@ class PairsView(SessionView):
             raise ValueError(f"sort={sort!r}; choose one of {', '.join(SORTS)}.")
         if int(page_size) < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size!r}.")
-        fid = None if feature is None else self.session.feature_id(feature)
+        fid = None if feature is None else self.session.space.feature_id(feature)
         self.widget = PairsWidget(
             sort=sort, page_size=int(page_size), pinned=fid is not None, n_pairs=len(self.session.data)
         )
@@ -126,7 +139,7 @@ class PairsView(SessionView):
         self._load()
 
     def _on_topic_filter(self, _change: Any) -> None:
-        # Another set of pairs is ranked (session.top_pairs honours the filter): back to page one.
+        # Another set of pairs is ranked (session.space.top_pairs honours the filter): back to page one.
         if self.widget.page != 0:
             self.widget.page = 0  # the page observer reloads
         else:
@@ -155,7 +168,7 @@ class PairsView(SessionView):
         )
         if key == self._shown:
             return
-        wdg.n_pairs = len(self.session.filtered_positions())
+        wdg.n_pairs = len(self.session.topics.filtered_positions())
         if fid is None:
             with wdg.hold_sync():
                 wdg.pairs, wdg.header, wdg.legend = [], {}, {}
@@ -169,27 +182,44 @@ class PairsView(SessionView):
         if wdg.page >= n_pages or wdg.page < 0:
             wdg.page = min(max(wdg.page, 0), n_pages - 1)
             return  # the page observer reloads
-        wdg.status = "reading the pairs…"
+        legend, segments, slow = self._shading(fid)
         try:
-            pairs, legend = self._page(fid)
+            top = self.session.space.top_pairs(
+                fid, by=wdg.sort, n=wdg.page_size, offset=wdg.page * wdg.page_size
+            )
+            if slow:  # the rows now, unshaded; the shading once the model has read them
+                pending = {
+                    "kind": "pending",
+                    "text": f"token shade of {fid}: reading the page through the model…",
+                }
+                self._show_page(fid, self._cards(top, None), pending, "shading tokens…")
+                self._shown = key
+            pairs = self._cards(top, segments)
         except Exception:
             wdg.status = ""  # the error box says what went wrong
             raise
-        with wdg.hold_sync():
-            wdg.pairs, wdg.header, wdg.legend = pairs, self._header(fid), legend
-            wdg.status = ""
-            wdg.version += 1
+        legend["max"] = page_max(pairs)
+        self._show_page(fid, pairs, legend, "")
         self._shown = key
 
-    def _page(self, fid: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The current page as JSON-ready dicts, and the legend (with the page's maximum)."""
+    def _show_page(self, fid: str, pairs: list[dict[str, Any]], legend: dict[str, Any], status: str) -> None:
+        """One page down: rows, header, legend and status, then ``version`` (one redraw)."""
         wdg = self.widget
-        top = self.session.top_pairs(fid, by=wdg.sort, n=wdg.page_size, offset=wdg.page * wdg.page_size)
-        legend, segments = self._shading(fid)
+        with wdg.hold_sync():
+            wdg.pairs, wdg.header, wdg.legend = pairs, self._header(fid), legend
+            wdg.status = status
+            wdg.version += 1
+
+    def _cards(self, top: Any, segments: Any) -> list[dict[str, Any]]:
+        """The page's pairs as JSON-ready dicts; ``segments`` shades the responses (``None``: plain text)."""
         pairs = []
         for row in top.itertuples(index=False):
             texts = {side: str(getattr(row, f"{side}_text")) for side in ("chosen", "rejected")}
-            segs = segments(int(row.position), texts)
+            segs = (
+                {side: [[text, None]] for side, text in texts.items()}
+                if segments is None
+                else segments(int(row.position), texts)
+            )
             c, r = float(row.chosen), float(row.rejected)
             messages = self.session.data.messages(int(row.position))
             pairs.append(
@@ -208,15 +238,7 @@ class PairsView(SessionView):
                     "higher": "chosen" if c > r else "rejected" if r > c else "equal",
                 }
             )
-        acts = [
-            a
-            for p in pairs
-            for side in ("chosen", "rejected")
-            for _, a in p[side]["segments"]
-            if a is not None
-        ]
-        legend["max"] = max([0.0, *acts])
-        return pairs, legend
+        return pairs
 
     def _header(self, fid: str) -> dict[str, Any]:
         """Label and statistics; a concept's ``description`` and, for a regex, its ``pattern``.
@@ -232,7 +254,7 @@ class PairsView(SessionView):
         res = self.session.results
         if res is not None:
             # Results rows are in feature-column order: one lookup, not a scan of every feature.
-            j = self.session.column(fid)
+            j = self.session.space.column(fid)
             rows = (
                 [j]
                 if j < len(res) and res["feature"].iat[j] == fid
@@ -244,25 +266,31 @@ class PairsView(SessionView):
                 out["direction"] = str(r.get("direction", ""))
         return out
 
-    def _shading(self, fid: str) -> tuple[dict[str, Any], Any]:
-        """Legend and a ``(position, {side: text}) -> {side: segments}`` function for this feature."""
+    def _shading(self, fid: str) -> tuple[dict[str, Any], Any, bool]:
+        """Legend, a ``(position, {side: text}) -> {side: segments}`` function for this feature,
+        and whether it is slow (reads the model: the rows are sent before it runs)."""
         if ids.is_sae(fid):
 
             def sae(position: int, texts: dict[str, str]) -> dict[str, list[list[Any]]]:
-                acts = self.session.token_activations(position, fid)  # one read for both sides
+                acts = self.session.space.token_activations(position, fid)  # one read for both sides
                 return {
                     side: token_segments(text, list(acts[side][0]), np.asarray(acts[side][1]))
                     for side, text in texts.items()
                 }
 
-            return {"kind": "sae", "text": f"token shade = activation of {fid} (darkest = page maximum)"}, sae
+            legend = {"kind": "sae", "text": f"token shade = activation of {fid} (darkest = page maximum)"}
+            return legend, sae, True
         rx = concept_regex(self.session, fid)
         if rx is not None:
             naming = concept_naming(self.session, fid)
             legend = {"kind": "regex", "text": f"highlighted: {naming['description']}", "pattern": rx.pattern}
-            return legend, lambda _p, texts: {side: regex_segments(text, rx) for side, text in texts.items()}
+            return (
+                legend,
+                lambda _p, texts: {side: regex_segments(text, rx) for side, text in texts.items()},
+                False,
+            )
         legend = {
             "kind": "none",
             "text": f"{fid} is computed from the whole response: no token-level shading",
         }
-        return legend, lambda _p, texts: {side: [[text, None]] for side, text in texts.items()}
+        return legend, lambda _p, texts: {side: [[text, None]] for side, text in texts.items()}, False

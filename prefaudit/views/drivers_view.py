@@ -4,8 +4,8 @@ The table lists the top ``k`` pairs of ``session.drivers(feature)`` (share of th
 signal, Δ, the current edit, the prompt and both responses as text). The buttons send intents
 for exactly those pairs: **exclude** (``session.exclude_pairs``: training leaves them out),
 **flip** (``session.flip_pairs``: training swaps chosen and rejected), **restore**
-(``session.restore_pairs``) and **export** (``session.export_pairs``: their ids and texts as
-``.jsonl`` or ``.csv``). The what-if line (``session.pair_edit_preview``) gives the feature's
+(``session.edits.restore``) and **export** (``session.edits.export``: their ids and texts as
+``.jsonl`` or ``.csv``). The what-if line (``session.edits.preview``) gives the feature's
 predicted signal as things stand, with these pairs excluded and with them flipped, before
 anything is clicked. The view follows ``session.focus`` unless pinned to a feature (or group).
 
@@ -86,7 +86,7 @@ class DriversView(SessionView):
             raise ValueError(f"top_k must be at least 1, got {top_k!r}.")
         self.pinned = feature
         if feature is not None and not str(feature).startswith("group:"):
-            self.pinned = self.session.feature_id(feature)
+            self.pinned = self.session.space.feature_id(feature)
         self.top_k = w.BoundedIntText(
             value=int(top_k),
             min=1,
@@ -170,7 +170,7 @@ class DriversView(SessionView):
             f" · the top {k} carry {_num(float(top['share'].sum()) * 100, '{:.0f}')} % of its signal"
             f" · <span class='pa-drivers-edits' data-count='{n_edits}'>{n_edits} pair edit(s) in the session</span>"
         )
-        what = self.session.pair_edit_preview(fid, top["pair_id"].tolist())
+        what = self.session.edits.preview(fid, top["pair_id"].tolist())
         self.preview.value = (
             f"<span class='pa-drivers-preview-line' data-signal='{what['signal']!r}' "
             f"data-excluded='{what['signal_excluded']!r}' data-flipped='{what['signal_flipped']!r}'>"
@@ -218,14 +218,14 @@ class DriversView(SessionView):
 
     def _restore(self) -> None:
         ids = self.driver_ids()
-        self.session.restore_pairs(ids)
+        self.session.edits.restore(ids)
         self._say(f"restored {len(ids)} pairs")
 
     def _export(self, *, overwrite: bool = False) -> None:
         ids = self.driver_ids()
         typed = self.path.value
         try:
-            path = self.session.export_pairs(
+            path = self.session.edits.export(
                 typed, ids, feature=self.feature, overwrite=overwrite, root=self.export_root
             )
         except FileExistsError as err:

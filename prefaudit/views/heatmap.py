@@ -2,8 +2,8 @@
 
 Cells are ``d_z`` of a feature on one topic's pairs, from ``session.test(by="topic")`` (a ✱ marks
 q < α, BH over every topic × feature test; grey: no non-zero Δ there). Clicking a cell sends two
-intents: ``session.set_topic_filter(topic)`` and ``session.set_focus(feature)``; the drill-down
-(which ranks pairs through ``session.top_pairs``, restricted by the filter) then shows that
+intents: ``session.topics.set_filter(topic)`` and ``session.set_focus(feature)``; the drill-down
+(which ranks pairs through ``session.space.top_pairs``, restricted by the filter) then shows that
 feature on that topic's pairs. "all topics" clears the filter. The ringed cell is the current
 focus × filter. Figures: :mod:`prefaudit.views.topic_figures`.
 
@@ -66,28 +66,28 @@ class TopicHeatmapView(SessionView):
     ) -> None:
         super().__init__(session, **kwargs)
         self.n_features = int(n_features)
-        self.features = None if features is None else [self.session.feature_id(f) for f in features]
+        self.features = None if features is None else [self.session.space.feature_id(f) for f in features]
         self.alpha = float(alpha)
         self.figure: Any = None
         self.grid: TopicGrid | None = None
         self.filter_line = w.HTML()
         self.filter_line.add_class("pa-heatmap-filter")
-        self.clear_button = w.Button(description="all topics", tooltip="session.set_topic_filter(None)")
+        self.clear_button = w.Button(description="all topics", tooltip="session.topics.set_filter(None)")
         self.clear_button.add_class("pa-heatmap-clear")
-        self.clear_button.on_click(self.guard(lambda _b: self.session.set_topic_filter(None)))
+        self.clear_button.on_click(self.guard(lambda _b: self.session.topics.set_filter(None)))
         self.compute_button = w.Button(description="Test by topic", tooltip='session.test(by="topic")')
         self.compute_button.add_class("pa-heatmap-compute")
         self.compute_button.on_click(self.guard(self._compute))
         self.observe_session(self._on_current, "focus", "topic_filter")
         self.observe_session(self._on_labels, "labels")
-        if self.session.results_by_topic is None and compute:
+        if self.session.topics.results("topic") is None and compute:
             self.session.test(by="topic")
         self.refresh()
 
     # ------------------------------------------------------------------ drawing
     def refresh(self) -> None:
         """Redraw from the stored topic table (after ``session.test(by="topic")`` ran again)."""
-        long = self.session.results_by_topic
+        long = self.session.topics.results("topic")
         footer = w.HBox([self.clear_button, self.filter_line], layout=w.Layout(align_items="center"))
         if long is None:
             if self.figure is not None:
@@ -129,7 +129,7 @@ class TopicHeatmapView(SessionView):
         if not points.xs or self.grid is None:
             return
         fid, topic = self.cell_at(round(float(points.ys[0])), round(float(points.xs[0])))
-        self.session.set_topic_filter(topic)
+        self.session.topics.set_filter(topic)
         self.session.set_focus(fid)
 
     def _compute(self, _button: Any = None) -> None:
@@ -147,7 +147,7 @@ class TopicHeatmapView(SessionView):
         else:
             j = grid.topics.index(topic) if topic in grid.topics else None
             words = grid.topic_labels[j] if j is not None else ""
-            n = len(self.session.filtered_positions())
+            n = len(self.session.topics.filtered_positions())
             self.filter_line.value = (
                 f"drill-down: topic {topic} · <span class='pa-heatmap-words'>{html.escape(words)}</span>"
                 f" · <span class='pa-heatmap-count' data-count='{n}'>{n} pairs</span>"

@@ -12,7 +12,10 @@ member features are drawn, clickable as usual — and "◀ all groups" goes back
 expanded is view state (it selects nothing); selecting a member goes through the session.
 
 Only traces whose data changed are sent to the browser: a click redraws the rings, not the
-65,536 points under them.
+65,536 points under them. A click answers with the drill-down first: the focus moves before the
+selection grows (the shaper's new row and preview come after), and the rings are sent last, once —
+the browser handles messages in order, and redrawing a WebGL plot takes longer than drawing a page
+of pairs.
 
 Example
 -------
@@ -25,7 +28,9 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import html
+from collections.abc import Iterator
 from typing import Any
 
 import ipywidgets as w
@@ -145,6 +150,8 @@ class VolcanoView(SessionView):
         self._pending: list[str] = []
         self._matches: list[str] = []
         self._cache: dict[tuple, _Drawn] = {}
+        self._rings_held = 0  # > 0 while a pick is in progress: rings drawn once, at its end
+        self._rings_stale = False
 
         self.effect = w.Dropdown(
             options=list(EFFECTS), value=effect, description="effect", layout=w.Layout(width="220px")
@@ -177,7 +184,7 @@ class VolcanoView(SessionView):
         self.matches.add_class("pa-search-matches")
         self.matches.observe(self.guard(self._on_pick_match), names="value")
         clear = w.Button(description="clear selection", layout=w.Layout(width="auto"))
-        clear.on_click(self.guard(lambda _b: self.session.set_selection([])))
+        clear.on_click(self.guard(lambda _b: self.session.decisions.set_selection([])))
         self.info = w.HTML()  # HTML only so that long lines wrap; values are escaped (see _say)
         self.info.add_class("pa-info")
 
@@ -339,7 +346,7 @@ class VolcanoView(SessionView):
         """Row of a feature in ``results`` (−1: not there); results rows follow the feature columns."""
         res = self.session.results
         try:
-            j = self.session.column(fid)
+            j = self.session.space.column(fid)
         except Exception:  # not a feature of this audit (any more)
             return -1
         return j if j < len(res) and res["feature"].iat[j] == fid else -1
@@ -365,7 +372,29 @@ class VolcanoView(SessionView):
             self._sent[k] = update
 
     def _draw_selection(self) -> None:
+        if self._rings_held:
+            self._rings_stale = True
+            return
         self._send_trace(SELECTED_TRACE, self._selection_update())
+
+    @contextlib.contextmanager
+    def _rings_last(self) -> Iterator[None]:
+        """Draw the selection rings once, after everything the block sets off has been sent."""
+        self._rings_held += 1
+        try:
+            yield
+        finally:
+            self._rings_held -= 1
+            if not self._rings_held and self._rings_stale:
+                self._rings_stale = False
+                self._draw_selection()
+
+    def pick(self, feature: str) -> None:
+        """Select ``feature`` as a click does: focus first (the drill-down answers), then the
+        selection (the shaper's row), rings last."""
+        with self._rings_last():
+            self.session.set_focus(feature)
+            self.session.select_feature(feature)
 
     def _draw_search(self) -> None:
         self._send_trace(SEARCH_TRACE, self._search_update())
@@ -410,7 +439,7 @@ class VolcanoView(SessionView):
         if ids.is_group(picked):
             self.expand(picked)
         else:
-            self.session.select_feature(picked)
+            self.pick(picked)
 
     def _on_selection(self, trace: Any, points: Any, _selector: Any) -> None:
         # plotly dispatches a box/lasso to each trace in index order: collect, commit on the last.
@@ -424,24 +453,24 @@ class VolcanoView(SessionView):
         q = self.session.results.set_index("feature")["q"]
         picked = sorted(dict.fromkeys(picked), key=lambda f: q[f])[: self.max_lasso]
         if picked:
-            self.session.set_selection([*self.session.selection, *picked])
+            self.session.decisions.set_selection([*self.session.selection, *picked])
 
     def _on_search(self, change: Any) -> None:
         query = str(change["new"]).strip()
         self._matches = self.find(query) if query else []
+        if len(self._matches) == 1:
+            self.pick(self._matches[0])  # the drill-down first, the highlight after
         self._draw_search()
         options = [(f"{f} — {self.session.label(f)[:60]}", f) for f in self._matches[:100]]
         self.matches.options = options
         self.matches.value = None
         self.matches.layout.display = "flex" if len(self._matches) > 1 else "none"
-        if len(self._matches) == 1:
-            self.session.select_feature(self._matches[0])
         if query and not self._matches:
             self._say(f"No feature matches {query!r}.")
 
     def _on_pick_match(self, change: Any) -> None:
         if change["new"]:
-            self.session.select_feature(change["new"])
+            self.pick(change["new"])
 
     def find(self, query: str) -> list[str]:
         """Feature ids whose id or label contains ``query`` (case-insensitive); an exact id first.
@@ -452,7 +481,7 @@ class VolcanoView(SessionView):
         if results is None or not query:
             return []
         try:
-            exact = self.session.feature_id(query)
+            exact = self.session.space.feature_id(query)
         except Exception:  # not a valid id: fall back to substring search
             exact = None
         if exact is not None and self._row(exact) >= 0:

@@ -37,7 +37,7 @@ volcano = session.volcano()
 drawn = [len(volcano.figure.data[k].x) for k in range(3)]
 session.select_feature(volcano.feature_at(2, 0))  # a restyle sent while plotly's module loads
 """,
-    "widgets.VBox([volcano, session.pairs()])",
+    "widgets.VBox([volcano, session.drilldown()])",
     "dash = session.dashboard()\ndash",
 ]
 

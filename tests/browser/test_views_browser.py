@@ -150,7 +150,7 @@ def test_slider_drag_updates_weight_and_preview(dash_nb, screens):
 def test_search_label_selects_feature(dash_nb, screens):
     nb, page = dash_nb, dash_nb.page
     target = "concept:url"
-    nb.probe.exec(f"session.deselect_feature({target!r})")
+    nb.probe.exec(f"session.decisions.deselect({target!r})")
     focus_via_probe(nb, "concept:length")
     assert target not in nb.probe.eval("session.selection")
 
@@ -212,7 +212,7 @@ session.encode(progress=False)
 session.test(n_boot=200)
 top = session.results[session.results["source"] == "sae"].sort_values("q").iloc[0]["feature"]
 session.select_feature(top)
-session.pairs()
+session.drilldown()
 """
 
 

@@ -33,7 +33,7 @@ volcano
 """
 # Its own cell: a FigureWidget displayed in one output with another widget (a VBox, or two
 # display() calls) was drawn without its traces here (plotly 7.1, JupyterLab 4.6).
-PAIRS_CELL = "pairs = session.pairs()\npairs"
+PAIRS_CELL = "pairs = session.drilldown()\npairs"
 
 
 @pytest.mark.parametrize("jupyter", ["lab"], indirect=True)
