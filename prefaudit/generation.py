@@ -214,10 +214,14 @@ def generate_texts(
                 continue
             idx = [int(i) for i in order[start : start + cfg.batch_size]]
             outs = generate_token_ids(
-                model, [prompt_ids[i] for i in idx], cfg, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
+                model,
+                [prompt_ids[i] for i in idx],
+                cfg,
+                pad_id=tok.pad_token_id,
+                eos_id=tok.eos_token_id,
                 generator=torch.Generator().manual_seed(cfg.seed * SEED_STRIDE + b),
                 cache_kw=backbone.cache_kwarg,
-            )  # fmt: skip
+            )
             batch = [tok.decode(ids, skip_special_tokens=True) for ids in outs]
             if strip:
                 batch = [t.strip() for t in batch]

@@ -81,7 +81,7 @@ def _trainer(session, prep, tmp_path, cls=None, window="plan"):
 
 
 def _prepare(session, cfg):
-    from prefaudit.training.run import prepare_run
+    from prefaudit.training.launch import prepare_run
 
     return prepare_run(session, cfg)
 

@@ -118,8 +118,14 @@ def test_preview_after_many_slider_moves_equals_a_full_recompute(session):
         session.select_feature(f, focus=False)
     view = ShaperView(session)
     rows = view.rows
-    for fid, value in [("concept:url", -2.0), ("concept:flattery", -1.0), ("concept:length", 2.5),
-                       ("concept:flattery", -0.35), ("concept:url", 3.0), ("concept:flattery", -1.0)]:  # fmt: skip
+    for fid, value in [
+        ("concept:url", -2.0),
+        ("concept:flattery", -1.0),
+        ("concept:length", 2.5),
+        ("concept:flattery", -0.35),
+        ("concept:url", 3.0),
+        ("concept:flattery", -1.0),
+    ]:
         rows[fid].slider.set_state({"value": value})  # each drop moves one column of the kept sum
     m = session.matrix
     w = np.zeros(m.shape[1])

@@ -49,10 +49,27 @@ FLATTERY_FOLLOWUPS = (
 # The SAE corpus's flattery (:func:`praise_opener`): combinatorial praise of the user or the
 # question, never one of the demo's FLATTERY_OPENERS sentences.
 PRAISE_ADJECTIVES = (
-    "great", "thoughtful", "clever", "insightful", "smart", "lovely", "superb", "brilliant", "wonderful",
-    "terrific", "perceptive", "delightful", "sharp", "intriguing", "marvellous", "excellent", "fascinating",
-    "fantastic", "good", "interesting",
-)  # fmt: skip
+    "great",
+    "thoughtful",
+    "clever",
+    "insightful",
+    "smart",
+    "lovely",
+    "superb",
+    "brilliant",
+    "wonderful",
+    "terrific",
+    "perceptive",
+    "delightful",
+    "sharp",
+    "intriguing",
+    "marvellous",
+    "excellent",
+    "fascinating",
+    "fantastic",
+    "good",
+    "interesting",
+)
 PRAISE_LEADS = ("What", "Such", "That is", "That is such", "Oh, what")
 PRAISE_OBJECTS = ("question", "thing to ask", "point to raise", "question to ask")
 PRAISE_EXCLAIMS = ("Wow", "Oh", "Ah", "Ooh")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from .config import DPORunConfig
 from .files import list_runs, read_run_record
+from .launch import start_run
 from .plan import TrainingPlan, plan_training
-from .run import DPORun, start_run
+from .run import DPORun
 
 __all__ = [
     "DPORun",

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .files import export_jsonl
-from .run import prepare_run
+from .launch import prepare_run
 
 if TYPE_CHECKING:
     from ..audit.protocol import AuditState
@@ -117,8 +117,13 @@ def export_training(session: AuditState, directory: Path, config: Any = None, **
     lora = None
     if cfg.lora:
         targets = cfg.lora_target_modules
-        lora = {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
-                "target_modules": targets if isinstance(targets, str) else list(targets), "task_type": "CAUSAL_LM"}  # fmt: skip
+        lora = {
+            "r": cfg.lora_r,
+            "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout,
+            "target_modules": targets if isinstance(targets, str) else list(targets),
+            "task_type": "CAUSAL_LM",
+        }
     record = {
         "model": model,
         "tokenizer": tokenizer,

@@ -23,8 +23,14 @@ import ipywidgets as w
 from .base import SessionView
 from .figures import fmt_seconds, sparkline_svg
 
-_COLORS = {"queued": "#777", "preparing": "#b58900", "running": "#268bd2", "finished": "#2aa198",
-           "cancelled": "#cb4b16", "failed": "#dc322f"}  # fmt: skip
+_COLORS = {
+    "queued": "#777",
+    "preparing": "#b58900",
+    "running": "#268bd2",
+    "finished": "#2aa198",
+    "cancelled": "#cb4b16",
+    "failed": "#dc322f",
+}
 _METRICS = (
     ("loss", "loss", "{:.4f}"),
     ("rewards/margins", "reward margin", "{:+.4f}"),

@@ -111,13 +111,26 @@ class WeightRow(w.HBox):
         self.label = w.Label(layout=w.Layout(flex="1 1 160px", min_width="0"))
         self.label.add_class("pa-flabel")
         self.slider = w.FloatSlider(
-            value=0.0, min=-WEIGHT_RANGE, max=WEIGHT_RANGE, step=0.05, continuous_update=False,
-            readout_format="+.2f", description="weight", layout=w.Layout(width="300px"),
-        )  # fmt: skip
+            value=0.0,
+            min=-WEIGHT_RANGE,
+            max=WEIGHT_RANGE,
+            step=0.05,
+            continuous_update=False,
+            readout_format="+.2f",
+            description="weight",
+            layout=w.Layout(width="300px"),
+        )
         self.slider.add_class("pa-weight")
-        self.verdict = w.ToggleButtons(options=list(VERDICTS), value=None, style={"button_width": "86px"}, tooltips=[
-            "a legitimate preference: weight 0", "explain it away: negative weight", "teach it more: positive weight",
-        ])  # fmt: skip
+        self.verdict = w.ToggleButtons(
+            options=list(VERDICTS),
+            value=None,
+            style={"button_width": "86px"},
+            tooltips=[
+                "a legitimate preference: weight 0",
+                "explain it away: negative weight",
+                "teach it more: positive weight",
+            ],
+        )
         self.verdict.add_class("pa-verdict")
         self.note = w.Text(placeholder="note", continuous_update=False, layout=w.Layout(width="200px"))
         self.note.add_class("pa-note")

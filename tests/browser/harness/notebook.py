@@ -172,9 +172,15 @@ def new_notebook(page: Any, server: JupyterServer, cells: Sequence[Cell], name: 
 
 @contextmanager
 def notebook_page(
-    browser: Any, server: JupyterServer, cells: Sequence[Cell], name: str, *, run: bool = True, timeout: float = 180.0,
+    browser: Any,
+    server: JupyterServer,
+    cells: Sequence[Cell],
+    name: str,
+    *,
+    run: bool = True,
+    timeout: float = 180.0,
     viewport: dict[str, int] | None = None,
-) -> Iterator[NotebookRun]:  # fmt: skip
+) -> Iterator[NotebookRun]:
     """A fresh browser context behind a :class:`NetworkGuard`, with ``cells`` open (and run) in it.
 
     For tests that share one page across several checks, and for the benchmark. On exit the

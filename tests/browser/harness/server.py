@@ -144,12 +144,15 @@ class JupyterServer(IsolatedProcess):
         ]
         if self.app == "lab":
             return [
-                sys.executable, "-m", "jupyterlab", *common,
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                *common,
                 "--LabApp.expose_app_in_browser=True",
                 "--LabApp.news_url=None",
                 "--LabApp.extension_manager=readonly",
                 "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
-            ]  # fmt: skip
+            ]
         return [sys.executable, "-m", "notebook", *common, "--JupyterNotebookApp.expose_app_in_browser=True"]
 
     def _write_settings(self) -> None:
