@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .audit.fit import SAEFit
     from .training.plan import TrainingPlan
     from .training.run import DPORun
-    from .verify.result import VerifyResult
+    from .verify.result import RunComparison, VerifyResult
     from .views.dashboard import Dashboard
     from .views.drilldown import PairsView
     from .views.drivers_view import DriversView
@@ -201,7 +201,9 @@ class AuditSession(AuditCore):
 
         return verify_run(self, run, prompts=prompts, **kwargs)
 
-    def compare(self, run_a: Any, run_b: Any, **kwargs: Any) -> Any:
+    def compare(
+        self, run_a: DPORun | VerifyResult, run_b: DPORun | VerifyResult, **kwargs: Any
+    ) -> RunComparison:
         """Two verified runs side by side."""
         from .verify import compare_runs
 
