@@ -88,7 +88,7 @@ def concept_name(fid: str) -> str:
 def normalize(feature: Any) -> str:
     """``17``, ``"17"``, ``"sae:17"``, ``"length"`` or ``"concept:length"`` -> an id (syntax only).
 
-    Whether the feature exists is the session's question (``AuditCore.feature_id``). A
+    Whether the feature exists is the session's question (``session.space.feature_id``). A
     ``group:<k>`` id names a group of features, not a feature: it is refused here, so that no
     per-feature query mistakes it for one (``session.groups.scores`` and ``session.groups.explained_by``
     take group ids).

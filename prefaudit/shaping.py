@@ -59,7 +59,7 @@ Margin coefficients
 -------------------
 A margin is linear in the Δ columns: mᵢ = Σ_j uⱼ·Δᵢⱼ with one coefficient uⱼ per column
 (:func:`margin_unit`: wⱼ/sⱼ). Anything else that is a fixed linear combination of columns — a
-feature group's score (:mod:`prefaudit.audit.group_weights`) — adds to the coefficients of its
+feature group's score (:mod:`prefaudit.audit.shaping`) — adds to the coefficients of its
 member columns, so every consumer of margins sees one definition.
 
 Example

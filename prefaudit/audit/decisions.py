@@ -7,7 +7,7 @@ verbs ``select_feature``, ``set_focus``, ``set_weight``, ``set_verdict``, ``set_
 ``set_note`` delegate to it.
 
 Decisions may name a feature group (``group:<k>``) as well as a feature: it can be selected,
-weighted (:mod:`prefaudit.audit.group_weights` says what its weight means), given a verdict,
+weighted (:mod:`prefaudit.audit.shaping` says what its weight means), given a verdict,
 a label or a note. The focus (what the drill-down shows) is always a feature.
 """
 
@@ -59,7 +59,7 @@ class Decisions:
         """Reward weight (0 removes it; :mod:`prefaudit.shaping` units). Negative suppresses, positive amplifies.
 
         ``feature`` may be a group id: its score is weighted as one feature with its own margin
-        scale (:mod:`prefaudit.audit.group_weights`).
+        scale (:mod:`prefaudit.audit.shaping`).
         """
         fid = self.core.space.decision_id(feature)
         weights = {k: v for k, v in self.core.weights.items() if k != fid}

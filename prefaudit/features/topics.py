@@ -1,7 +1,7 @@
 """Prompt topics: cluster the prompts of a preference set, and test effects across the clusters.
 
 Pure computation (numpy, scipy, scikit-learn; no model, no session). The audit's
-:class:`~prefaudit.audit.topics.TopicsMixin` calls it; ``docs/DESIGN.md`` ("From features to
+:class:`~prefaudit.audit.topics.Topics` calls it; ``docs/DESIGN.md`` ("From features to
 concepts") says why: an effect can live in one kind of prompt only.
 
 Method

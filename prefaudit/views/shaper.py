@@ -9,7 +9,7 @@ a weight (a weight never hides: everything that shapes the margins has a row). R
 sets its weight to 0 and deselects it.
 
 A row may be a **feature group** (type ``group:12`` in the add box): its slider weights the
-group's score as one feature with its own margin scale (:mod:`prefaudit.audit.group_weights`),
+group's score as one feature with its own margin scale (:mod:`prefaudit.audit.shaping`),
 and the row shows the group's label and how many features it has.
 
 The preview (:class:`ShaperPreview`, a small SVG anywidget) shows ``session.shaping.preview()``:
