@@ -233,7 +233,7 @@ def demo_section() -> dict:
     session.encode(progress=False)
     res = session.test()
     c, r = session.encoded.chosen.values, session.encoded.rejected.values
-    lengths = session.lengths()
+    lengths = session.space.lengths()
     t0 = time.perf_counter()
     audit = audit_clusters(c, r, lengths=lengths)
     elapsed = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Feature groups on the demo set, and the time of grouping at 10,000 pairs × 4,096 features.
+"""Feature groups (the co-firing clusters) on the demo set, and the time of ``compute_groups`` at 10,000 pairs × 4,096 features.
 
     .venv/bin/python benchmarks/bench_groups.py [--skip-demo] [--skip-synthetic]
 
@@ -14,11 +14,12 @@ Sections (``main()`` runs them in turn; each prints its own figures, no timed as
   and the r of its per-pair Δ score with the ground-truth Δ (target ≥ 0.5); the prompt topics,
   the topic holding the requests for resources, and whether the ``citation`` concept and the
   reference's group are significant there only (target: heterogeneity p < 0.01); the top 10
-  groups by |d_z| with labels.
+  groups by |d_z| with labels and badges.
 * **synthetic** — 10,000 pairs × 4,096 features (64 planted co-activating blocks of 48 features
   plus 1,024 independent ones, ~20% dense like the demo's pooled codes), the full grouping
-  (:func:`prefaudit.audit.groups.compute_groups`: clustering, scores, labels from a toy
-  tokenizer, aligned concepts, paired tests, explained-by), timed (target < 10 s).
+  (:func:`prefaudit.audit.groups.compute_groups`: co-firing clusters, scores, the paper's
+  statistics, labels through :func:`prefaudit.features.groups.peak_reader` with a toy tokenizer,
+  aligned concepts, paired tests, explained-by), timed (target < 10 s).
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ def demo_section() -> None:
 
     sizes = table["n_members"].to_numpy()
     print(
-        f"groups: {len(table)} ({(sizes > 1).sum()} with ≥ 2 members, {(sizes == 1).sum()} singletons); "
-        f"unclustered features: {table.attrs['n_unclustered']} "
-        f"(rule: active in ≥ {table.attrs['min_active']} of {table.attrs['n_rows_correlated']} responses)"
+        f"groups: {len(table)} (each ≥ {table.attrs['min_size']} features); unclustered features: "
+        f"{table.attrs['n_unclustered']} {table.attrs['unclustered_by_reason']} "
+        f"(active in ≥ {table.attrs['min_active']} of {table.attrs['n_rows']} responses to be linked)"
     )
     print(f"largest groups: {sorted(sizes.tolist(), reverse=True)[:10]}")
     sae = res[res["source"] == "sae"]
@@ -123,7 +124,7 @@ def demo_section() -> None:
         al = ", ".join(f"{ids.concept_name(c)} {r:+.2f}" for c, r in g.aligned)
         print(
             f"  {g.group:>10s} n={g.n_members:<4d} d_z={g.d_z:+.2f} q={g.q:.1e} d_z_ctrl={g.d_z_controlled:+.2f} "
-            f"[{al}] {g.label!r}"
+            f"{g.badge:<8s} [{al}] {g.label!r}"
         )
 
 
@@ -207,11 +208,17 @@ def synthetic_section(n_pairs: int = 10_000, d: int = 4096) -> None:
     print(f"\n== synthetic: {n_pairs:,} pairs × {d:,} features")
     case = synthetic_case(n_pairs, d)
     t0, c0 = time.perf_counter(), time.process_time()
-    groups, _, _, table = compute_groups(
+    from prefaudit.features.groups import peak_reader
+
+    read = peak_reader(
         case["sides"],
         case["texts"],
         lambda s: [int(w) for w in s.split()],
         lambda toks: [f" t{t}" for t in toks],
+    )
+    groups, _, _, table, _ = compute_groups(
+        case["sides"],
+        read,
         case["concepts"],
         [ids.concept_id(f"c{j}") for j in range(13)],
         case["lengths"],

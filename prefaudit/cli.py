@@ -16,10 +16,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MissingDependencyError, PrefauditError
 from .ids import ALPHA
+
+if TYPE_CHECKING:
+    from .audit.protocol import AuditState
 
 # The dtype enters the encode cache key: a cache encoded on a bf16 GPU is read on a CPU with --dtype bfloat16.
 DTYPES = ["float32", "bfloat16", "float16"]
@@ -71,8 +74,13 @@ def _encode_parser(sub: Any) -> None:
     e.add_argument("--sae", default=None, help="SAE directory or release/sae_id (default: embedded SAE)")
     e.add_argument("--layer", type=int, default=None, help="layer to read (default: the SAE's layer)")
     e.add_argument("--pooling", choices=["max", "mean", "sum"], default="max")
-    e.add_argument("--device", type=_device_arg, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
-                   help="auto/cuda under a launcher: each process's own GPU (default: auto)")  # fmt: skip
+    e.add_argument(
+        "--device",
+        type=_device_arg,
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="auto/cuda under a launcher: each process's own GPU (default: auto)",
+    )
     e.add_argument("--limit", type=int, default=None, help="use only the first N rows of the source")
     e.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
     e.add_argument("--shard-size", type=int, default=128, help="pairs per cache shard (default: 128)")
@@ -129,14 +137,18 @@ def stage_line(what: str, quiet: bool = False) -> Iterator[None]:
 
 
 def write_outputs(
-    session: Any, out: Path, summary: dict[str, Any], *, report: bool = True, quiet: bool = True
+    session: AuditState, out: Path, summary: dict[str, Any], *, report: bool = True, quiet: bool = True
 ) -> dict[str, Any]:
     """Write ``features.csv``, ``features.parquet``, ``summary.json`` (and ``report.html``).
 
     ``summary["truncation"]`` holds what the token window cut (:meth:`AuditCore.truncation`):
     the limits, the counts of prompts and of chosen and rejected responses cut (``None`` when
     nothing was tokenised), their ``pair_ids`` and a ``sentence`` for people.
-    ``summary["concepts"]``: groups, topics, drivers and the SAE's fit (:mod:`prefaudit.report.concepts`).
+    It leads with ``sentences`` (what a person reads first, each with its cluster's ``group`` id)
+    and ``clusters`` (counts and the strongest clusters: label, size, effect, badge, sentence),
+    then the run's facts, then ``fit``, ``topics`` and ``drivers``
+    (:func:`prefaudit.report.concepts.lead_summary`). ``concepts`` — the old, misnamed key that
+    held fit, groups, topics and drivers — is kept one more release, as ``deprecated_keys`` says.
     """
     out.mkdir(parents=True, exist_ok=True)
     table = session.results
@@ -160,7 +172,7 @@ def write_outputs(
         ],
     )
     files = ["features.csv", "features.parquet", "summary.json"]
-    from .report.concepts import PARTS, concept_summary, gather
+    from .report.concepts import PARTS, concept_summary, gather, lead_summary
 
     # Groups, topics, drivers and the SAE's fit: gathered once (computed for the report), shown and summarised.
     parts = gather(session, compute=PARTS if report else (), stage=lambda what: stage_line(what, quiet))
@@ -168,8 +180,16 @@ def write_outputs(
         with stage_line("writing report.html", quiet):
             session.report(out / "report.html", parts=parts)
         files.append("report.html")
-    summary["concepts"] = concept_summary(parts)
-    summary["files"] = files
+    lead = lead_summary(parts)
+    ordered = {"sentences": lead.pop("sentences"), "clusters": lead.pop("clusters"), **summary, **lead}
+    ordered["concepts"] = concept_summary(parts)
+    ordered["deprecated_keys"] = {
+        "concepts": "held fit, groups, topics and drivers: now the top-level keys fit, clusters, topics "
+        "and drivers; removed in the next release"
+    }
+    ordered["files"] = files
+    summary.clear()
+    summary.update(ordered)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -236,14 +256,28 @@ def run_encode(args: argparse.Namespace) -> int:
     if args.cache_dir is not None:
         kw["cache_dir"] = args.cache_dir
     # Loaded as AuditSession loads them, so the cache key is the one `prefaudit audit` computes.
-    session = AuditSession(pairs, pooling=args.pooling, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
-                           shard_size=args.shard_size, concepts=False, **kw)  # fmt: skip
+    session = AuditSession(
+        pairs,
+        pooling=args.pooling,
+        batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
+        shard_size=args.shard_size,
+        concepts=False,
+        **kw,
+    )
     backbone, sae = session.backbone, session.sae  # every process at once (hub downloads are file-locked)
     done = encode_distributed(
-        session.data, backbone, sae, cache_dir=session.cache_dir, pooling=args.pooling,
-        batch_size=args.batch_size, batch_tokens=args.batch_tokens, shard_size=args.shard_size,
-        progress=not args.quiet, state=state,
-    )  # fmt: skip
+        session.data,
+        backbone,
+        sae,
+        cache_dir=session.cache_dir,
+        pooling=args.pooling,
+        batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
+        shard_size=args.shard_size,
+        progress=not args.quiet,
+        state=state,
+    )
     if done is not None:
         n_enc = sum(len(v) for v in done["encoded"].values())
         per_rank = ", ".join(f"rank {r}: {len(v)}" for r, v in done["encoded"].items())
@@ -268,6 +302,25 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if trunc:
         note = f" ({trunc['note']})" if trunc.get("note") and trunc["note"] != trunc["sentence"] else ""
         print(f"token window: {trunc['sentence']}{note}")
+    if summary.get("sentences"):
+        print("\nWhat this data teaches:")
+        for s in summary["sentences"]:
+            print(f"  {'[' + s['group'] + '] ' if s['group'] else ''}{s['text']}")
+    clusters = summary.get("clusters") or {}
+    if clusters.get("top"):
+        print(
+            f"\nStrongest clusters of co-firing SAE features ({clusters['n_clusters']} clusters, "
+            f"{clusters['n_significant']} with q < {ALPHA:g}; {clusters['n_unclustered']} features in none):"
+        )
+        for row in clusters["top"]:
+            d_z = "nan" if row["d_z"] is None else f"{row['d_z']:+.2f}"
+            print(
+                f"  {row['group']:<9} {row['n_members']:>5} features  d_z={d_z}  {row['badge']:<8}  {row['label']}"
+            )
+    elif clusters.get("skipped"):
+        print(f"\nClusters: {clusters['skipped']}")
+    if summary["top_features"]:
+        print("\nStrongest single features:")
     for row in summary["top_features"][:10]:
         print(
             f"  {row['feature']:<22} d_z={row['d_z']:+.2f}  q={row['q']:.1e}  more in {row['direction']:<8} {row['label']}"

@@ -154,6 +154,12 @@ class AuditSession(AuditCore):
         """Train these pairs with chosen and rejected swapped."""
         self.edits.flip(pair_ids)
 
+    def explain(self, explainer: Any = "contexts", **options: Any) -> pd.DataFrame:
+        """A text for each feature cluster from an explainer (built-in contexts, a Neuronpedia
+        export, a local HF model, a callable): :mod:`prefaudit.features.explainers`. Labels
+        never enter a statistic."""
+        return self.groups.explain(explainer, **options)
+
     def sae_fit(self, n: int = 128, seed: int = 0) -> SAEFit:
         """How well the SAE reconstructs this data's responses (:class:`prefaudit.audit.fit.SAEFit`)."""
         return self.lens_fit(n, seed)

@@ -49,7 +49,7 @@ def test_every_stage_after_encoding_says_what_it_does_and_how_long_it_took(tmp_p
     stages = re.findall(r"prefaudit: (.+?) … (\d+\.\d) s", capsys.readouterr().err)
     names = [what for what, _ in stages]
     assert names[0].startswith("testing ") and names[-1] == "writing report.html"
-    assert any("topics" in n for n in names) and any("grouping" in n for n in names)
+    assert any("topics" in n for n in names) and any("clustering" in n for n in names)
     assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     assert "prefaudit: " not in capsys.readouterr().err
 
@@ -57,14 +57,54 @@ def test_every_stage_after_encoding_says_what_it_does_and_how_long_it_took(tmp_p
 def test_audit_with_a_local_model_and_sae_directory(tmp_path, tiny_model_dir, tiny_sae_dir) -> None:
     write_jsonl(tmp_path / "pairs.jsonl", tiny.planted_pairs(24))
     out = tmp_path / "out"
-    argv = ["audit", str(tmp_path / "pairs.jsonl"), "--out", str(out), "--quiet", "--no-cache",
-            "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--pooling", "mean", "--limit", "20"]  # fmt: skip
+    argv = [
+        "audit",
+        str(tmp_path / "pairs.jsonl"),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-cache",
+        "--model",
+        str(tiny_model_dir),
+        "--sae",
+        str(tiny_sae_dir),
+        "--pooling",
+        "mean",
+        "--limit",
+        "20",
+    ]
     assert main(argv) == 0
     table = pd.read_parquet(out / "features.parquet")
     assert {"sae", "concept"} == set(table["source"])
     assert (table["source"] == "sae").sum() == 64  # the tiny SAE's d_sae
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_pairs"] == 20 and summary["pooling"] == "mean" and summary["layer"] == 2
+
+
+def test_the_summary_leads_with_sentences_then_clusters_then_features(tiny_session, tmp_path, capsys) -> None:
+    from prefaudit.cli import _print_summary, write_outputs
+    from tests.tiny import BLOCK_A, plant_blocks
+
+    tiny_session.encode(progress=False)
+    plant_blocks(tiny_session)
+    tiny_session.test(n_boot=50)
+    tiny_session.groups()  # without the report, the summary reads what was computed
+    summary = write_outputs(
+        tiny_session, tmp_path, {"out": str(tmp_path), "n_pairs": 40, "rejected_rows": []}, report=False
+    )
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert list(saved)[:2] == ["sentences", "clusters"] and saved["clusters"]["n_clusters"] >= 2
+    _print_summary(summary)
+    out = capsys.readouterr().out
+    g_a = tiny_session.groups.of(f"sae:{BLOCK_A[0]}")
+    row = tiny_session.groups().set_index("group").loc[g_a]
+    assert (
+        out.index("What this data teaches") < out.index("Strongest clusters") < out.index("single features")
+    )
+    line = next(x for x in out.splitlines() if x.strip().startswith(g_a) and "features" in x)
+    assert f"{row['n_members']} features" in line and f"d_z={row['d_z']:+.2f}" in line
+    assert "chosen" in line and line.rstrip().endswith(row["label"])
+    assert f"[{g_a}] Chosen responses have more" in out
 
 
 @pytest.mark.parametrize(

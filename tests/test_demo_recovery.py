@@ -26,9 +26,15 @@ def session():  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     ("concept", "direction"),
-    [("flattery", "chosen"), ("markdown_headers", "chosen"), ("list_items", "chosen"), ("bold", "chosen"),
-     ("url", "chosen"), ("hedging", "rejected")],
-)  # fmt: skip
+    [
+        ("flattery", "chosen"),
+        ("markdown_headers", "chosen"),
+        ("list_items", "chosen"),
+        ("bold", "chosen"),
+        ("url", "chosen"),
+        ("hedging", "rejected"),
+    ],
+)
 def test_text_concepts_significant_in_planted_direction(session, concept: str, direction: str) -> None:  # type: ignore[no-untyped-def]
     row = session.results.set_index("feature").loc[f"concept:{concept}"]
     assert row["q"] < 0.05
@@ -87,8 +93,9 @@ def test_gallery_opens_with_each_planted_concepts_feature(session) -> None:  # t
 
 
 def test_null_labels_yield_no_group_and_no_topic_specific_effect(session) -> None:  # type: ignore[no-untyped-def]
-    """Calibration of the concept layer: with labels swapped at random, no feature group is
-    significant and no feature is flagged topic-specific (the report's rule)."""
+    """Calibration of the concept layer: with labels swapped at random, no cluster is significant
+    (neither by our score's q nor by the paper's q_fire) and no feature is flagged topic-specific
+    (the report's rule)."""
     from prefaudit import AuditSession
     from prefaudit.demo import load_demo_pairs
     from prefaudit.demo.recovery import swap_encoded
@@ -99,12 +106,31 @@ def test_null_labels_yield_no_group_and_no_topic_specific_effect(session) -> Non
     s.encoded = swap_encoded(session.encoded, null.df["swapped"].to_numpy())
     s.test()
     groups = s.groups()
-    assert len(groups) > 100  # the same readings cluster as before: the test is not vacuous
+    assert len(groups) >= 10  # the same readings cluster as before (15 when measured): not vacuous
     assert (groups["q"] < 0.05).sum() == 0, groups.nsmallest(5, "q")[["group", "label", "d_z", "q"]]
+    assert (groups["q_fire"] < 0.05).sum() == 0, groups.nsmallest(5, "q_fire")[["group", "label", "q_fire"]]
     long = s.test(by="topic")
     assert long["topic"].nunique() > 1
     flagged = topic_specific(long)
     assert flagged.empty, flagged.head()
+
+
+def test_the_planted_concepts_come_out_as_top_clusters_with_words_of_their_text(session) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20's targets, as measured (``benchmarks/bench_demo_recovery.py --clusters``): the
+    three concepts planted everywhere are each matched by one of the 10 strongest clusters (Δ r ≥
+    0.5 with the truth, a label holding words of the planted text); 90% of the significant SAE
+    features lie in at most 60 clusters taken by q. The topic-conditional reference is not
+    asserted: its best top-10 cluster reached Δ r 0.51 but was labelled by digits
+    ("approximately · 6 · 5"), not by words of the planted references."""
+    from prefaudit.demo.recovery import cluster_targets
+
+    out = cluster_targets(session)
+    rows = out["concepts"].set_index("concept")
+    print(rows[["group", "rank", "r_delta", "label", "planted_words_in_label"]])
+    for concept in ("flattery", "markdown", "url"):
+        assert rows.loc[concept, "matched"], rows.loc[concept].to_dict()
+    assert rows.loc["reference", "r_delta"] >= 0.5
+    assert out["n_for_90"] is not None and out["n_for_90"] <= 60
 
 
 def test_topic_conditional_reference_is_found_in_its_topic_only(session) -> None:  # type: ignore[no-untyped-def]

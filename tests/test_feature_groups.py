@@ -6,6 +6,7 @@ tiny model and SAE.
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,6 +19,7 @@ from prefaudit import ids
 from prefaudit.errors import ConfigError
 from prefaudit.features import groups as fg
 from prefaudit.stats import paired_tests
+from tests.tiny import BLOCK_A, BLOCK_B, plant_blocks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -97,38 +99,36 @@ def test_aligned_concepts_are_the_largest_absolute_correlations():
     assert (r[:, 3] == 0).all()
 
 
-def test_labels_are_ngrams_around_the_peaks_of_the_strongest_responses():
-    vocab = ["what", "a", "great", "question", "!", "yes", "no", "maybe", "the", "cat"]
-    rng = np.random.default_rng(0)
-    texts, rows, pos, tok = [], [], [], []
-    for i in range(40):
-        words = [vocab[j] for j in rng.integers(5, 10, size=6)]
-        if i < 20:  # the strongest responses peak on "great" inside "what a great question !"
-            words[1:1] = ["what", "a", "great", "question", "!"]
-        texts.append(" ".join(words))
-        ids_ = [vocab.index(w) for w in words]
-        p = 3 if i < 20 else 0
-        rows.append(i)
-        pos.append(p)
-        tok.append(ids_[p])
-    values = sp.csr_matrix((np.r_[np.full(20, 5.0), np.full(20, 1.0)], (rows, [0] * 40)), shape=(40, 1))
-    side = SimpleNamespace(values=values, top_pos=np.array(pos), top_token=np.array(tok))
-    empty = SimpleNamespace(
-        values=sp.csr_matrix((40, 1)), top_pos=np.zeros(0, int), top_token=np.zeros(0, int)
+def test_peak_reader_puts_each_pooled_value_at_its_stored_peak_token_and_nowhere_else():
+    vocab = ["what", "a", "great", "question", "!", "yes", "no"]
+    texts = ["what a great question !", "yes no yes", "a great yes", ""]
+    tokenize = lambda s: [vocab.index(w) for w in s.split()]  # noqa: E731
+    decode = lambda ids_: [" " + vocab[i] for i in ids_]  # noqa: E731
+    # Two pairs: rows 0, 1 chosen, rows 2, 3 rejected; 3 features.
+    chosen = SimpleNamespace(
+        values=sp.csr_matrix(np.array([[5.0, 0.0, 2.0], [0.0, 1.0, 0.0]])),
+        top_pos=np.array(
+            [2, 4, 1]
+        ),  # row 0: feature 0 at "great", feature 2 at "!"; row 1: feature 1 at "no"
+        top_token=np.array([2, 4, 6]),
     )
-    groups = fg.FeatureGroups([np.array([0])], np.zeros(0, int), 1, 10, 80)
-    scores = sp.vstack([values, sp.csr_matrix((40, 1))])
-    label = fg.group_labels(
-        groups,
-        scores,
-        (side, empty),
-        texts + [""] * 40,
-        np.ones(1),
-        lambda s: [vocab.index(w) for w in s.split()],
-        lambda ids_: [" " + vocab[i] for i in ids_],
-        n_top=10,
-    )[0]
-    assert label.split(" · ")[0] == "a great question"
+    rejected = SimpleNamespace(
+        values=sp.csr_matrix(np.array([[0.0, 3.0, 0.0], [0.0, 0.0, 0.0]])),
+        top_pos=np.array([1]),
+        top_token=np.array([0]),  # "great" was token 2 there: tokenised differently → not used
+    )
+    read = fg.peak_reader((chosen, rejected), texts, tokenize, decode)
+    out = read([0, 1, 2, 3], [2, 0])  # features in any order: columns follow the order asked
+    tokens, acts = out[0]
+    assert tokens == [" what", " a", " great", " question", " !"] and acts.shape == (5, 2)
+    expected = np.zeros((5, 2))
+    expected[2, 1], expected[4, 0] = 5.0, 2.0
+    np.testing.assert_array_equal(acts, expected)
+    assert not out[1][1].any()  # feature 1 is not asked for
+    assert out[2][0] == [" a", " great", " yes"] and not out[2][1].any()  # a stale peak reads as nothing
+    assert out[3] == ([], out[3][1]) and out[3][1].shape == (0, 2)
+    assert read([1], [1])[0][1][:, 0].tolist() == [0.0, 1.0, 0.0]
+    assert read([0], [])[0][1].shape == (5, 0)
 
 
 # ---------------------------------------------------------------------- explained by
@@ -199,39 +199,95 @@ def test_group_ids():
 @pytest.fixture()
 def grouped(tiny_session):
     tiny_session.encode(progress=False)
+    plant_blocks(tiny_session)
     return tiny_session
 
 
-def test_session_groups_table(grouped):
+def test_the_planted_blocks_come_out_as_groups_through_the_session(grouped):
     from prefaudit.audit.groups import GROUP_COLUMNS
 
     table = grouped.groups()
     assert list(table.columns) == list(GROUP_COLUMNS)
     assert table["group"].tolist() == [ids.group_id(k) for k in range(len(table))]
+    g_a, g_b = (grouped.groups.of(ids.sae_id(block[0])) for block in (BLOCK_A, BLOCK_B))
+    assert g_a is not None and g_b is not None and g_a != g_b
+    for block, g in ((BLOCK_A, g_a), (BLOCK_B, g_b)):
+        assert {ids.sae_id(f) for f in block} <= set(grouped.groups.members(g))
+    assert not {ids.sae_id(f) for f in BLOCK_B} & set(grouped.groups.members(g_a))
+    # Every SAE feature is in one group or listed as unclustered with its reason: none is dropped.
     members = [f for m in table["members"] for f in m]
     assert len(members) == len(set(members)) == table["n_members"].sum()
     assert len(members) + table.attrs["n_unclustered"] == grouped.encoded.d_sae
-    assert set(members).isdisjoint(table.attrs["unclustered"])
-    assert table["label"].map(lambda s: isinstance(s, str) and s != "").all()
-    assert all(len(a) <= 2 and all(ids.is_concept(c) for c, _ in a) for a in table["aligned"])
+    unclustered = grouped.groups.unclustered()
+    assert unclustered["feature"].tolist() == table.attrs["unclustered"]
+    assert set(unclustered["reason"]) <= {"rare", "ubiquitous", "no_edge", "small_community"}
+    assert sum(table.attrs["unclustered_by_reason"].values()) == len(unclustered)
+    assert (table["n_members"] >= table.attrs["min_size"]).all()
+    # Block A leans to chosen by both statistics; block B leans nowhere.
+    row_a, row_b = (table.set_index("group").loc[g] for g in (g_a, g_b))
+    assert row_a["q"] < 0.05 and row_a["d_z"] > 0 and row_a["badge"] == "chosen" and row_a["q_fire"] < 0.05
+    assert row_b["q"] >= 0.05 and row_b["badge"] not in ("chosen", "rejected")
+    # The label reads the planted text around the peaks ("What a great question!"), not punctuation.
+    assert {"what", "great", "question"} & set(re.findall(r"\w+", row_a["label"].lower())), row_a["label"]
+    assert row_a["label_kind"] == "distinctive" and table.attrs["label_reader"] == "peaks"
+    assert all(ids.is_concept(c) for a in table["aligned"] for c, _ in a)
     assert grouped.groups() is table  # cached
-    assert grouped.concepts[0].name == "length"  # text concepts untouched
-    again = grouped.groups(refresh=True)
-    pd.testing.assert_frame_equal(again.drop(columns=["members", "aligned", "controlled_for"]),
-                                  table.drop(columns=["members", "aligned", "controlled_for"]))  # fmt: skip
-    assert again["members"].tolist() == table["members"].tolist()
     grouped.test()
-    assert grouped.groups() is again  # testing does not change the features
+    assert grouped.groups() is table  # testing does not change the features
     grouped.add_concept("cats", r"\bcat\b")
-    assert grouped.groups() is not again  # a new concept changes the aligned column
+    assert grouped.groups() is not table  # a new concept changes the aligned column
 
 
-def test_session_group_scores_and_tests(grouped):
+def test_null_planted_blocks_give_no_significant_group(tiny_session):
+    tiny_session.encode(progress=False)
+    plant_blocks(tiny_session, lean=False)
+    table = tiny_session.groups()
+    assert tiny_session.groups.of(ids.sae_id(BLOCK_A[0])) is not None
+    assert (table["q"] >= 0.05).all() and (table["q_fire"] >= 0.05).all()
+
+
+def test_group_scores_and_the_papers_columns_equal_a_direct_computation(grouped):
     table = grouped.groups()
-    k = int(table["n_members"].idxmax())
-    scores = grouped.groups.scores(ids.group_id(k))
-    assert list(scores.columns) == ["pair_id", "chosen", "rejected", "delta"]
-    assert np.allclose(scores["delta"], scores["chosen"] - scores["rejected"])
+    enc = grouped.encoded
+    x = np.vstack([enc.chosen.values.toarray(), enc.rejected.values.toarray()]).astype(np.float64)
+    sd = x.std(axis=0, ddof=1)
+    n = enc.n_pairs
+    p_fire = []
+    for row in table.itertuples(index=False):
+        scores = grouped.groups.scores(row.group)
+        cols = [ids.sae_index(f) for f in row.members]
+        direct = (x[:, cols] / sd[cols]).mean(axis=1)
+        np.testing.assert_allclose(np.r_[scores["chosen"], scores["rejected"]], direct, rtol=1e-6)
+        threshold = max(0.0, float(np.quantile(direct, 0.9)))
+        fc, fr = direct[:n] > threshold, direct[n:] > threshold
+        n_c, n_r, n_b = int((fc & ~fr).sum()), int((fr & ~fc).sum()), int((fc & fr).sum())
+        assert (row.n_chosen_only, row.n_rejected_only, row.n_both) == (n_c, n_r, n_b)
+        assert row.fire_threshold == pytest.approx(threshold, rel=1e-6)
+        assert row.fire_score == pytest.approx((n_c - n_r) / n)
+        if n_c + n_r:
+            test = stats.binomtest(n_c, n_c + n_r)
+            ci = test.proportion_ci(0.95, method="exact")
+            assert row.fire_ci_low == pytest.approx((n_c + n_r) / n * (2 * ci.low - 1), abs=1e-9)
+            assert row.fire_ci_high == pytest.approx((n_c + n_r) / n * (2 * ci.high - 1), abs=1e-9)
+            p_fire.append(test.pvalue)
+            both_low = stats.binomtest(n_b, n_b + n_c + n_r).proportion_ci(0.95, method="exact").low
+            badge = (
+                "chosen"
+                if row.fire_ci_low > 0
+                else "rejected"
+                if row.fire_ci_high < 0
+                else "both"
+                if both_low > 0.5
+                else "neither"
+            )
+            assert row.badge == badge
+        else:
+            p_fire.append(1.0)
+        halves = row.split_half
+        assert isinstance(halves, (bool, np.bool_))
+    np.testing.assert_allclose(table["p_fire"], p_fire, rtol=1e-9)
+    np.testing.assert_allclose(table["q_fire"], stats.false_discovery_control(p_fire), rtol=1e-9)
+    # Our statistics are paired_tests of those scores, BH across groups.
     both = [grouped.groups.scores(g) for g in table["group"]]
     ref = paired_tests(
         np.column_stack([s["chosen"] for s in both]),
@@ -262,4 +318,58 @@ def test_session_explained_by(grouped):
     with pytest.raises(ConfigError, match="feature group"):
         grouped.space.values(row["group"])
     concept = grouped.groups.explained_by("flattery")
-    assert concept["feature"] == "concept:flattery" and len(concept["controlled_for"]) == 5
+    assert concept["feature"] == "concept:flattery"
+    assert concept["controlled_for"] == [ids.group_id(j) for j in fg.strongest(table["d_z"].to_numpy(), 5)]
+
+
+def test_explain_gives_each_group_an_explanation_cached_per_explainer(grouped):
+    table = grouped.groups()
+    built_in = grouped.groups.explain()
+    assert list(built_in.columns) == ["group", "explanation", "source"]
+    assert built_in["group"].tolist() == table["group"].tolist()
+    assert built_in["explanation"].tolist() == table["label"].tolist()
+    assert grouped.groups.explain("contexts") is built_in  # cached
+    calls = []
+
+    def n_members(c):
+        calls.append(c.unit)
+        return f"{len(c.features)} features, {len(c.top)} contexts"
+
+    said = grouped.groups.explain(n_members)
+    assert said["explanation"].tolist() == [f"{n} features, 20 contexts" for n in table["n_members"]]
+    assert set(said["source"]) == {"n_members"}
+    assert grouped.groups.explain(n_members) is said and len(calls) == len(table)
+    assert grouped.groups.contexts(said["group"].iloc[0]).unit == said["group"].iloc[0]
+    with pytest.raises(ConfigError, match="explainer"):
+        grouped.groups.explain("nobody")
+    plant_blocks(grouped, seed=1)  # the features change: the cache empties
+    assert grouped.groups.explain(n_members) is not said and len(calls) > len(table)
+
+
+def test_model_reader_reads_what_token_activations_reads(grouped):
+    from prefaudit.features.encode import token_activations
+
+    df = grouped.data.df
+    texts = df["chosen"].tolist() + df["rejected"].tolist()
+    read = fg.model_reader(grouped.backbone, grouped.sae, grouped.data.messages, texts, batch=3)
+    n = len(df)
+    rows, feats = [1, n + 1, 5, n + 7], [3, 17, 40]
+    out = read(rows, feats)
+    for r, (tokens, acts) in zip(rows, out, strict=True):
+        ref = token_activations(
+            grouped.backbone,
+            grouped.sae,
+            grouped.data.messages(r % n),
+            [texts[r % n], texts[n + r % n]],
+            feats,
+        )[r // n]
+        assert tokens == ref[0]
+        np.testing.assert_allclose(acts, ref[1], rtol=1e-4, atol=1e-5)
+    (tokens_only, none), (tokens, _) = read([2], [])[0], read([2], [0])[0]
+    assert tokens_only == tokens and none.shape == (len(tokens), 0)  # features=[]: tokenised only
+    grouped.groups.reader = "model"
+    table = grouped.groups(refresh=True)
+    assert table.attrs["label_reader"] == "model" and table["label"].map(lambda s: s != "").all()
+    grouped.groups.reader = "nothing"
+    with pytest.raises(ConfigError, match="reader"):
+        grouped.groups(refresh=True)

@@ -21,6 +21,7 @@ from prefaudit.interventions import shape_pairs
 from prefaudit.shaping import MARGIN_CAP, margin_scale
 from prefaudit.views import ShaperView
 from tests import tiny
+from tests.tiny import plant_blocks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,10 +29,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def grouped(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
     session = pa.AuditSession(
-        pa.load_pairs(tiny.planted_pairs(40)), model=tiny_model_dir, sae=tiny_sae_dir,
-        cache_dir=tiny_cache_dir, batch_size=4, shard_size=16,
-    )  # fmt: skip
+        pa.load_pairs(tiny.planted_pairs(40)),
+        model=tiny_model_dir,
+        sae=tiny_sae_dir,
+        cache_dir=tiny_cache_dir,
+        batch_size=4,
+        shard_size=16,
+    )
     session.encode(progress=False)
+    plant_blocks(session)  # the tiny random SAE's own features form no group
     return session
 
 
@@ -84,7 +90,9 @@ def test_a_group_weight_is_its_score_with_its_own_margin_scale(session):
 def test_group_and_feature_weights_add_and_rows_keep_the_requested_order(session):
     g = _group(session)
     member = session.groups.members(g)[0]
-    both_pv = session.shaping.preview({g: 1.0, "concept:length": -0.5}, features=["concept:length", g, member])
+    both_pv = session.shaping.preview(
+        {g: 1.0, "concept:length": -0.5}, features=["concept:length", g, member]
+    )
     both = both_pv.table
     assert both["feature"].tolist() == ["concept:length", g, member]
     assert both["weight"].tolist() == [-0.5, 1.0, 0.0]
@@ -92,9 +100,7 @@ def test_group_and_feature_weights_add_and_rows_keep_the_requested_order(session
     alone_l = session.shaping.preview({"concept:length": -0.5}, features=[]).margins
     raw = np.clip(alone_g, -MARGIN_CAP, MARGIN_CAP)  # each alone is far below the cap here
     assert np.abs(alone_g).max() < MARGIN_CAP and np.abs(alone_l).max() < MARGIN_CAP
-    np.testing.assert_allclose(
-        both_pv.margins, np.clip(raw + alone_l, -MARGIN_CAP, MARGIN_CAP), atol=1e-8
-    )
+    np.testing.assert_allclose(both_pv.margins, np.clip(raw + alone_l, -MARGIN_CAP, MARGIN_CAP), atol=1e-8)
     ref = session.predict({g: 1.0, "concept:length": -0.5}, features=[member]).iloc[0]
     assert both.iloc[2]["signal_after"] == pytest.approx(ref["signal_after"])
 
@@ -170,7 +176,9 @@ def test_shaper_adds_a_group_row_with_its_label_and_member_count(session):
     assert (
         preview_row["id"] == g and preview_row["weight"] == -1.25 and f"{n} features" in preview_row["label"]
     )
-    margins = np.frombuffer(view.preview.margins, dtype="<f4")
-    np.testing.assert_allclose(margins, session.shaping.preview().margins, rtol=1e-6, atol=1e-6)
+    # The preview sends bin counts of the group's margins (the shaper's own histogram rule).
+    pv = session.shaping.preview()
+    counts, _ = np.histogram(pv.margins, bins=len(view.preview.bins), range=(-pv.cap, pv.cap))
+    assert view.preview.bins == counts.tolist() and sum(view.preview.bins) == len(session.data)
     view.add_box.set_state({"value": "group:99999"})  # an unknown group: an error shown, nothing added
     assert view.last_error is not None and list(view.rows) == [g]

@@ -120,6 +120,35 @@ def test_report_of_an_sae_session_marks_peak_tokens(tiny_session, tmp_path):
     assert parse(text).loads == []
 
 
+def test_report_opens_with_sentences_and_clusters_all_escaped(
+    tiny_model_dir, tiny_sae_dir, tiny_cache_dir, tmp_path
+):
+    from tests.tiny import BLOCK_A, plant_blocks
+
+    rows = tiny.planted_pairs(40)
+    for r in rows[:8]:
+        r["chosen"] = f"What a great question! {HOSTILE} {r['chosen']}"
+        r["rejected"] = f"{HOSTILE} {r['rejected']}"
+    s = pa.AuditSession(
+        pa.load_pairs(rows), model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tiny_cache_dir, batch_size=4
+    )
+    s.encode(progress=False)
+    plant_blocks(s)
+    s.test(n_boot=50)
+    g_a = s.groups.of(f"sae:{BLOCK_A[0]}")
+    s.set_label(g_a, f"links {SCRIPT} {IMG}")
+    text = write_report(s, tmp_path / "r.html").read_text(encoding="utf-8")
+    res = parse(text)
+    assert res.handlers == [] and [t for t, _ in res.tags].count("script") == 2
+    assert [t for t, _ in res.tags].count("img") == 0
+    assert res.loads and all(x.startswith("a[href]=#group:") for x in res.loads)  # in-page links only
+    first = text[text.index("<h2>What this data teaches</h2>") : text.index("<h2>How well the SAE")]
+    label = "links &lt;script&gt;alert(1)&lt;/script&gt; &lt;img src=x onerror=alert(2)&gt;"
+    assert f"“{label}”" in first  # the sentence names the cluster by its (escaped) label …
+    assert f"<tr id='{g_a}'><td><code>{g_a}</code></td><td>{label}</td>" in first  # … and so does its row
+    assert "<dt>d_z</dt>" in first  # the glossary explains the numbers
+
+
 def test_report_examples_start_with_the_selection(tmp_path):
     s = pa.AuditSession(pa.load_pairs(tiny.planted_pairs(40)), sae=False, cache_dir=False)
     s.test(n_boot=50)

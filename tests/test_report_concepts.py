@@ -16,14 +16,23 @@ from scipy import stats
 
 import prefaudit as pa
 from prefaudit.cli import write_outputs
-from prefaudit.report.concepts import concept_summary, gather, group_topic_tests, strongest, topic_specific
+from prefaudit.report.concepts import (
+    concept_summary,
+    gather,
+    group_topic_tests,
+    lead_summary,
+    strongest,
+    topic_specific,
+)
 from prefaudit.stats import paired_tests
 from tests.test_report import parse
 from tests.test_topics_drivers_fit import topic_pairs
+from tests.tiny import BLOCK_A, plant_blocks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PAYLOAD = "<script>alert('pair')</script>"
+CLUSTERS = "Concepts: clusters of co-firing features"
 
 
 def topic_rows(n: int = 120, seed: int = 0) -> list[dict]:
@@ -101,7 +110,7 @@ def test_drivers_show_the_pairs_text_escaped(topic_report):
 
 def test_groups_and_fit_are_skipped_with_a_reason_in_a_concepts_only_audit(topic_report):
     _, text = topic_report
-    assert "Concepts-only audit: groups cluster SAE features" in section(text, "Feature groups")
+    assert "Concepts-only audit: groups cluster SAE features" in section(text, CLUSTERS)
     assert "Concepts-only audit: there is no SAE" in section(text, "How well the SAE reads this data")
 
 
@@ -126,6 +135,12 @@ def test_summary_json_carries_the_same_topics_and_drivers(topic_report, tmp_path
     assert [r["id"] for r in topics["topic_specific_features"]] == flagged["feature"].head(15).tolist()
     assert topics["n_topic_specific_groups"] is None  # no groups in a concepts-only audit
     assert list(saved["concepts"]["groups"]) == ["skipped"]
+    # Keys named for what they hold lead; "concepts" stays one release, said so.
+    assert list(saved)[:2] == ["sentences", "clusters"] and list(saved["clusters"]) == ["skipped"]
+    for key in ("fit", "topics", "drivers"):
+        assert saved[key] == saved["concepts"][key]
+    assert "concepts" in saved["deprecated_keys"]
+    assert saved["sentences"][-1]["text"].startswith("The prompts fall into 2 topics")
     assert [d["feature"] for d in saved["concepts"]["drivers"]] == [
         d.attrs["feature"] for d in gather(s, compute=()).drivers
     ]
@@ -135,6 +150,7 @@ def test_summary_json_carries_the_same_topics_and_drivers(topic_report, tmp_path
 @pytest.fixture()
 def sae_session(tiny_session):
     tiny_session.encode(progress=False)
+    plant_blocks(tiny_session)  # the tiny random SAE's own features form no cluster
     tiny_session.test(n_boot=50)
     return tiny_session
 
@@ -152,7 +168,7 @@ def test_the_repr_shows_the_cached_fit_only(sae_session, tmp_path):
     assert f"Explained variance <b>{fit.explained_variance:.3f}</b>" in fit_part
     assert f"{fit.n_tokens:,} response tokens of {fit.n_responses} sampled responses" in fit_part
     assert "<div class='warning' role='alert'>⚠ Low fit" in fit_part
-    assert "Not computed: session.groups()" in section(text, "Feature groups")
+    assert "Not computed: session.groups()" in section(text, CLUSTERS)
 
 
 def test_groups_in_the_report_and_their_tests_by_topic(sae_session, tmp_path):
@@ -160,11 +176,17 @@ def test_groups_in_the_report_and_their_tests_by_topic(sae_session, tmp_path):
     text = s.report(tmp_path / "r.html").read_text(encoding="utf-8")
     g = s.groups.computed()
     assert g is not None and s.lens_fit.measured() is not None
-    groups = section(text, "Feature groups")
+    groups = section(text, CLUSTERS)
     top = strongest(g, 10)
     for r in top.itertuples():
-        assert f"<tr><td><code>{r.group}</code></td>" in groups
-    assert groups.count("<tr><td><code>group:") == len(top)
+        assert f"<tr id='{r.group}'><td><code>{r.group}</code></td><td>{r.label}</td>" in groups
+        assert f"<td>{r.badge}</td>" in groups
+    assert groups.count("<tr id='group:") == len(top)
+    # The report opens with sentences; the planted block's one says it leans to chosen, linked to its row.
+    first = section(text, "What this data teaches")
+    g_a = s.groups.of(f"sae:{BLOCK_A[0]}")
+    assert f"<a href='#{g_a}'><code>{g_a}</code></a>" in first and "Chosen responses have more" in first
+    assert text.index("What this data teaches") < text.index(CLUSTERS) < text.index("Volcano")
     # The groups tested within topics (an alternating split here) equal paired_tests and scipy.
     assignment = np.arange(len(s.data)) % 2
     long = group_topic_tests(s, g, assignment, ["even", "odd"], "wilcoxon")
@@ -185,6 +207,17 @@ def test_groups_in_the_report_and_their_tests_by_topic(sae_session, tmp_path):
     summary = concept_summary(gather(s, compute=()))
     assert summary["groups"]["n_groups"] == len(g)
     assert [x["group"] for x in summary["groups"]["top"]] == top["group"].tolist()
+    lead = lead_summary(gather(s, compute=()))
+    clusters = lead["clusters"]
+    assert clusters["n_clusters"] == len(g) and clusters["n_unclustered"] == g.attrs["n_unclustered"]
+    assert [x["group"] for x in clusters["top"]] == top["group"].tolist()
+    row = next(x for x in clusters["top"] if x["group"] == g_a)
+    assert row["badge"] == "chosen" and row["sentence"].startswith("Chosen responses have more")
+    assert {x["group"] for x in lead["sentences"] if x["group"]} <= set(g["group"])
+    json.dumps(lead)  # plain JSON
+    s.set_label(g_a, "a person's name")
+    row = next(x for x in lead_summary(gather(s, compute=()))["clusters"]["top"] if x["group"] == g_a)
+    assert row["label"] == "a person's name" and row["label_kind"] == "set by a person"
     assert summary["fit"]["explained_variance"] == s.lens_fit.measured().explained_variance
 
 

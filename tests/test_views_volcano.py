@@ -11,6 +11,7 @@ from prefaudit.views import VolcanoView
 from prefaudit.views.figures import CATEGORIES, volcano_points
 from prefaudit.views.volcano import SEARCH_TRACE, SELECTED_TRACE
 from tests import tiny, views_fixtures
+from tests.tiny import plant_blocks
 from tests.views_fixtures import click, lasso, point_of
 
 session, hostile = views_fixtures.session, views_fixtures.hostile  # shared fixtures
@@ -190,6 +191,7 @@ def grouped(tiny_model_dir, tiny_sae_dir, tiny_cache_dir):
         shard_size=16,
     )
     s.encode(progress=False)
+    plant_blocks(s)  # the tiny random SAE forms no co-firing cluster of its own
     s.test(n_boot=50)
     s.groups()
     return s

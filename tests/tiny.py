@@ -235,3 +235,64 @@ def planted_pairs(n: int = 40, seed: int = 0) -> list[dict]:
             }
         )
     return rows
+
+
+# ---------------------------------------------------------------------- planted co-firing blocks
+BLOCK_A, BLOCK_B = list(range(0, 8)), list(range(8, 16))
+
+
+def plant_blocks(session, *, lean: bool = True, seed: int = 0) -> None:
+    """Replace the tiny SAE's features 0–15 of an encoded session by two planted co-firing blocks.
+
+    Block A (0–7) fires, peaking on the token of "great", in the chosen responses that open with
+    "What a great question!" and in no rejected one (``lean=False``: in 50% of the responses of
+    either side); block B (8–15) fires in 35% of all responses, peaking on the first
+    token. A member fires in 90% of its block's responses, with an exponential value. Features
+    16… keep what the tiny SAE read. The session's features change as after an encode.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    from prefaudit.features.encoded import EncodedFeatures, SidePooled
+
+    enc, df, backbone = session.encoded, session.data.df, session.backbone
+    rng = np.random.default_rng(seed)
+    n, d = enc.n_pairs, enc.d_sae
+    planted = []
+    for name, side in (("chosen", enc.chosen), ("rejected", enc.rejected)):
+        vals = side.values.toarray().astype(np.float32)
+        coo = side.values.tocoo()
+        pos, tok = np.zeros((n, d), np.int32), np.zeros((n, d), np.int32)
+        pos[coo.row, coo.col], tok[coo.row, coo.col] = side.top_pos, side.top_token
+        token_ids = [backbone.response_ids(t)[0] for t in df[name]]
+        words = [backbone.decode_tokens(t) for t in token_ids]
+        great = np.array([next((k for k, w in enumerate(ws) if "great" in w), 0) for ws in words])
+        if not lean:
+            on_a = rng.random(n) < 0.5
+        elif name == "chosen":
+            on_a = df[name].str.startswith("What a great question").to_numpy()
+        else:
+            on_a = np.zeros(n, dtype=bool)
+        on_b = rng.random(n) < 0.35
+        vals[:, :16] = 0
+        for block, on, peak in ((BLOCK_A, on_a, great), (BLOCK_B, on_b, np.zeros(n, np.int64))):
+            for f in block:
+                fire = on & (rng.random(n) < 0.9)
+                vals[fire, f] = 0.1 + rng.exponential(size=int(fire.sum()))
+                pos[:, f] = peak
+                tok[:, f] = [t[p] if len(t) else 0 for t, p in zip(token_ids, peak, strict=True)]
+        m = sp.csr_matrix(vals)
+        rows = np.repeat(np.arange(n), np.diff(m.indptr))
+        planted.append(
+            SidePooled(
+                values=m,
+                top_token=tok[rows, m.indices],
+                top_pos=pos[rows, m.indices],
+                mean_act=side.mean_act,
+                n_tokens=side.n_tokens,
+                truncated=side.truncated,
+                full_length=side.full_length,
+            )
+        )
+    session.encoded = EncodedFeatures(planted[0], planted[1], enc.pooling, dict(enc.meta))
+    session.versions.bump("features")

@@ -1,12 +1,19 @@
-"""Feature groups of an audit: ``session.groups()``, ``session.group_scores()``, ``session.explained_by()``.
+"""Feature groups of an audit: ``session.groups()``, ``session.groups.explain()``, ``session.explained_by()``.
 
-A part owned by :class:`~prefaudit.audit.core.AuditCore` (``session.groups``; read-only). The method — co-activation clustering, group scores, labels,
-aligned concepts and the explained-by regression — is :mod:`prefaudit.features.groups`.
+A part owned by :class:`~prefaudit.audit.core.AuditCore` (``session.groups``; read-only). The
+groups are the **co-firing clusters** of :mod:`prefaudit.features.clusters` (the paper's recipe:
+mutual information of co-firing, kNN edges, seeded Louvain; ``docs/CONCEPTS.md`` says why they
+replaced the average-linkage groups), scored and tested by :mod:`prefaudit.features.cluster_stats`
+(our continuous score and the paper's fires-only-in-chosen score, badge and split half), labelled
+by their distinctive contexts (:func:`prefaudit.features.labels.concept_contexts`). Ids stay
+``group:N`` (``group:0`` the largest), so weights, the shaper, the volcano and the drivers take
+them as before.
 
 Example
 -------
 >>> table = session.groups()                                    # doctest: +SKIP
 >>> table.sort_values("d_z", key=abs, ascending=False).head()  # doctest: +SKIP
+>>> session.groups.explain("contexts")                         # doctest: +SKIP
 >>> session.groups.explained_by(17)["d_z_controlled"]                 # doctest: +SKIP
 """
 
@@ -22,6 +29,9 @@ import scipy.sparse as sp
 from .. import ids
 from ..errors import ConfigError
 from ..features import groups as fg
+from ..features.cluster_stats import cluster_table
+from ..features.clusters import CofiringClusters, cofiring_clusters
+from ..features.labels import ConceptContexts, concept_contexts
 from .versions import Memo
 
 if TYPE_CHECKING:
@@ -51,40 +61,68 @@ GROUP_COLUMNS: tuple[str, ...] = (
     "q_ctrl",
     "d_z_controlled",
     "controlled_for",
+    # The paper's statistics (prefaudit.features.cluster_stats): where the group fires, the
+    # per-pair +1/−1 score, its exact 95% interval, the badge, the sign test (BH over groups)
+    # and the one-split half check; then how the label was made.
+    "fire_threshold",
+    "n_chosen_only",
+    "n_rejected_only",
+    "n_both",
+    "n_neither",
+    "fire_score",
+    "fire_ci_low",
+    "fire_ci_high",
+    "badge",
+    "p_fire",
+    "q_fire",
+    "split_half",
+    "label_kind",
 )
+
+#: How group labels read the tokens of their top responses: ``"peaks"`` (default) from the peak
+#: tokens the encode stored (no model pass), ``"model"`` through the model and the SAE.
+READERS: tuple[str, ...] = ("peaks", "model")
 
 
 @dataclass
 class GroupState:
     """What ``groups()`` computed, kept by the :class:`Groups` part until the features change."""
 
-    groups: fg.FeatureGroups
+    groups: CofiringClusters
     chosen: sp.csr_matrix  # (n_pairs, n_groups) scores
     rejected: sp.csr_matrix
     table: pd.DataFrame
     coefficients: sp.csc_matrix  # (SAE features × groups) cⱼᵍ of the scores
+    contexts: list[ConceptContexts]  # what each group's label was read from (explainers read it too)
 
 
 class Groups:
-    """Groups of co-activating SAE features, tested chosen vs rejected like features (``session.groups``).
+    """Clusters of co-firing SAE features, tested chosen vs rejected like features (``session.groups``).
 
     Calling the part (``session.groups()``) returns the table; the other reads are its methods.
+    ``reader``: how labels read tokens (:data:`READERS`); set it before the first call.
     """
 
-    def __init__(self, core: AuditCore) -> None:
+    def __init__(self, core: AuditCore, *, reader: str = "peaks") -> None:
         self.core = core
+        self.reader = reader
         self._state = Memo(core.versions, "data", "features")
 
     def __call__(self, *, refresh: bool = False) -> pd.DataFrame:
-        """One row per feature group, columns :data:`GROUP_COLUMNS` (cached until features change).
+        """One row per feature group (a co-firing cluster), columns :data:`GROUP_COLUMNS` (cached until features change).
 
+        ``label`` is the group's distinctive contexts (``label_kind`` says how it was made);
         ``members`` are feature ids; ``d_z … p_len_ctrl`` are :func:`prefaudit.stats.paired_tests`
         of the group scores (Wilcoxon, n_boot = 1000, seed 0, length control, BH across groups);
         ``aligned`` holds the two text concepts whose values correlate most with the score over
         responses, as ``(concept id, r)``; ``effect_ctrl``, ``se_ctrl``, ``p_ctrl`` (``q_ctrl``: BH
         across groups), ``d_z_controlled`` and ``controlled_for`` (group ids) are the explained-by
-        model of :mod:`prefaudit.features.groups`. ``attrs`` carries ``n_unclustered``,
-        ``unclustered`` (feature ids in no group), ``min_active`` and ``max_distance``.
+        model of :mod:`prefaudit.features.groups`; ``fire_threshold … split_half`` the paper's
+        statistics (:mod:`prefaudit.features.cluster_stats`). ``attrs`` carries ``n_unclustered``,
+        ``unclustered`` (feature ids in no group, in order), ``unclustered_by_reason`` (reason →
+        count; :meth:`unclustered` lists each feature with its reason), ``min_active``,
+        ``min_size``, ``n_edges``, ``n_rows`` (responses the co-firing was counted on) and
+        ``label_reader``.
         """
         return self.state(refresh=refresh).table
 
@@ -113,7 +151,7 @@ class Groups:
         fid = self.core.space.feature_id(feature)
         if not ids.is_sae(fid):
             return None
-        k = int(self.state().groups.assignment[ids.sae_index(fid)])
+        k = int(self.state().groups.membership[ids.sae_index(fid)])
         return None if k < 0 else ids.group_id(k)
 
     def members(self, group: str | int) -> list[str]:
@@ -143,7 +181,7 @@ class Groups:
             fid = space.feature_id(feature)
             c, r = space.matrix.column(space.column(fid))
             y = c - r
-            own = int(state.groups.assignment[ids.sae_index(fid)]) if ids.is_sae(fid) else -1
+            own = int(state.groups.membership[ids.sae_index(fid)]) if ids.is_sae(fid) else -1
         controls = fg.strongest(state.table["d_z"].to_numpy(), int(k), exclude=[own])
         dlen = _delta_len(space.lengths())
         parts = ([] if dlen is None else [dlen[:, None]]) + [delta_groups[:, controls].toarray()]
@@ -160,6 +198,53 @@ class Groups:
             "d_z_controlled": float(fit.d_z_controlled[0]),
             "controlled_for": [ids.group_id(j) for j in controls],
         }
+
+    def unclustered(self) -> pd.DataFrame:
+        """Every SAE feature in no group: ``feature`` (id), ``reason``, ``n_active``, ``why``."""
+        table = self.state().groups.unclustered_table()
+        table["feature"] = [ids.sae_id(f) for f in table["feature"]]
+        return table
+
+    def contexts(self, group: str | int) -> ConceptContexts:
+        """What a group's label was read from: its top contexts, distinctive n-grams and contrast."""
+        return self.state().contexts[self.index(group)]
+
+    def explain(self, explainer: Any = "contexts", **options: Any) -> pd.DataFrame:
+        """What each group is, in words, by an explainer: columns ``group``, ``explanation``, ``source``.
+
+        ``explainer``: a registered name (:func:`prefaudit.features.explainers.explainer_names`:
+        ``"contexts"``, ``"neuronpedia"``, ``"hf"``, ``"callable"``), an object with
+        ``explain(contexts)`` or a function ``contexts -> str``; ``options`` build a named one.
+        ``"neuronpedia"`` gets the SAE's Neuronpedia id and width unless given; ``"hf"`` without
+        ``model=`` uses the audit's own model. ``explanation`` and ``source`` are ``None`` where
+        the explainer had nothing to say. Cached per explainer and options until the features
+        change. Explanations are for people: no statistic reads them.
+        """
+        from ..features.explainers import explain_all, resolve_explainer
+
+        key = ("explain", _hashable(explainer), tuple((k, _hashable(v)) for k, v in sorted(options.items())))
+        hit = self._state.peek(key)
+        if hit is not None:
+            return hit
+        state = self.state()
+        opts = dict(options)
+        if explainer == "neuronpedia":
+            from ..features.explainers.neuronpedia import neuronpedia_id_of
+
+            opts.setdefault("neuronpedia_id", neuronpedia_id_of(self.core.sae))
+            opts.setdefault("d_sae", int(self.core.encoded.d_sae))
+        elif explainer == "hf" and "model" not in opts:
+            opts["model"], opts["tokenizer"] = self.core.backbone.model, self.core.backbone.tokenizer
+        said = explain_all(resolve_explainer(explainer, **opts), state.contexts)
+        out = pd.DataFrame(
+            {
+                "group": state.table["group"].tolist(),
+                "explanation": [None if e is None else e.text for e in said],
+                "source": [None if e is None else e.source for e in said],
+            }
+        )
+        self._state.put(key, out)
+        return out
 
     # ------------------------------------------------------------------ what a group weight reads
     def coefficients(self) -> sp.csc_matrix:
@@ -191,7 +276,7 @@ class Groups:
             kind, k = ids.parse(str(group)) if ids.is_group(str(group)) else (None, -1)
             if kind != "group":
                 raise ConfigError(f"{group!r} is not a group id (group:<k>).")
-        n_groups = self.state().groups.n_groups
+        n_groups = self.state().groups.n_clusters
         if not 0 <= int(k) < n_groups:
             raise ConfigError(f"Unknown group {group!r}: this audit has groups 0..{n_groups - 1}.")
         return int(k)
@@ -209,23 +294,41 @@ class Groups:
 
     def _compute(self) -> GroupState:
         core, space = self.core, self.core.space
+        if self.reader not in READERS:
+            raise ConfigError(f"session.groups.reader={self.reader!r}; choose one of {', '.join(READERS)}.")
         core.status = "grouping features"
         try:
+            texts = core.data.df["chosen"].tolist() + core.data.df["rejected"].tolist()
             backbone = core.backbone
-            groups, chosen, rejected, table = compute_groups(
-                (core.encoded.chosen, core.encoded.rejected),
-                core.data.df["chosen"].tolist() + core.data.df["rejected"].tolist(),
-                lambda s: backbone.response_ids(s)[0],
-                backbone.decode_tokens,
+            sides = (core.encoded.chosen, core.encoded.rejected)
+            if self.reader == "model":
+                read = fg.model_reader(backbone, core.sae, core.data.messages, texts)
+            else:
+                read = fg.peak_reader(
+                    sides, texts, lambda s: backbone.response_ids(s)[0], backbone.decode_tokens
+                )
+            clusters, chosen, rejected, table, contexts = compute_groups(
+                sides,
+                read,
                 space.concept_values(),
                 [ids.concept_id(c.name) for c in core.concepts],
                 space.lengths(),
             )
+            table.attrs["label_reader"] = self.reader
         finally:
             core.status = ""
         scale = fg.response_scale(core.encoded.chosen.values, core.encoded.rejected.values)
-        coefficients = sp.csc_matrix(fg.score_weights(groups, scale))
-        return GroupState(groups, chosen, rejected, table, coefficients)
+        coefficients = sp.csc_matrix(fg.score_weights(clusters, scale))
+        return GroupState(clusters, chosen, rejected, table, coefficients, contexts)
+
+
+def _hashable(value: Any) -> Any:
+    """A cache key part: the value where hashable (a name, a function), else its repr."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def _delta_len(lengths: tuple[np.ndarray, np.ndarray]) -> np.ndarray | None:
@@ -235,52 +338,58 @@ def _delta_len(lengths: tuple[np.ndarray, np.ndarray]) -> np.ndarray | None:
 
 def compute_groups(
     sides: tuple[Any, Any],
-    texts: list[str],
-    tokenize: Any,
-    decode: Any,
+    read: Any,
     concepts: tuple[np.ndarray, np.ndarray],
     concept_ids: list[str],
     lengths: tuple[np.ndarray, np.ndarray],
-) -> tuple[fg.FeatureGroups, sp.csr_matrix, sp.csr_matrix, pd.DataFrame]:
-    """Everything ``groups()`` computes, from plain parts (the benchmark calls it directly).
+    *,
+    seed: int = 0,
+) -> tuple[CofiringClusters, sp.csr_matrix, sp.csr_matrix, pd.DataFrame, list[ConceptContexts]]:
+    """Everything ``groups()`` computes, from plain parts (the benchmarks call it directly).
 
     ``sides`` are the chosen and rejected :class:`~prefaudit.features.encoded.SidePooled`;
-    ``texts`` the 2n responses (chosen, then rejected); ``tokenize``/``decode`` as for
-    :func:`prefaudit.features.groups.group_labels`; ``concepts`` the (chosen, rejected) concept
-    values ``(n_pairs, n_concepts)``; ``lengths`` the length control's (chosen, rejected).
+    ``read`` a :class:`~prefaudit.features.labels.TokenReader` over the 2n responses (chosen,
+    then rejected; :func:`prefaudit.features.groups.peak_reader` or ``model_reader``);
+    ``concepts`` the (chosen, rejected) concept values ``(n_pairs, n_concepts)``; ``lengths``
+    the length control's (chosen, rejected). Every default of the clustering, the statistics and
+    the labels is the pure modules' (fixed before the demo was looked at); ``seed`` seeds them.
+    Returns the clusters, the group scores (chosen, rejected), the table and the label contexts.
     """
-    from ..stats import benjamini_hochberg, paired_tests
-
     cv, rv = sides[0].values, sides[1].values
-    groups = fg.cluster_features(sp.vstack([cv, rv], format="csr"))
-    scale = fg.response_scale(cv, rv)
-    weights = fg.score_weights(groups, scale)
-    chosen, rejected = fg.group_scores(cv, weights), fg.group_scores(rv, weights)
+    clusters = cofiring_clusters(cv, rv, seed=seed)
+    audit = cluster_table(cv, rv, clusters, lengths=lengths, seed=seed, controls=fg.N_CONTROL_GROUPS)
+    chosen, rejected = audit.chosen_scores, audit.rejected_scores
     both = sp.vstack([chosen, rejected], format="csr")
-    gids = [ids.group_id(k) for k in range(groups.n_groups)]
-    labels = fg.group_labels(groups, both, sides, texts, scale, tokenize, decode)
-    aligned = fg.aligned_concepts(both, np.vstack(concepts), concept_ids)
-    tests = paired_tests(chosen, rejected, lengths=lengths, names=gids, source="group", labels=labels)
-    dlen = np.asarray(lengths[0], dtype=np.float64) - np.asarray(lengths[1], dtype=np.float64)
-    ctrl, controls = fg.controlled_effects(
-        chosen - rejected, tests["d_z"].to_numpy(), dlen if dlen.max() > dlen.min() else None
+    gids = [ids.group_id(k) for k in range(clusters.n_clusters)]
+    scale = fg.response_scale(cv, rv)
+    inverse_sd = np.divide(
+        1.0, scale, out=np.zeros_like(scale), where=scale > 0
+    )  # as the score weighs members
+    contexts = (
+        concept_contexts(both, clusters.members, read, unit_ids=gids, weights=inverse_sd, seed=seed)
+        if clusters.n_clusters
+        else []
     )
-    q_ctrl = np.full(groups.n_groups, np.nan)
-    ok = np.isfinite(ctrl.p)
-    q_ctrl[ok] = benjamini_hochberg(ctrl.p[ok])
-    table = tests.rename(columns={"feature": "group"})
-    table["members"] = [[ids.sae_id(f) for f in m] for m in groups.members]
-    table["n_members"] = [len(m) for m in groups.members]
-    table["aligned"] = aligned
-    table["effect_ctrl"], table["se_ctrl"], table["p_ctrl"] = ctrl.effect, ctrl.stderr, ctrl.p
-    table["q_ctrl"], table["d_z_controlled"] = q_ctrl, ctrl.d_z_controlled
-    table["controlled_for"] = [[ids.group_id(j) for j in c] for c in controls]
+    table = audit.table.rename(columns={"cluster": "group"})
+    table["group"] = gids
+    table["label"] = [c.label for c in contexts]
+    table["label_kind"] = [c.label_kind for c in contexts]
+    table["members"] = [[ids.sae_id(f) for f in m] for m in clusters.members]
+    table["n_pairs"] = cv.shape[0]
+    table["aligned"] = fg.aligned_concepts(both, np.vstack(concepts), concept_ids)
+    to_group = dict(zip(clusters.ids, gids, strict=True))
+    table["controlled_for"] = [[to_group[c] for c in cs] for cs in table["controlled_for"]]
     table = table[list(GROUP_COLUMNS)].reset_index(drop=True)
-    table.attrs.update(
-        n_unclustered=len(groups.unclustered),
-        unclustered=[ids.sae_id(f) for f in groups.unclustered],
-        min_active=groups.min_active,
-        max_distance=groups.max_distance,
-        n_rows_correlated=groups.n_rows,
+    unclustered = np.sort(
+        np.concatenate([v for v in clusters.unclustered.values()] or [np.zeros(0, np.int64)])
     )
-    return groups, chosen, rejected, table
+    table.attrs.update(
+        n_unclustered=len(unclustered),
+        unclustered=[ids.sae_id(f) for f in unclustered],
+        unclustered_by_reason={r: len(v) for r, v in clusters.unclustered.items()},
+        min_active=clusters.params["min_active"],
+        min_size=clusters.params["min_size"],
+        n_edges=clusters.n_edges,
+        n_rows=clusters.n_rows,
+    )
+    return clusters, chosen, rejected, table, contexts

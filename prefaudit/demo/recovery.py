@@ -24,14 +24,18 @@ True
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .. import ids
-from .design import CONCEPT_OF, PLANTED
+from .design import CONCEPT_OF, PLANTED, TOPIC_PLANTED
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 SIDES = ("chosen", "rejected")
 
@@ -82,7 +86,7 @@ def peak_span_fraction(
 
 
 def recovery_table(
-    session: Any,
+    session: AuditState,
     *,
     concepts: Sequence[str] = PLANTED,
     top: int = 20,
@@ -139,7 +143,7 @@ def recovery_table(
     return pd.DataFrame(out)
 
 
-def best_group(session: Any, bias: str) -> dict[str, Any]:
+def best_group(session: AuditState, bias: str) -> dict[str, Any]:
     """The feature group whose per-response score correlates most with a planted element's truth.
 
     Truth per response: ``chosen_<bias>`` / ``rejected_<bias>`` of the demo pairs. Returns
@@ -159,6 +163,80 @@ def best_group(session: Any, bias: str) -> dict[str, Any]:
         "group": ids.group_id(k),
         "r_response": float(rs[k]),
         "r_delta": _corr(chosen[:, k] - rejected[:, k], dtruth),
+    }
+
+
+#: Every planted element the cluster targets are judged on: the three planted everywhere and the topic-conditional one.
+ALL_PLANTED: tuple[str, ...] = (*PLANTED, *TOPIC_PLANTED)
+_LABEL_WORD = re.compile(r"[^\W\d_]{3,}")  # a word of three or more letters
+
+
+def planted_words(df: pd.DataFrame, bias: str) -> set[str]:
+    """The words (≥ 3 letters, lower-cased) inside ``bias``'s planted character spans, either side."""
+    words: set[str] = set()
+    for side in SIDES:
+        for text, spans in zip(df[side], df[f"{side}_spans"], strict=True):
+            for a, b in spans.get(bias, []):
+                words.update(w.lower() for w in _LABEL_WORD.findall(text[a:b]))
+    return words
+
+
+def cluster_targets(session: AuditState, *, top: int = 10, alpha: float = 0.05) -> dict[str, Any]:
+    """The issue's targets for the demo's clusters (``session.groups()``), measured, not judged.
+
+    For each planted element (:data:`ALL_PLANTED`), among the ``top`` groups by |d_z|: the one
+    whose per-pair Δ score correlates most with the ground-truth Δ (``chosen_<b>`` −
+    ``rejected_<b>``), its rank, r, label and the label's words that are words of the planted
+    text (:func:`planted_words`; ``matched``: r ≥ 0.5 and at least one such word). Then
+    ``n_for_90``: how many groups, taken in order of q, hold 90% of the significant SAE features
+    (``session.results``, q < ``alpha``; None when all groups together hold fewer), and
+    ``n_significant_groups``.
+    """
+    df = session.data.df
+    table = session.groups()
+    order = table["d_z"].abs().sort_values(ascending=False, kind="stable").index[:top]
+    chosen, rejected = (m.toarray() for m in session.groups.score_matrices())
+    rows = []
+    for bias in ALL_PLANTED:
+        truth = df[f"chosen_{bias}"].to_numpy(float) - df[f"rejected_{bias}"].to_numpy(float)
+        rs = {int(k): _corr(chosen[:, k] - rejected[:, k], truth) for k in order}
+        best = max(rs, key=lambda k: -np.inf if not np.isfinite(rs[k]) else rs[k]) if rs else None
+        words = planted_words(df, bias)
+        if best is None:
+            rows.append({"concept": bias, "group": None, "rank": None, "r_delta": np.nan, "label": ""})
+            continue
+        label = str(table.at[best, "label"])
+        shared = sorted({w.lower() for w in _LABEL_WORD.findall(label)} & words)
+        rows.append(
+            {
+                "concept": bias,
+                "group": table.at[best, "group"],
+                "rank": int(list(order).index(best)) + 1,
+                "r_delta": rs[best],
+                "d_z": float(table.at[best, "d_z"]),
+                "q": float(table.at[best, "q"]),
+                "badge": table.at[best, "badge"],
+                "n_members": int(table.at[best, "n_members"]),
+                "label": label,
+                "planted_words_in_label": shared,
+                "matched": bool(rs[best] >= 0.5 and shared),
+            }
+        )
+    res = session.results
+    sig = set(res.loc[(res["q"] < alpha) & (res["source"] == "sae"), "feature"])
+    covered, n_for_90 = 0, None
+    for j, members in enumerate(table.sort_values("q", kind="stable")["members"], start=1):
+        covered += len(sig.intersection(members))
+        if sig and covered >= 0.9 * len(sig):
+            n_for_90 = j
+            break
+    return {
+        "concepts": pd.DataFrame(rows),
+        "n_groups": len(table),
+        "n_significant_groups": int((table["q"] < alpha).sum()),
+        "n_significant_sae": len(sig),
+        "n_in_groups": len(sig.intersection(f for m in table["members"] for f in m)),
+        "n_for_90": n_for_90,
     }
 
 

@@ -1,48 +1,29 @@
-"""Feature groups: SAE features that carry the same signal in *this* data, tested as one.
+"""Feature groups: what the audit's groups are scored, read and controlled with.
 
-SAE features come in families — one concept split over many latents, many latents riding one
-quality signal — so a table of thousands of significant features hides how few signals there
-are. This module clusters features into groups, scores each group per response, labels it by
-its contexts, lines it up with the text concepts and controls each effect for the others.
-Pure: arrays in, arrays out; the tokenizer comes in as two callables.
+The groups of ``session.groups()`` are the co-firing clusters of :mod:`.clusters` (why:
+``docs/CONCEPTS.md``), scored and tested by :mod:`.cluster_stats`. This module holds what they
+share with any grouping of features: the **score** (``response_scale``, ``score_weights``,
+``group_scores``), the **aligned concepts**, the two **token readers** the labels are read
+with (:func:`peak_reader`: no model pass; :func:`model_reader`: the model and SAE) and the
+**explained-by** model; and the average-linkage grouping that came before the clusters
+(:func:`cluster_features`), kept as the baseline ``benchmarks/bench_clusters.py`` times them
+against. Pure: arrays in, arrays out; the tokenizer and model come in as callables.
 
-Which similarity, and why
--------------------------
-**Co-activation over responses**: the Pearson correlation of two features' pooled activations
-across the 2n responses (chosen and rejected stacked, zeros included). What the audit tests is
-that pooled value per response, so two features are redundant *for the audit* exactly when their
-pooled values move together over these responses — whatever their decoder directions.
-Decoder cosine finds the split latents of one concept but misses latents that fire on different
-tokens of the same kind of response (the many features of "an evasive answer"), and needs the
-SAE's weights, which a restored audit may not load. Co-activation needs only the pooled matrix.
+The average-linkage baseline
+----------------------------
+Pearson correlation of the features' pooled values over the 2n responses (features active in at
+least ``max(10, ceil(1% of the responses))`` of at most ``MAX_CORR_ROWS`` evenly spaced rows),
+average linkage on 1 − r cut at ``MAX_DISTANCE`` = 0.5 (``scipy.cluster.hierarchy``). On the
+demo it left 2,394 groups, 1,694 of them needed for 90% of the significant features: the
+significant features barely co-activate linearly, which is why the clusters replaced it.
 
-**Which features are clustered**: those active (pooled value ≠ 0) in at least
-``max(10, ceil(1% of the responses))`` of the responses the correlation is computed on and not
-constant there; a correlation resting on fewer responses is decided by a handful of texts.
-The rest are *unclustered* (dead ones included): they are in no group and
-:attr:`FeatureGroups.unclustered` lists them, so nothing is dropped silently. The correlation
-uses every response when there are at most ``MAX_CORR_ROWS`` (4,096); above that, 4,096 evenly
-spaced rows of the stacked responses (deterministic; the standard error of r is then ≤ 0.016).
-
-**Clustering**: average linkage (``scipy.cluster.hierarchy.linkage(method="average")``, no
-seed) on the distance 1 − r, cut at ``MAX_DISTANCE`` = 0.5. Two clusters merge only while the
-mean correlation between their members is ≥ 0.5: in a one-factor model x_f = λ_f·F + ε_f the
-correlation of two members is λ_f·λ_g, so r ≥ 0.5 says that a common signal explains at least
-half of a typical member's variance (λ ≥ 0.71). A clustered feature that joins no other forms a
-singleton group. Groups are numbered by size (largest first), ties by their smallest feature.
-
-Group score, label, aligned concepts
-------------------------------------
+Group score, aligned concepts
+-----------------------------
 * **Score** of group g in a response: the mean over its members of the pooled value divided by
   the member's sd over all responses (ddof = 1). Standardising first stops one loud latent from
   being the group; the mean keeps a group's score in the units of one standardised member. Not
   centred, so it stays sparse (no member active → 0); Δ and correlations do not depend on it.
-* **Label**: the ``n_top`` responses with the highest score; in each, the peaks (stored
-  ``top_pos``) of the ``n_peaks`` members with the largest standardised value there; around
-  each peak a window of ±``window`` tokens of the re-tokenised response. The n-grams of 2 and 3
-  tokens that contain a peak are counted once per response; the label joins the ``n_words``
-  most frequent ones (ties: longer, then centred on the peak, then seen in a stronger response
-  first; one inside another is skipped) with " · ". If none recurs, the strongest window.
+  The same coefficients cⱼᵍ = 1/(sdⱼ·|g|) turn a group weight into margins.
 * **Aligned concepts**: the Pearson r of the score with each text concept's value over the 2n
   responses; the ``top`` largest |r|, with their signed r.
 
@@ -63,9 +44,7 @@ with no covariates it is exactly d_z = mean(Δ)/sd(Δ). A covariate with no vari
 
 from __future__ import annotations
 
-import functools
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -194,14 +173,19 @@ def response_scale(chosen: Any, rejected: Any) -> np.ndarray:
     return np.sqrt(var)
 
 
-def score_weights(groups: FeatureGroups, scale: np.ndarray) -> sp.csc_matrix:
-    """(features × groups) weights: 1/(sd_f · n_members) for each member f of group g."""
-    rows = np.concatenate([m for m in groups.members]) if groups.members else np.zeros(0, np.int64)
-    cols = np.repeat(np.arange(groups.n_groups), [len(m) for m in groups.members])
-    sizes = np.array([len(m) for m in groups.members], dtype=np.float64)
+def score_weights(groups: Any, scale: np.ndarray) -> sp.csc_matrix:
+    """(features × groups) weights: 1/(sd_f · n_members) for each member f of group g.
+
+    ``groups``: anything with ``members`` (feature indices per group) and ``n_features`` — a
+    :class:`~prefaudit.features.clusters.CofiringClusters` or a :class:`FeatureGroups`.
+    """
+    members = list(groups.members)
+    rows = np.concatenate(members) if members else np.zeros(0, np.int64)
+    cols = np.repeat(np.arange(len(members)), [len(m) for m in members])
+    sizes = np.array([len(m) for m in members], dtype=np.float64)
     with np.errstate(divide="ignore"):
         w = np.where(scale[rows] > 0, 1.0 / (scale[rows] * sizes[cols]), 0.0)
-    return sp.csc_matrix((w, (rows, cols)), shape=(groups.n_features, groups.n_groups))
+    return sp.csc_matrix((w, (rows, cols)), shape=(groups.n_features, len(members)))
 
 
 def group_scores(values: Any, weights: sp.csc_matrix) -> sp.csr_matrix:
@@ -242,116 +226,103 @@ def aligned_concepts(
     return out
 
 
-def group_labels(
-    groups: FeatureGroups,
-    scores: Any,
+def peak_reader(
     sides: Sequence[Any],
     texts: Sequence[str],
-    scale: np.ndarray,
     tokenize: Callable[[str], Sequence[int]],
     decode: Callable[[Sequence[int]], list[str]],
-    *,
-    n_top: int = 20,
-    n_peaks: int = 3,
-    window: int = 2,
-    n_words: int = 3,
-) -> list[str]:
-    """A label per group from the n-grams around its members' peaks in its strongest responses.
+) -> Callable[[Sequence[int], Sequence[int]], list[tuple[list[str], np.ndarray]]]:
+    """A :class:`~prefaudit.features.labels.TokenReader` from what the encode stored: no model pass.
 
-    ``scores`` are the per-response group scores (chosen rows, then rejected rows); ``sides`` the
-    two :class:`~prefaudit.features.encoded.SidePooled` (``values``, ``top_pos``, ``top_token``),
-    ``texts`` the 2n response texts in the same order; ``tokenize`` must tokenise a response as
-    the encode did (``Backbone.response_ids(text)[0]``).
+    For a response row and a feature active in it, the activation is the feature's pooled value
+    at its stored peak token (``top_pos``) and 0 at every other token; with max pooling that is
+    exact at the peak. A cluster's weighted sum then peaks where its strongest (standardised)
+    member peaks, or where several members peak on one token. A stored peak whose token id
+    differs from the re-tokenised response (tokenised differently than at encode time) is not
+    used, so such a row reads as unread rather than as a wrong context.
+
+    ``sides``: the chosen and rejected :class:`~prefaudit.features.encoded.SidePooled`;
+    ``texts``: the 2n responses (chosen, then rejected); ``tokenize`` must tokenise a response as
+    the encode did (``Backbone.response_ids(text)[0]``) and ``decode`` give one string per id.
     """
     n = sides[0].values.shape[0]
-    n_groups = groups.n_groups
-    # Every stored entry of a clustered feature as (group, response) key, strongest first.
-    parts = []
-    for s, side in enumerate(sides):
-        v = side.values
-        rows = np.repeat(np.arange(v.shape[0]), np.diff(v.indptr)) + s * n
-        parts.append((rows, v.indices, v.data, side.top_pos, side.top_token))
-    rows, feats, vals, pos, tok = (np.concatenate(x) for x in zip(*parts, strict=True))
-    # The n_top strongest responses of each group (ties: lower row first).
-    sc = sp.coo_matrix(scores)
-    by = np.lexsort((sc.row, -sc.data, sc.col))
-    g_top, r_top = sc.col[by].astype(np.int64), sc.row[by].astype(np.int64)
-    first = np.searchsorted(g_top, np.arange(n_groups))
-    rank = np.arange(len(g_top)) - first[g_top]
-    g_top, r_top = g_top[rank < n_top], r_top[rank < n_top]
-    want = g_top * (2 * n) + r_top
-    # Only the entries of those (group, response) keys are sorted: a small share of all stored
-    # entries, and their order within a key is the same as in a sort of all of them.
-    g_of = groups.assignment[feats]
-    key = g_of * (2 * n) + rows
-    keep = (g_of >= 0) & np.isin(key, want)
-    key, feats, vals, pos, tok = (a[keep] for a in (key, feats, vals, pos, tok))
-    order = np.lexsort((feats, -vals / scale[feats], key))
-    key, pos, tok = key[order], pos[order], tok[order]
-    # Their n_peaks strongest members' peaks.
-    cand = np.searchsorted(key, want)[:, None] + np.arange(n_peaks)
-    ok = cand < len(key)
-    ok[ok] = key[cand[ok]] == np.broadcast_to(want[:, None], cand.shape)[ok]
-    token_cache: dict[int, list[int]] = {}
-    windows: list[list[list[tuple[int, ...]]]] = [[] for _ in range(n_groups)]
-    for g, r, c, o in zip(g_top.tolist(), r_top.tolist(), cand, ok, strict=True):
-        if r not in token_cache:
-            token_cache[r] = list(tokenize(texts[r]))
-        ids = token_cache[r]
-        wins = []
-        for k in c[o]:
-            p = int(pos[k])
-            if not 0 <= p < len(ids) or ids[p] != int(tok[k]):
-                continue  # tokenised differently than at encode time: no trustworthy context
-            start = max(0, p - window)
-            wins.append((*ids[start : p + window + 1], p - start))
-        windows[g].append(wins)
-    vocab = sorted({t for per in windows for ws in per for w in ws for t in w[:-1]})
-    text = dict(zip(vocab, decode(vocab), strict=True)) if vocab else {}
-    return [_label(per, text, n_words) for per in windows]
+    token_ids: dict[int, list[int]] = {}
+
+    def ids_of(row: int) -> list[int]:
+        if row not in token_ids:
+            token_ids[row] = [int(t) for t in tokenize(texts[row])]
+        return token_ids[row]
+
+    def read(rows: Sequence[int], features: Sequence[int]) -> list[tuple[list[str], np.ndarray]]:
+        feats = np.asarray(list(features), dtype=np.int64)
+        order = np.argsort(feats, kind="stable")
+        out = []
+        for row in rows:
+            row = int(row)
+            toks = ids_of(row)
+            acts = np.zeros((len(toks), len(feats)))
+            if len(feats):
+                side, i = sides[row // n], row % n
+                lo, hi = side.values.indptr[i], side.values.indptr[i + 1]
+                cols = side.values.indices[lo:hi]
+                at = np.searchsorted(feats[order], cols)
+                hit = np.flatnonzero(
+                    (at < len(feats)) & (feats[order][np.minimum(at, len(feats) - 1)] == cols)
+                )
+                pos, tok = side.top_pos[lo:hi][hit], side.top_token[lo:hi][hit]
+                ok = (pos >= 0) & (pos < len(toks))
+                ok[ok] = np.asarray(toks, dtype=np.int64)[pos[ok]] == tok[ok]
+                acts[pos[ok], order[at[hit][ok]]] = side.values.data[lo:hi][hit][ok]
+            out.append((decode(toks) if toks else [], acts))
+        return out
+
+    return read
 
 
-@functools.lru_cache(maxsize=4096)  # a pure function of three small ints: bounded, never stale
-def _starts(p: int, length: int, size: int) -> tuple[int, ...]:
-    """Starts of the ``size``-grams of a window of ``length`` that contain index ``p``, centred first."""
-    starts = range(max(0, p - size + 1), min(p, length - size) + 1)
-    return tuple(sorted(starts, key=lambda s: (abs(2 * (p - s) - (size - 1)), s)))
+def model_reader(
+    backbone: Any, sae: Any, messages: Callable[[int], Any], texts: Sequence[str], *, batch: int = 8
+) -> Callable[[Sequence[int], Sequence[int]], list[tuple[list[str], np.ndarray]]]:
+    """A :class:`~prefaudit.features.labels.TokenReader` that reads responses through the model and SAE.
 
+    Each needed pair is read once (its prompt, then both responses, as the encode and
+    :func:`prefaudit.features.encode.token_activations` read it), ``batch`` pairs per forward
+    pass; the per-token codes of the asked features are kept. ``messages(i)`` gives pair i's
+    prompt messages; ``texts`` the 2n responses (chosen, then rejected). Rows with
+    ``features=[]`` are only tokenised.
+    """
+    n = len(texts) // 2
 
-def _label(per_response: list, text: dict[int, str], n_words: int) -> str:
-    counts: Counter[tuple[int, ...]] = Counter()
-    first: list[tuple[int, ...]] = []
-    for wins in per_response:
-        grams: dict[tuple[int, ...], None] = {}  # ordered: longer first, centred on the peak first
-        for w in wins:
-            toks, p = w[:-1], w[-1]
-            for size in (3, 2):
-                for s in _starts(p, len(toks), size):
-                    grams.setdefault(toks[s : s + size], None)
-        for gram in sorted(grams, key=len, reverse=True):
-            if gram not in counts:
-                first.append(gram)
-            counts[gram] += 1
-    chosen: list[str] = []
-    rank = {g: j for j, g in enumerate(first)}
-    for gram in sorted(counts, key=lambda g: (-counts[g], -len(g), rank[g])):
-        if counts[gram] < 2 or len(chosen) == n_words:
-            break
-        s = _show("".join(text[t] for t in gram))
-        if s and not any(s in c or c in s for c in chosen):
-            chosen.append(s)
-    if chosen:
-        return " · ".join(chosen)
-    for wins in per_response:
-        for w in wins:
-            s = _show("".join(text[t] for t in w[:-1]))
-            if s:
-                return s
-    return "(no context)"
+    def read(rows: Sequence[int], features: Sequence[int]) -> list[tuple[list[str], np.ndarray]]:
+        import torch
 
+        rows = [int(r) for r in rows]
+        ids = {r: backbone.response_ids(texts[r])[0] for r in rows}
+        if not len(features):
+            return [
+                (backbone.decode_tokens(ids[r]) if ids[r] else [], np.zeros((len(ids[r]), 0))) for r in rows
+            ]
+        cols = torch.as_tensor(list(features), dtype=torch.long)
+        pairs = sorted({r % n for r in rows})
+        acts: dict[int, np.ndarray] = {}
+        for start in range(0, len(pairs), batch):
+            part = pairs[start : start + batch]
+            side_ids = [[backbone.response_ids(texts[i + s * n])[0] for s in (0, 1)] for i in part]
+            prompts = [backbone.prompt_ids(messages(i)) for i in part]
+            # read_pairs needs non-empty sequences; an empty response reads a stand-in, dropped below.
+            h, _ = backbone.read_pairs(
+                prompts, [(c or [0], r or [0]) for c, r in side_ids], share_prompt=True
+            )
+            with torch.no_grad():
+                for k, i in enumerate(part):
+                    for s in (0, 1):
+                        m = len(side_ids[k][s])
+                        codes = sae.encode(h[2 * k + s, :m].float()) if m else None
+                        acts[i + s * n] = (
+                            codes[:, cols].float().cpu().numpy() if m else np.zeros((0, len(features)))
+                        )
+        return [(backbone.decode_tokens(ids[r]) if ids[r] else [], acts[r]) for r in rows]
 
-def _show(s: str) -> str:
-    return " ".join(s.replace("\n", " ⏎ ").split())
+    return read
 
 
 # ---------------------------------------------------------------------- explained by

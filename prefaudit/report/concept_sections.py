@@ -1,4 +1,4 @@
-"""The report's sections beyond single features: the SAE's fit, groups, topics, drivers.
+"""The report's sections beyond single features: sentences, clusters, the SAE's fit, topics, drivers.
 
 Each function takes the :class:`~.concepts.ConceptParts` gathered for the report and returns an
 HTML fragment; every piece of dataset text (labels, prompts, responses, topic words) goes through
@@ -7,13 +7,16 @@ HTML fragment; every piece of dataset text (labels, prompts, responses, topic wo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .. import ids
 from .concepts import DRIVER_PAIRS, TOP_GROUPS, TOP_TOPIC_SPECIFIC, ConceptParts, strongest, topic_specific
 from .sections import SIGNIFICANT, esc, num
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 DRIVER_CHARS = 240  # characters of each response shown in the drivers' tables
 MEMBERS_SHOWN = 8  # member ids listed per group; the rest are counted
@@ -45,38 +48,71 @@ def _members(members: list[str]) -> str:
     return shown + (f" and {more:,} more" if more > 0 else "")
 
 
-def groups_html(parts: ConceptParts) -> str:
-    """The strongest groups by |d_z|, with their members and the explained-by (controlled) effect."""
+def sentences_html(parts: ConceptParts) -> str:
+    """What a person reads first: plain sentences from the numbers, each linked to its cluster's row."""
+    if not parts.sentences:
+        return _skipped(parts.groups_note or "Nothing gathered to say in words.")
+    items = "".join(
+        f"<li>{esc(text)}" + (f" <a href='#{esc(g)}'><code>{esc(g)}</code></a>" if g else "") + "</li>"
+        for text, g in parts.sentences
+    )
+    return f"<ul class='sentences'>{items}</ul>"
+
+
+def _pct(k: Any, n: int) -> str:
+    return f"{100 * int(k) / n:.0f} %" if n else "–"
+
+
+def clusters_html(parts: ConceptParts) -> str:
+    """The strongest clusters by |d_z|: label, size, effect, badge, how often each side alone fires, controls."""
     g = parts.groups
     if g is None:
         return _skipped(parts.groups_note)
     n_sig = int((g["q"] < ids.ALPHA).sum())
+    by_reason = g.attrs.get("unclustered_by_reason", {})
+    reasons = ", ".join(f"{esc(r.replace('_', ' '))} {n:,}" for r, n in by_reason.items() if n)
     intro = (
-        f"<p class='small'>{len(g):,} groups of co-activating SAE features, {n_sig:,} with {SIGNIFICANT}; "
-        f"{int(g.attrs.get('n_unclustered', 0)):,} features are in no group (active in fewer than "
-        f"{esc(g.attrs.get('min_active', '–'))} responses). A group's score is the mean of its members' "
-        "standardised values. <i>d_z controlled</i>: the group's effect with Δ length and the strongest "
-        "other groups (listed) regressed out, in sd units — what remains when they explain the rest.</p>"
+        f"<p class='small'>{len(g):,} clusters of SAE features that fire together in the same responses "
+        f"(mutual information of co-firing, Louvain communities), {n_sig:,} with {SIGNIFICANT}; "
+        f"{int(g.attrs.get('n_unclustered', 0)):,} features are in no cluster ({reasons or 'none'}; "
+        f"clusters need {esc(g.attrs.get('min_size', '–'))} features). A cluster's <i>score</i> is the mean of "
+        "its members' standardised values; <i>chosen only / rejected only</i>: the pairs where it fires "
+        "(score above its 90th percentile) in that response alone; the <i>badge</i> says which side it "
+        "reliably leans to (95% interval), <i>split half</i> ✓ when two random halves agree. "
+        "<i>q controlled</i>: its effect with Δ length and the 5 strongest other clusters held equal. "
+        "Labels are the n-grams distinctive of each cluster's strongest contexts; they never enter a statistic.</p>"
     )
     if g.empty:
         return intro
     top = strongest(g, TOP_GROUPS)
+    n_pairs = int(g["n_pairs"].iloc[0])
     head = (
-        "<tr><th>group</th><th>label</th><th>members</th><th>d_z</th><th>q</th><th>d_z controlled</th>"
-        "<th>q controlled</th><th>controlled for</th><th>aligned concepts (r)</th></tr>"
+        "<tr><th>cluster</th><th>label</th><th>features</th><th>d_z</th><th>q</th><th>badge</th>"
+        "<th>chosen only</th><th>rejected only</th><th>split half</th><th>q controlled</th>"
+        "<th>aligned concepts (r)</th><th>members</th></tr>"
     )
     body = []
     for r in top.itertuples(index=False):
         aligned = ", ".join(f"<code>{esc(c)}</code> {num(v, '+.2f')}" for c, v in (r.aligned or []))
-        ctrl = ", ".join(f"<code>{esc(c)}</code>" for c in r.controlled_for)
         body.append(
-            f"<tr><td><code>{esc(r.group)}</code></td><td>{esc(r.label)}</td>"
-            f"<td>{int(r.n_members)}: {_members(list(r.members))}</td>"
+            f"<tr id='{esc(r.group)}'><td><code>{esc(r.group)}</code></td>"
+            f"<td>{esc(parts.cluster_labels.get(r.group, r.label))}</td>"
+            f"<td class='num'>{int(r.n_members):,}</td>"
             f"<td class='num'>{num(r.d_z, '+.2f')}</td><td class='num'>{num(r.q, 'q')}</td>"
-            f"<td class='num'>{num(r.d_z_controlled, '+.2f')}</td><td class='num'>{num(r.q_ctrl, 'q')}</td>"
-            f"<td>{ctrl}</td><td>{aligned}</td></tr>"
+            f"<td>{esc(r.badge)}</td><td class='num'>{_pct(r.n_chosen_only, n_pairs)}</td>"
+            f"<td class='num'>{_pct(r.n_rejected_only, n_pairs)}</td><td>{'✓' if r.split_half else '✗'}</td>"
+            f"<td class='num'>{num(r.q_ctrl, 'q')}</td><td>{aligned}</td>"
+            f"<td>{_members(list(r.members))}</td></tr>"
         )
     return f"{intro}<table class='groups'>{head}{''.join(body)}</table>"
+
+
+def glossary_html() -> str:
+    """The numbers of the report in words (:data:`prefaudit.features.sentences.GLOSSARY`)."""
+    from ..features.sentences import GLOSSARY
+
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in GLOSSARY.items())
+    return f"<details class='glossary'><summary>What the numbers mean</summary><dl>{items}</dl></details>"
 
 
 def topics_html(parts: ConceptParts) -> str:
@@ -145,7 +181,7 @@ def _cut(text: Any) -> str:
     return esc(s[:DRIVER_CHARS]) + ("…" if len(s) > DRIVER_CHARS else "")
 
 
-def drivers_html(session: Any, parts: ConceptParts) -> str:
+def drivers_html(session: AuditState, parts: ConceptParts) -> str:
     """For the strongest features and groups: the pairs carrying most of the predicted learning signal."""
     if not parts.drivers:
         return _skipped(parts.drivers_note)

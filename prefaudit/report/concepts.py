@@ -1,4 +1,7 @@
-"""What the report and ``summary.json`` say beyond single features: groups, topics, drivers, the SAE's fit.
+"""What the report and ``summary.json`` say beyond single features: sentences, clusters, topics, drivers, the SAE's fit.
+
+The clusters (``session.groups()``: co-firing clusters with ids ``group:N``) lead: a few plain
+sentences from their numbers (:mod:`prefaudit.features.sentences`), then the strongest clusters.
 
 :func:`gather` asks the session for each part. A part the session has not computed yet is
 computed when ``compute`` names it (the session caches it, so the CLI's summary reads the same
@@ -21,13 +24,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .. import ids
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 #: What :func:`gather` may compute when the session has not: ``groups``, ``topics`` (clustering
 #: and ``test(by="topic")``) and ``fit`` (``sae_fit()``, which reads responses through the model).
@@ -54,19 +60,26 @@ class ConceptParts:
     topics_note: str = ""
     drivers: list[pd.DataFrame] = field(default_factory=list)
     drivers_note: str = ""
+    #: What a person reads first: (sentence, group id or None), the strongest clusters each way,
+    #: then the SAE's fit and the topics (:func:`overview`).
+    sentences: list[tuple[str, str | None]] = field(default_factory=list)
+    #: One sentence per cluster: ``group``, ``lean``, ``sentence`` (None without clusters).
+    cluster_sentences: pd.DataFrame | None = None
+    #: Group id → the label shown: a person's label where set, else the distinctive contexts'.
+    cluster_labels: dict[str, str] = field(default_factory=dict)
 
 
 #: What each computed part does, in words for a progress line.
 STAGES = {
     "fit": "measuring the SAE's fit on sampled responses",
-    "groups": "grouping features by co-activation",
+    "groups": "clustering features by co-firing and reading their labels",
     "topics": "clustering prompts into topics and testing within each",
     "drivers": "ranking the pairs that drive the strongest signals",
 }
 
 
 def gather(
-    session: Any,
+    session: AuditState,
     compute: Iterable[str] = PARTS,
     stage: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> ConceptParts:
@@ -85,10 +98,42 @@ def gather(
             part(session, parts, name in compute)
     with stage(STAGES["drivers"]) if stage and compute else nullcontext():
         _gather_drivers(session, parts)
+    overview(session, parts)
     return parts
 
 
-def fit_line(session: Any) -> str | None:
+def overview(session: AuditState, parts: ConceptParts) -> list[tuple[str, str | None]]:
+    """Fill ``parts.sentences`` and ``parts.cluster_sentences`` from the gathered parts; returns the sentences.
+
+    The strongest significant clusters leaning each way (:func:`~prefaudit.features.sentences.overview_sentences`,
+    labelled as :meth:`~prefaudit.audit.groups.Groups.label` says: a person's label first), then
+    how well the SAE fits and how clearly the prompts separate, where those were gathered.
+    """
+    from ..features.sentences import cluster_sentences, fit_sentence, overview_sentences, topics_sentence
+
+    out: list[tuple[str, str | None]] = []
+    g = parts.groups
+    if g is not None and len(g):
+        table = g.rename(columns={"group": "cluster"})  # the sentences read a cluster table
+        labels = [session.groups.label(k) for k in g["group"]]
+        parts.cluster_labels = dict(zip(g["group"], labels, strict=True))
+        lc, lr = session.space.lengths()
+        varies = bool(np.ptp(np.asarray(lc, float) - np.asarray(lr, float)) > 0)
+        per = cluster_sentences(table, labels, length_controlled=varies)
+        parts.cluster_sentences = per.rename(columns={"cluster": "group"})
+        out += overview_sentences(per, table)
+    elif g is not None:
+        out.append(("No SAE features fire together often enough to form a cluster here.", None))
+    if parts.fit is not None:
+        out.append((fit_sentence(parts.fit.explained_variance, parts.fit.l0), None))
+    if parts.topics is not None:
+        k = len(parts.topics)
+        out.append((topics_sentence(k, parts.topics.attrs.get("silhouette", {}).get(k)), None))
+    parts.sentences = out
+    return out
+
+
+def fit_line(session: AuditState) -> str | None:
     """One line on the SAE's fit for the session's repr: the measured fit, or how to measure it."""
     if not session.uses_sae:
         return None
@@ -98,7 +143,7 @@ def fit_line(session: Any) -> str | None:
     return f"{fit}"
 
 
-def repr_html(session: Any) -> str:
+def repr_html(session: AuditState) -> str:
     """The session's notebook repr: its one-line summary and the fit (cached only), a low fit in red."""
     import html
 
@@ -116,7 +161,7 @@ def repr_html(session: Any) -> str:
 
 
 # ---------------------------------------------------------------------- parts
-def _gather_fit(session: Any, parts: ConceptParts, compute: bool) -> None:
+def _gather_fit(session: AuditState, parts: ConceptParts, compute: bool) -> None:
     if not session.uses_sae:
         parts.fit_note = "Concepts-only audit: there is no SAE whose fit could be measured."
         return
@@ -129,7 +174,7 @@ def _gather_fit(session: Any, parts: ConceptParts, compute: bool) -> None:
         )
 
 
-def _gather_groups(session: Any, parts: ConceptParts, compute: bool) -> None:
+def _gather_groups(session: AuditState, parts: ConceptParts, compute: bool) -> None:
     if not session.uses_sae:
         parts.groups_note = "Concepts-only audit: groups cluster SAE features, and there are none."
         return
@@ -138,7 +183,7 @@ def _gather_groups(session: Any, parts: ConceptParts, compute: bool) -> None:
         parts.groups_note = "Not computed: session.groups() clusters the SAE features into groups."
 
 
-def _gather_topics(session: Any, parts: ConceptParts, compute: bool) -> None:
+def _gather_topics(session: AuditState, parts: ConceptParts, compute: bool) -> None:
     long = session.topics.results("topic")
     if long is None and not compute:
         parts.topics_note = (
@@ -160,7 +205,7 @@ def _gather_topics(session: Any, parts: ConceptParts, compute: bool) -> None:
         )
 
 
-def _gather_drivers(session: Any, parts: ConceptParts) -> None:
+def _gather_drivers(session: AuditState, parts: ConceptParts) -> None:
     res = session.results
     picks: list[str] = []
     if res is not None:
@@ -179,7 +224,11 @@ def strongest(table: pd.DataFrame, n: int) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------- groups across topics
 def group_topic_tests(
-    session: Any, groups: pd.DataFrame, assignment: np.ndarray, topic_labels: list[str], test: str | None
+    session: AuditState,
+    groups: pd.DataFrame,
+    assignment: np.ndarray,
+    topic_labels: list[str],
+    test: str | None,
 ) -> pd.DataFrame:
     """The groups tested within each topic, as ``test(by="topic")`` tests features.
 
@@ -195,10 +244,19 @@ def group_topic_tests(
     chosen, rejected = (m[:, columns].toarray() for m in session.groups.score_matrices())
     lc, lr = session.space.lengths()
     return tests_within(
-        chosen, rejected, chosen - rejected, assignment, topic_labels, "topic",
-        lengths=(np.asarray(lc), np.asarray(lr)), test=test or "wilcoxon", n_boot=GROUP_TOPIC_BOOT,
-        names=gids, source="group", labels=groups["label"].tolist(),
-    )  # fmt: skip
+        chosen,
+        rejected,
+        chosen - rejected,
+        assignment,
+        topic_labels,
+        "topic",
+        lengths=(np.asarray(lc), np.asarray(lr)),
+        test=test or "wilcoxon",
+        n_boot=GROUP_TOPIC_BOOT,
+        names=gids,
+        source="group",
+        labels=groups["label"].tolist(),
+    )
 
 
 def topic_specific(long: pd.DataFrame, alpha: float = ids.ALPHA) -> pd.DataFrame:
@@ -237,8 +295,70 @@ def topic_specific(long: pd.DataFrame, alpha: float = ids.ALPHA) -> pd.DataFrame
 
 
 # ---------------------------------------------------------------------- summary.json
+def lead_summary(parts: ConceptParts) -> dict[str, Any]:
+    """What ``summary.json`` leads with, keys named for what they hold.
+
+    ``sentences`` (``{"text", "group"}``, what a person reads first), ``clusters`` (counts and
+    the strongest clusters with their label, size, effect, badge and sentence), then ``fit``,
+    ``topics`` and ``drivers`` (as :func:`concept_summary` has them).
+    """
+    rest = concept_summary(parts)
+    return {
+        "sentences": [{"text": t, "group": g} for t, g in parts.sentences],
+        "clusters": _clusters_summary(parts),
+        "fit": rest["fit"],
+        "topics": rest["topics"],
+        "drivers": rest["drivers"],
+    }
+
+
+def _clusters_summary(parts: ConceptParts) -> dict[str, Any]:
+    g = parts.groups
+    if g is None:
+        return {"skipped": parts.groups_note}
+    per = parts.cluster_sentences
+    sentence = {} if per is None else dict(zip(per["group"], per["sentence"], strict=True))
+    keys = ("n_members", "d_z", "q", "badge", "fire_score", "fire_ci_low", "fire_ci_high", "n_chosen_only")
+    keys += ("n_rejected_only", "n_both", "split_half", "d_z_controlled", "q_ctrl")
+    return {
+        "n_clusters": len(g),
+        "n_significant": int((g["q"] < ids.ALPHA).sum()),
+        "n_unclustered": int(g.attrs.get("n_unclustered", 0)),
+        "unclustered_by_reason": dict(g.attrs.get("unclustered_by_reason", {})),
+        "label_reader": g.attrs.get("label_reader"),
+        "top": [
+            {
+                "group": r["group"],
+                **_shown_label(parts, r),
+                **{k: _plain(r[k]) for k in keys},
+                "controlled_for": list(r["controlled_for"]),
+                "sentence": sentence.get(r["group"], ""),
+                "members": list(r["members"]),
+            }
+            for r in strongest(g, TOP_GROUPS).to_dict("records")
+        ],
+    }
+
+
+def _shown_label(parts: ConceptParts, row: dict[str, Any]) -> dict[str, str]:
+    shown = parts.cluster_labels.get(row["group"], row["label"])
+    return {"label": shown, "label_kind": row["label_kind"] if shown == row["label"] else "set by a person"}
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, (bool, np.bool_, str)):
+        return bool(x) if isinstance(x, np.bool_) else x
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    return _f(x)
+
+
 def concept_summary(parts: ConceptParts) -> dict[str, Any]:
-    """Plain-JSON summaries of the parts (what ``summary.json`` carries; the report shows the same)."""
+    """Plain-JSON summaries of the parts: ``summary.json``'s deprecated ``concepts`` key (one more release).
+
+    Misnamed (it holds the fit, groups, topics and drivers, not the text concepts):
+    :func:`lead_summary` carries the same under keys named for what they hold.
+    """
     return {
         "fit": _fit_summary(parts),
         "groups": _groups_summary(parts),

@@ -5,11 +5,18 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import ids
 from ..errors import ConfigError
-from .concept_sections import drivers_html, fit_html, groups_html, topics_html
+from .concept_sections import (
+    clusters_html,
+    drivers_html,
+    fit_html,
+    glossary_html,
+    sentences_html,
+    topics_html,
+)
 from .concepts import PARTS, ConceptParts, gather
 from .sections import (
     SIGNIFICANT,
@@ -21,6 +28,9 @@ from .sections import (
     truncation_html,
     volcano_html,
 )
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 _CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1100px; color: #1a1a1a; padding: 0 1em; }
@@ -39,11 +49,13 @@ mark { background: rgba(255, 127, 14, 0.75); border-radius: 2px; }
 .small { font-size: 12px; color: #666; }
 .warning { border: 2px solid #d62728; background: #fdecea; color: #8b1a1a; border-radius: 4px; padding: 8px 10px; margin: 8px 0; font-weight: 600; }
 table.drivers td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 380px; }
+ul.sentences li { margin: 6px 0; line-height: 1.4; }
+details.glossary { font-size: 13px; margin: 8px 0; } details.glossary dt { font-weight: 600; }
 """
 
 
 def write_report(
-    session: Any,
+    session: AuditState,
     path: str | Path,
     *,
     top: int = 15,
@@ -92,7 +104,7 @@ def write_report(
     if examples is None:
         # What the person selected comes first: the report is about what they were looking at.
         top_ids = [*more_c["feature"].head(example_features), *more_r["feature"].head(example_features)]
-        # A selected group has no per-feature snippets; its members show in the groups section.
+        # A selected group has no per-feature snippets; its members show in the clusters section.
         selected = [f for f in session.selection if not ids.is_group(f)]
         example_ids = list(dict.fromkeys([*selected, *top_ids]))
     else:
@@ -116,6 +128,11 @@ def write_report(
 <h1>{esc(title)}</h1>
 <p class="meta">{meta}</p>
 {truncation_html(session)}
+<h2>What this data teaches</h2>
+{sentences_html(parts)}
+{glossary_html()}
+<h2>Concepts: clusters of co-firing features</h2>
+{clusters_html(parts)}
 <h2>How well the SAE reads this data</h2>
 {fit_html(parts)}
 <h2>Volcano</h2>
@@ -126,8 +143,6 @@ Benjamini–Hochberg q. Blue: more in chosen responses, red: more in rejected ({
 {feature_table(session, more_c, effect)}
 <h2>Features more present in rejected responses</h2>
 {feature_table(session, more_r, effect)}
-<h2>Feature groups</h2>
-{groups_html(parts)}
 <h2>Prompt topics</h2>
 {topics_html(parts)}
 <h2>Drivers: the pairs that carry the signal</h2>

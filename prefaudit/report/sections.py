@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .. import ids
 from ..views.figures import concept_regex, volcano_figure
+
+if TYPE_CHECKING:
+    from ..audit.protocol import AuditState
 
 SNIPPET_CHARS = 320  # characters of context kept around a marked token
 #: The significance threshold as it reads in the report (``"q &lt; 0.05"``).
@@ -44,7 +47,7 @@ def top_features(results: pd.DataFrame, direction: str, n: int, effect: str) -> 
     return sub.reindex(sub[effect].abs().sort_values(ascending=False).index).head(n)
 
 
-def feature_table(session: Any, rows: pd.DataFrame, effect: str) -> str:
+def feature_table(session: AuditState, rows: pd.DataFrame, effect: str) -> str:
     if rows.empty:
         return f"<p class='small'>None with {SIGNIFICANT}.</p>"
     head = "<tr><th>feature</th><th>label</th><th>d_z</th><th>rank-biserial</th><th>mean Δ [95% CI]</th><th>q</th><th>n active</th><th>verdict</th><th>weight</th></tr>"
@@ -61,7 +64,7 @@ def feature_table(session: Any, rows: pd.DataFrame, effect: str) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def marked_snippet(session: Any, fid: str, position: int, side: str, text: str) -> str:
+def marked_snippet(session: AuditState, fid: str, position: int, side: str, text: str) -> str:
     """Escaped snippet of ``text`` around the feature's peak (SAE) or first match (regex concept)."""
     start = end = None
     if ids.is_sae(fid):
@@ -91,7 +94,7 @@ def marked_snippet(session: Any, fid: str, position: int, side: str, text: str) 
     )
 
 
-def examples_html(session: Any, features: list[str], n_pairs: int) -> str:
+def examples_html(session: AuditState, features: list[str], n_pairs: int) -> str:
     """The top pairs of each feature, its peak token or first match marked."""
     out = []
     for fid in features:
@@ -118,7 +121,7 @@ def examples_html(session: Any, features: list[str], n_pairs: int) -> str:
     return "".join(out)
 
 
-def decisions_html(session: Any) -> str:
+def decisions_html(session: AuditState) -> str:
     """Weights (with their predicted effect), verdicts and notes."""
     fids = list(dict.fromkeys([*session.weights, *session.verdicts, *session.notes]))
     if not fids:
@@ -144,7 +147,7 @@ def decisions_html(session: Any) -> str:
 CUT_IDS_SHOWN = 20
 
 
-def truncation_html(session: Any) -> str:
+def truncation_html(session: AuditState) -> str:
     """What the token window cut: how many prompts and responses, and which pairs (by ``pair_id``)."""
     t = session.space.truncation()
     lines = [f"Token window: {esc(t.sentence())}."]
@@ -168,7 +171,7 @@ def truncation_html(session: Any) -> str:
     return f"<p class='meta'>{' '.join(lines)}</p>"
 
 
-def volcano_html(session: Any, effect: str) -> str:
+def volcano_html(session: AuditState, effect: str) -> str:
     """The volcano as a static plotly figure, with plotly.js inlined."""
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
