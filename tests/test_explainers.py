@@ -30,7 +30,12 @@ def test_builtins_are_registered_and_unknown_names_are_listed():
         ex.register_explainer("contexts", lambda: None)
 
 
-def test_a_new_explainer_is_one_registration():
+def test_a_new_explainer_is_one_registration(monkeypatch):
+    # A registry of this test's own: the process-wide one keeps only the built-ins.
+    from prefaudit.features import explainers as registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
     class Shout:
         name = "shout"
 
@@ -44,6 +49,7 @@ def test_a_new_explainer_is_one_registration():
     e = ex.get_explainer("shout", suffix="?")
     assert isinstance(e, ex.Explainer)
     assert e.explain(unit()).text == "GREAT QUESTION!?"
+    assert ex.explainer_names()[-1] == "shout"
 
 
 def test_resolve_accepts_names_objects_and_functions():
