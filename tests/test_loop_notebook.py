@@ -26,6 +26,7 @@ kept in ``artifacts/loop-seed<seed>.json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -60,11 +61,26 @@ def test_dpo_and_verify_notebook(tmp_path):
     vanilla, shaped = runs["vanilla"], runs["shaped"]
     print(json.dumps(out, indent=1))
 
-    channels = {(a["run"], a["channel"]): a for a in out["agreement"]}
-    reward = channels[("vanilla", "reward")]
+    # Every channel at both levels (single features and the audit's clusters), each row with the
+    # label-only baseline beside the reward rows (0 within pairs by construction).
+    channels = {(a["run"], a["channel"], a["level"]): a for a in out["agreement"]}
+    assert {level for (_, _, level) in channels} == {"feature", "cluster"}
+    for (run, channel, level), row in channels.items():
+        reward_based = channel.startswith("reward") or channel == "shaping change"
+        assert math.isfinite(row["baseline_r"]) == reward_based, (run, channel, level)
+        if channel == "reward, within pair":
+            assert row["baseline_r"] == 0.0
+    reward = channels[("vanilla", "reward", "feature")]
     assert reward["r"] > reward["null_high"] and reward["r_low"] > reward["null_high"], reward
-    change = next(a for (run, ch), a in channels.items() if ch == "shaping change")
+    change = next(
+        a for (run, ch, level), a in channels.items() if ch == "shaping change" and level == "feature"
+    )
     assert change["r"] > change["null_high"], change
+    # Per run: every planted concept's rate by its pattern (and cluster) and the drift.
+    for run in out["runs"]:
+        concepts = {(p["concept"], p["detector"]) for p in run["planted"]}
+        assert {(c, "pattern") for c in ("flattery", "markdown", "url", "reference")} <= concepts, run["run"]
+        assert math.isfinite(run["drift"]["rho_mean"]) and math.isfinite(run["drift"]["kl"]), run["run"]
 
     rise_v = vanilla["flattery_trained"] - vanilla["flattery_base"]
     rise_s = shaped["flattery_trained"] - shaped["flattery_base"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -14,6 +15,9 @@ from prefaudit.interventions import get as get_intervention
 from prefaudit.stats.agreement import origin_r2
 from prefaudit.training.window import window_matrix
 from prefaudit.verify import sign_agreement, sign_chance
+from prefaudit.verify.channel_base import VERIFY_COLUMNS
+from prefaudit.verify.channel_weighted import MIN_ESS_FRACTION
+from prefaudit.verify.planted import PLANTED_COLUMNS
 from tests import tiny
 
 GEN = {"max_new_tokens": 12, "n_prompts": 6, "batch_size": 4}
@@ -27,12 +31,16 @@ def trained(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
     """A tiny session with two finished runs (margin-shaped and vanilla)."""
     tmp = tmp_path_factory.mktemp("verify")
     session = pa.AuditSession(
-        pa.load_pairs(tiny.planted_pairs(40)), model=tiny_model_dir, sae=tiny_sae_dir, cache_dir=tmp / "cache",
-        batch_size=4, shard_size=16,
-    )  # fmt: skip
+        pa.load_pairs(tiny.planted_pairs(40)),
+        model=tiny_model_dir,
+        sae=tiny_sae_dir,
+        cache_dir=tmp / "cache",
+        batch_size=4,
+        shard_size=16,
+    )
     session.encode(progress=False)
     session.test(n_boot=100)
-    session.set_weights({"concept:flattery": -2.0, "sae:5": -1.0})
+    session.decisions.set_weights({"concept:flattery": -2.0, "sae:5": -1.0})
     common = {
         "max_steps": 3,
         "learning_rate": 5e-2,
@@ -100,9 +108,16 @@ def test_verify_reports_observed_against_predicted(trained):
     assert res.n_features == len(res.table) <= len(sig) + 2 + 100
     again = session.verify(run, **GEN)
     assert list(again.table["feature"]) == list(res.table["feature"])
-    # One agreement row per channel, each with its CI, null and ceiling.
-    ag = res.agreement.set_index("channel")
-    assert list(ag.index) == ["reward", "generation", "generation, length-adjusted"]
+    # One agreement row per channel and level, each with its CI, null and ceiling.
+    ag = res.agreement[res.agreement["level"] == "feature"].set_index("channel")
+    shown = ["reward", "reward, within pair", "generation", "generation, length-adjusted"]
+    # The importance-weighted row only where the weights keep half of the samples' information.
+    weighted = res.drift["ess_fraction"] >= MIN_ESS_FRACTION
+    assert list(ag.index) == shown + ["generation, importance-weighted"] * weighted
+    assert list(res.agreement.columns) == list(VERIFY_COLUMNS)
+    # Label-only baselines beside the reward rows (0 within pairs, by construction), NaN elsewhere.
+    assert np.isfinite(ag.loc["reward", "baseline_r"]) and ag.loc["reward, within pair", "baseline_r"] == 0.0
+    assert ag.loc[["generation", "generation, length-adjusted"], "baseline_r"].isna().all()
     # The reward channel always has numbers; a generation row may be NaN (too few tokens), but
     # then all of its figures are, never a half-filled row.
     figures = ["r", "r_low", "r_high", "null_low", "null_high"]
@@ -119,15 +134,76 @@ def test_verify_reports_observed_against_predicted(trained):
         origin_r2(t["predicted_loading"].to_numpy(), t["observed_loading"].to_numpy())
     )
     assert res.generations["trained"].tolist() != res.generations["base"].tolist()
+    # Drift: ρ of the held-out responses as scored, and the KL estimate with its standard error.
+    rho = np.r_[res.heldout["reward_chosen"], res.heldout["reward_rejected"]] / res.beta
+    assert res.drift["rho_mean"] == pytest.approx(rho.mean()) and res.drift["kl_se"] > 0
+    assert 1.0 <= res.drift["ess"] <= res.n_prompts
+    # Every planted concept's rate by its pattern, in base and trained samples, with the rise's s.e.
+    planted = res.planted.set_index(["concept", "detector"])
+    assert list(res.planted.columns) == list(PLANTED_COLUMNS)
+    flat = planted.loc[("flattery", "pattern")]
+    trained_flat = np.mean(
+        [bool(x) for x in concept_matrix(list(gens["trained"]), [_concept("flattery")])[:, 0]]
+    )
+    assert flat["trained"] == pytest.approx(trained_flat) and flat["n"] == res.n_prompts
+
+
+def _concept(name):
+    return next(c for c in builtin_concepts() if c.name == name)
+
+
+def test_cluster_rows_average_their_members(trained):
+    """With clusters in the audit (given by hand: the tiny set is too small for the co-firing rule),
+    every channel also reports a cluster row, and a cluster's shift is the mean of its members'."""
+    from prefaudit.features.clusters import CofiringClusters
+
+    session, run, _ = trained
+    d_sae = session.encoded.d_sae
+    members = [np.arange(4 * k, 4 * k + 4) for k in range(6)]
+    membership = np.full(d_sae, -1)
+    for k, m in enumerate(members):
+        membership[m] = k
+    empty = np.zeros(0, np.int64)
+    loose = CofiringClusters(
+        membership, members, dict.fromkeys(("rare",), empty), np.zeros(d_sae, np.int64), 80, 0
+    )
+    session.stage_cache("verify")["clusters"] = loose
+    res = session.verify(run, **GEN)
+    ag = res.agreement
+    assert set(ag.loc[ag["level"] == "cluster", "channel"]) >= {"reward", "generation"}
+    feats = res.features.set_index("feature")
+    sd = feats["sd"].to_numpy()
+    for _, row in res.clusters.iterrows():
+        members = loose.members[int(row["cluster"].split(":")[1])]
+        members = members[sd[members] > 0]
+        fids = [session.feature_ids[j] for j in members]
+        assert row["n_members"] == len(members)
+        assert row["observed_z"] == pytest.approx(feats.loc[fids, "observed_z"].mean())
+        assert row["predicted_z"] == pytest.approx(feats.loc[fids, "predicted_z"].mean())
+    gen = res.row("generation", "cluster")
+    assert gen["n_features"] == len(res.clusters)
+    assert gen["r"] == pytest.approx(
+        np.corrcoef(res.clusters["predicted_z"], res.clusters["observed_z"])[0, 1]
+    )
 
 
 def test_verify_with_explicit_prompts_and_samples(trained):
     session, run, _ = trained
-    res = session.verify(run, prompts=["hello there", [{"role": "user", "content": "what is a word"}]], max_new_tokens=8,
-                         samples_per_prompt=2)  # fmt: skip
+    res = session.verify(
+        run,
+        prompts=["hello there", [{"role": "user", "content": "what is a word"}]],
+        max_new_tokens=8,
+        samples_per_prompt=2,
+    )
     assert (
         res.n_prompts == 4 and list(res.generations["prompt"]) == ["hello there"] * 2 + ["what is a word"] * 2
     )
+    # "window": as many new tokens as the run's window keeps of a response whose prompt fills its share.
+    win = session.verify(run, prompts=["hello there"], max_new_tokens="window", drift=False, clusters=False)
+    assert win.settings.max_new_tokens == run.plan.window["max_length"] - run.plan.window["max_prompt_length"]
+    assert set(win.agreement["level"]) == {"feature"}
+    # Without the drift pass no sample is scored (the held-out ρ is read for the reward rows anyway).
+    assert np.isnan(win.drift["kl"]) and np.isnan(win.drift["ess"]) and np.isfinite(win.drift["rho_mean"])
 
 
 def test_verify_refuses_runs_that_did_not_finish(trained):
@@ -171,14 +247,40 @@ def test_views_render_scatter_with_diagonal_and_tables(trained):
     assert isinstance(cv, CompareView) and "pa-diagonal" in cv.scatter.value
     assert "shaping change" in set(cmp.agreement["channel"]) and "shaping change" in cv.agreement.value
     assert "text/plain" in res._repr_mimebundle_()
+    # The view leads with one figure: predicted vs observed shift, identity and fitted line, 95%
+    # intervals, at most N_OUTLIERS points named, and one sentence saying what it means.
+    from prefaudit.views.verify_view import N_OUTLIERS, shift_points, shift_sentence
+
+    fig = view.figure.value
+    assert view.figure in _descendants(view)
+    assert "pa-diagonal" in fig and "pa-fit" in fig and 0 < fig.count("pa-outlier") <= N_OUTLIERS
+    # One point per cluster where the audit has clusters (an earlier test gave this session some), else per feature.
+    pts, level = shift_points(res)
+    assert level == ("cluster" if len(res.clusters) else "feature")
+    assert fig.count("pa-point") == int(np.isfinite(pts[["predicted", "observed"]]).all(axis=1).sum())
+    sentence = shift_sentence(res)
+    assert sentence.count(". ") == 0 and sentence.endswith(".") and html.escape(sentence) in fig
+    # The report carries it, for every verified run.
+    from prefaudit.report.verify_section import verify_html
+
+    section = verify_html(session)
+    assert section.count("pa-shift-figure") == len([r for r in session.runs if r.verification is not None])
+    assert html.escape(sentence) in section and "baseline" in section
+
+
+def _descendants(widget):
+    out = []
+    for child in getattr(widget, "children", ()):
+        out += [child, *_descendants(child)]
+    return out
 
 
 def test_each_intervention_predicts_its_signal(trained):
     session, _run, _ = trained
     w = {"concept:flattery": -2.0}
     pv = session.predict(w).set_index("feature")
-    delta = session.delta_matrix().toarray()
-    m = np.asarray(pv.attrs["margins"])
+    delta = session.space.delta().toarray()
+    m = np.asarray(session.shaping.preview(w).margins)
     sd = pv["sd"].to_numpy()
     j = list(pv.index).index("concept:url")
     keep = m > -1.0

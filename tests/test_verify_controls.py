@@ -46,16 +46,25 @@ def _pairs(n: int, *, shuffle_seed: int | None) -> list[dict]:
             # No planted element at all: two independent answers, labelled at random.
             chosen = " ".join(swap.choice(tiny.WORDS[:60]) for _ in range(swap.randint(6, 14)))
             rejected = " ".join(swap.choice(tiny.WORDS[:60]) for _ in range(swap.randint(6, 14)))
-        rows.append({"prompt": f"question {i}: " + " ".join(rng.choice(tiny.WORDS[:60]) for _ in range(4)),
-                     "chosen": chosen, "rejected": rejected})  # fmt: skip
+        rows.append(
+            {
+                "prompt": f"question {i}: " + " ".join(rng.choice(tiny.WORDS[:60]) for _ in range(4)),
+                "chosen": chosen,
+                "rejected": rejected,
+            }
+        )
     return rows
 
 
 def _verified(tiny_model_dir, tiny_sae_dir, tmp_path, *, shuffle_seed):
     session = pa.AuditSession(
-        pa.load_pairs(_pairs(60, shuffle_seed=shuffle_seed)), model=tiny_model_dir, sae=tiny_sae_dir,
-        cache_dir=tmp_path / "cache", batch_size=8, shard_size=32,
-    )  # fmt: skip
+        pa.load_pairs(_pairs(60, shuffle_seed=shuffle_seed)),
+        model=tiny_model_dir,
+        sae=tiny_sae_dir,
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=32,
+    )
     session.encode(progress=False)
     session.test(n_boot=200)
     run = session.train(pa.DPORunConfig(intervention="none", output_dir=str(tmp_path / "run"), **RUN))

@@ -10,14 +10,21 @@ pairs the run trained on (``prefaudit.interventions.get(name).predict(..., posit
   is removed while training) — an approximation: correlated features are not modelled.
 
 What was learned is observed through channels (:mod:`prefaudit.verify.channels`, where the math
-is written out): the **reward** channel (the implicit reward ρ = log π_θ − log π_ref of held-out
-responses, teacher-forced; its loading on each feature), the **generation** channel (base and
-trained policies sample from the same held-out prompts with the same seed, and the generations are
-read exactly as the audit reads responses; plus a length-adjusted row) and, for two runs, the
-**shaping change** (b − a). Each channel is one row of ``result.agreement``: r with a bootstrap 95%
-CI, R² through the origin, a null interval and a split-half ceiling, over a feature set fixed from
-the audit before anything is observed (every q < ALPHA feature, a seeded random sample of the
-rest, and the weighted features).
+is written out; each a registered class, :mod:`prefaudit.verify.channel_registry`): the **reward**
+channel (the implicit reward ρ = log π_θ − log π_ref of held-out responses, teacher-forced; its
+loading on each feature) and its **within-pair** reading (the margin's loading on Δ), the
+**generation** channel (base and trained policies sample from the same held-out prompts with the
+same seed, and the generations are read exactly as the audit reads responses; plus a
+length-adjusted row, and an importance-weighted one where the policy stays close to its
+reference) and, for two runs, the **shaping change** (b − a). Each channel gives one row of
+``result.agreement`` per level — single features and the audit's feature clusters
+(:mod:`prefaudit.verify.levels`) —: r with a bootstrap 95% CI, R² through the origin, a null
+interval, a split-half ceiling, and beside every reward row the r a policy knowing only the
+labels would reach. The units are fixed from the audit before anything is observed (every
+q < ALPHA feature, a seeded random sample of the rest, and the weighted features; every cluster).
+``result.planted`` gives the planted concepts' rates in the generations (:mod:`prefaudit.verify.planted`)
+and ``result.drift`` how far the policy moved from its reference (:mod:`prefaudit.verify.drift`).
+``docs/LOOP.md`` says how to read all of it.
 
 Example
 -------

@@ -1,8 +1,13 @@
-"""Observation channels: three ways to see what DPO learned, each compared with the audit's prediction.
+"""The math of the observation channels: how each reads what DPO learned, and what the audit predicts.
 
-Every channel gives one row of the agreement table (:mod:`prefaudit.stats.agreement`: r, its
-bootstrap CI, a null, a split-half ceiling, R² through the origin) over the same feature set F,
-fixed from the audit alone before anything is observed (:func:`evaluated_features`).
+The channels themselves are registered classes (:mod:`prefaudit.verify.channel_registry`, one
+file each: ``channel_reward``, ``channel_generation``, ``channel_weighted``, ``channel_change``);
+this module holds what they compute. Every channel gives one row of the agreement table
+(:mod:`prefaudit.stats.agreement`: r, its bootstrap CI, a null, a split-half ceiling, R² through
+the origin) per level — over the feature set F fixed from the audit alone before anything is
+observed (:func:`evaluated_features`), and over the audit's feature clusters
+(:mod:`prefaudit.verify.levels`: a cluster's value is the mean of its members' standardised
+values).
 
 Reward
 ------
@@ -22,22 +27,37 @@ gᵢ = σ(mᵢ) (vanilla: ½). To first order the learned reward on the trained 
 
 where signal_f is the intervention's predicted learning signal over the trained pairs read in
 the window (``Intervention.predict(..., positions=trained, delta=window Δ)``) and sd_T the spread
-of x_f over the trained responses. The scale is free (a training budget); r and the origin R² do not depend on it. The
-null exchanges ρ of the two responses of a held-out pair (ρ permuted within prompts).
+of x_f over the trained responses. The scale is free (a training budget); r and the origin R² do
+not depend on it. The null exchanges ρ of the two responses of a held-out pair.
+
+**Label-only baseline.** The same first-order argument applied to held-out pairs says a policy
+that only learned "chosen above rejected" — ρ = +1 on chosen, −1 on rejected — has loadings
+∝ the held-out pairs' own Δ: the audit repeated on fresh pairs. Its r against the same
+prediction (with its bootstrap CI) is reported beside the row; the reward row shows learning
+beyond the labels only where its r is above that baseline.
+
+**Within pair** (``reward, within pair``): the loading of the margin ρ(cᵢ) − ρ(rᵢ) on the pair's
+feature difference Δᵢ, ``cov(margin, Δ_f) / sd(Δ_f)`` over held-out pairs, against the same
+predicted loadings. A label-only policy has a constant margin, so its loadings — and its
+baseline — are 0 by construction: this row reads only what the policy learned about the
+features. Null: a pair's two ρ exchanged (its margin's sign flipped).
 
 Generation
 ----------
-Base and trained policies sample from the same held-out prompts with the same seed; per prompt
+Base and trained policies sample from the same held-out prompts with the same seed; per sample
 dₚ = x(trained) − x(base), standardised by the audit's sᶠ. Observed: the mean of dₚ; a second
 row controls for length — the intercept of dₚᶠ regressed on the length difference (concept
 ``length`` itself is left out of that row). Predicted: the intervention's ``predicted_z``. Null:
-trained and base exchanged within a prompt.
+trained and base exchanged within a sample. The importance-weighted variant is
+:mod:`prefaudit.verify.channel_weighted`.
 
 Shaping change
 --------------
 Two runs a (vanilla) and b (shaped) from the same base and split: predicted (b − a) against
-observed (b − a) per feature, on the same held-out responses (reward loadings) — noise common to
-both runs cancels. Null: the two runs' ρ exchanged within a pair.
+observed (b − a) reward loadings on the held-out responses both runs share — noise common to
+both runs cancels. Null: the two runs' ρ exchanged within a pair. Label-only baseline: both
+policies label-only, b's labels read with the sign of b − a's mean held-out margin (a run that
+only learned the labels more, or less, strongly than the other).
 """
 
 from __future__ import annotations
@@ -45,10 +65,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .. import ids
-from ..stats.agreement import AgreementRow, agreement_row, fixed_feature_set, standardized_covariance
+from ..stats.agreement import fixed_feature_set, standardized_covariance
 
 #: Features sampled at random (seeded) beside the significant ones.
 N_RANDOM_FEATURES = 100
@@ -66,7 +85,7 @@ def evaluated_features(
         if session.results is not None
         else np.ones(len(sd))  # untested: no significant set, only the random sample
     )
-    always = np.array([session.column(f) for f in weighted], dtype=int)
+    always = np.array([session.space.column(f) for f in weighted], dtype=int)
     return fixed_feature_set(q, varies, alpha=ids.ALPHA, n_random=n_random, seed=seed, always=always)
 
 
@@ -78,12 +97,11 @@ def response_features(matrix: Any, cols: np.ndarray) -> tuple[np.ndarray, np.nda
     )
 
 
-def predicted_loadings(signal: np.ndarray, trained: Any, cols: np.ndarray) -> np.ndarray:
-    """ℓ̂_f ∝ signal_f / sd_T(x_f) over the trained responses (``trained``: their FeatureMatrix)."""
-    xc, xr = response_features(trained, cols)
-    sd = np.concatenate([xc, xr]).std(axis=0, ddof=1)
+def predicted_loadings(signal_units: np.ndarray, trained_c: np.ndarray, trained_r: np.ndarray) -> np.ndarray:
+    """ℓ̂ ∝ signal / sd_T per unit, sd_T the unit's spread over the trained responses (both sides)."""
+    sd = np.concatenate([trained_c, trained_r]).std(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sd > 0, np.asarray(signal, dtype=np.float64)[cols] / sd, 0.0)
+        return np.where(sd > 0, np.asarray(signal_units, dtype=np.float64) / sd, 0.0)
 
 
 def reward_observer(rho_c: np.ndarray, rho_r: np.ndarray, xc: np.ndarray, xr: np.ndarray):
@@ -97,23 +115,20 @@ def reward_observer(rho_c: np.ndarray, rho_r: np.ndarray, xc: np.ndarray, xr: np
     return observe
 
 
-def reward_channel(
-    heldout: pd.DataFrame, beta: float, signal: np.ndarray, trained: Any, held: Any, cols: np.ndarray,
-    **resampling: Any,
-) -> tuple[AgreementRow, np.ndarray, np.ndarray]:  # fmt: skip
-    """(row, predicted loadings, observed loadings) from the held-out pairs' implicit rewards.
+def margin_observer(rho_c: np.ndarray, rho_r: np.ndarray, xc: np.ndarray, xr: np.ndarray):
+    """observe(units, swap) for the within-pair row: loadings of ρ(c) − ρ(r) on Δ = x(c) − x(r)."""
+    margin = np.asarray(rho_c, dtype=np.float64) - np.asarray(rho_r, dtype=np.float64)
+    d = np.asarray(xc, dtype=np.float64) - np.asarray(xr, dtype=np.float64)
 
-    ``trained`` and ``held`` are the FeatureMatrix of the trained and the held-out pairs (rows in
-    the order of ``heldout``), read in the training window.
-    """
-    rho_c = heldout["reward_chosen"].to_numpy(dtype=np.float64) / beta
-    rho_r = heldout["reward_rejected"].to_numpy(dtype=np.float64) / beta
-    xc, xr = response_features(held, cols)
-    observe = reward_observer(rho_c, rho_r, xc, xr)
-    pred = predicted_loadings(signal, trained, cols)
-    n = len(heldout)
-    row = agreement_row("reward", n, observe, pred, **resampling)
-    return row, pred, observe(np.arange(n), np.zeros(n, dtype=bool))
+    def observe(units: np.ndarray, swap: np.ndarray) -> np.ndarray:
+        return standardized_covariance(np.where(swap, -margin[units], margin[units]), d[units])
+
+    return observe
+
+
+def label_only_rho(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """ρ of a policy that knows only the labels: +1 on each of ``n`` chosen, −1 on each rejected."""
+    return np.ones(n), -np.ones(n)
 
 
 def length_adjusted_mean(d: np.ndarray, dlen: np.ndarray) -> np.ndarray:
@@ -126,67 +141,3 @@ def length_adjusted_mean(d: np.ndarray, dlen: np.ndarray) -> np.ndarray:
     slope = (x @ (d - mean)) / sxx
     # The intercept is the shift at zero length difference: mean(d) − slope·mean(dlen).
     return mean - slope * dlen.mean()
-
-
-def generation_channels(
-    deltas_z: np.ndarray, dlen: np.ndarray, pred_z: np.ndarray, keep_for_length: np.ndarray, **resampling: Any
-) -> tuple[AgreementRow, AgreementRow]:
-    """Rows ``generation`` and ``generation, length-adjusted`` from per-prompt standardised deltas."""
-    n = deltas_z.shape[0]
-
-    def plain(units: np.ndarray, swap: np.ndarray) -> np.ndarray:
-        d = deltas_z[units]
-        return np.where(swap[:, None], -d, d).mean(axis=0)
-
-    def adjusted(units: np.ndarray, swap: np.ndarray) -> np.ndarray:
-        sign = np.where(swap, -1.0, 1.0)
-        return length_adjusted_mean(deltas_z[units][:, keep_for_length] * sign[:, None], dlen[units] * sign)
-
-    return (
-        agreement_row("generation", n, plain, pred_z, **resampling),
-        agreement_row("generation, length-adjusted", n, adjusted, pred_z[keep_for_length], **resampling),
-    )
-
-
-def shaping_change_channel(
-    a: Any, b: Any, cols: np.ndarray, held_matrix: Any, **resampling: Any
-) -> AgreementRow | None:
-    """Predicted (b − a) vs observed (b − a) reward loadings on the held-out pairs both runs share.
-
-    ``a``, ``b``: :class:`~prefaudit.verify.result.VerifyResult` with ``heldout`` rewards, the
-    predicted signals over their trained pairs (``signal``) and those pairs' window features
-    (``trained_matrix``); ``held_matrix(positions)`` gives the held-out pairs' window features.
-    ``None`` when the runs share fewer than 4 held-out pairs.
-    """
-    ha, hb = a.heldout.set_index("position"), b.heldout.set_index("position")
-    common = np.array(sorted(set(ha.index) & set(hb.index)), dtype=np.int64)
-    if len(common) < 4:
-        return None
-    xc, xr = response_features(held_matrix(common), cols)
-    rho = {
-        k: (
-            h.loc[common, "reward_chosen"].to_numpy() / beta,
-            h.loc[common, "reward_rejected"].to_numpy() / beta,
-        )
-        for k, h, beta in (("a", ha, a.beta), ("b", hb, b.beta))
-    }
-    obs_a = reward_observer(*rho["a"], xc, xr)
-    obs_b = reward_observer(*rho["b"], xc, xr)
-
-    def observe(units: np.ndarray, swap: np.ndarray) -> np.ndarray:
-        # The null exchanges the two runs' ρ within a pair: then b − a carries no shaping effect.
-        keep = np.zeros(len(units), dtype=bool)
-        diff_direct = obs_b(units, keep) - obs_a(units, keep)
-        if not swap.any():
-            return diff_direct
-        ra = {k: np.where(swap, rho["b"][i][units], rho["a"][i][units]) for i, k in enumerate("cr")}
-        rb = {k: np.where(swap, rho["a"][i][units], rho["b"][i][units]) for i, k in enumerate("cr")}
-        x = np.concatenate([xc[units], xr[units]])
-        return standardized_covariance(np.concatenate([rb["c"], rb["r"]]), x) - standardized_covariance(
-            np.concatenate([ra["c"], ra["r"]]), x
-        )
-
-    pred = predicted_loadings(b.signal, b.trained_matrix, cols) - predicted_loadings(
-        a.signal, a.trained_matrix, cols
-    )
-    return agreement_row("shaping change", len(common), observe, pred, **resampling)

@@ -30,9 +30,14 @@ def observed_delta(
         from ..features.encode import encode_shard
 
         enc, _ = encode_shard(
-            session.backbone, session.sae, list(prompts), list(trained), list(base),
-            pooling=session.config["pooling"], batch_size=session.config["batch_size"],
-        )  # fmt: skip
+            session.backbone,
+            session.sae,
+            list(prompts),
+            list(trained),
+            list(base),
+            pooling=session.config["pooling"],
+            batch_size=session.config["batch_size"],
+        )
         blocks_t.append(enc.chosen.values)
         blocks_b.append(enc.rejected.values)
         mean_act = (enc.chosen.mean_act, enc.rejected.mean_act)

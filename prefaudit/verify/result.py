@@ -21,10 +21,15 @@ class VerifyResult:
     Attributes
     ----------
     agreement : DataFrame
-        One row per observation channel (``reward``, ``generation``, ``generation,
-        length-adjusted``): ``r``, its bootstrap CI ``r_low``/``r_high``, ``r2`` (through the
-        origin), the null interval ``null_low``/``null_high``, the split-half ``ceiling``,
-        ``n_features``, ``n_units`` and the fitted ``scale`` (:mod:`prefaudit.verify.channels`).
+        One row per observation channel and level (:data:`~prefaudit.verify.channel_base.VERIFY_COLUMNS`):
+        ``channel`` (``reward``, ``reward, within pair``, ``generation``, ``generation,
+        length-adjusted``, ``generation, importance-weighted`` where the drift allows it),
+        ``level`` (``feature`` | ``cluster``), ``r``, its bootstrap CI ``r_low``/``r_high``,
+        ``r2`` (through the origin), the null interval ``null_low``/``null_high``, the
+        split-half ``ceiling``, ``n_features`` (units compared), ``n_units`` (observation
+        units), the fitted ``scale``, the label-only baseline ``baseline_r`` with its CI
+        ``baseline_low``/``baseline_high`` (reward rows; NaN elsewhere) and ``ess``
+        (importance-weighted rows) — :mod:`prefaudit.verify.channels`.
     table : DataFrame
         The evaluated feature set F (fixed from the audit before anything was observed):
         ``feature``, ``label``, ``weight``, ``predicted_z``, ``observed_z``, ``observed_se_z``,
@@ -43,6 +48,19 @@ class VerifyResult:
         ``prompt``, ``base``, ``trained`` for each generated sample.
     heldout : DataFrame
         Implicit rewards on the run's held-out pairs (:func:`~prefaudit.verify.rewards.pair_rewards`).
+    clusters : DataFrame
+        One row per feature cluster: ``cluster``, ``label`` (its member with the largest
+        predicted shift), ``n_members``, ``predicted_z`` / ``observed_z`` / ``observed_se_z``
+        (generation shift: mean of the members'), reward ``predicted_loading`` / ``observed_loading``.
+    planted : DataFrame
+        Every planted concept's rate in base and trained samples by detector (pattern, cluster,
+        either), its rise ± s.e. and the detector's check on the audit responses
+        (:mod:`prefaudit.verify.planted`).
+    drift : dict
+        ρ on held-out responses (mean, sd, min, max), the KL estimate on the verification prompts
+        (± s.e.) and the effective sample size of importance weights (:mod:`prefaudit.verify.drift`).
+    levels : dict
+        The :class:`~prefaudit.verify.levels.Level` of each level reported.
     signal, trained, trained_matrix, window, columns
         The predicted learning signal (raw, every feature) over the pairs the run trained on, read
         in its window; those pairs, their window features, the window, and the columns of F —
@@ -71,6 +89,10 @@ class VerifyResult:
     window: dict[str, int] = field(default_factory=dict)
     columns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     session: Any = field(default=None, repr=False)
+    levels: dict[str, Any] = field(default_factory=dict, repr=False)
+    clusters: pd.DataFrame = field(default_factory=pd.DataFrame)
+    planted: pd.DataFrame = field(default_factory=pd.DataFrame)
+    drift: dict[str, float] = field(default_factory=dict)
 
     def _row(self, feature: str) -> pd.Series:
         fids = self.features["feature"]
@@ -90,12 +112,29 @@ class VerifyResult:
         return float(row["base_mean"]), float(row["trained_mean"])
 
     def headline(self) -> dict[str, Any]:
-        """The agreement row behind ``r``/``r2`` (reward, else generation), as a dict; empty if none."""
+        """The feature-level row behind ``r``/``r2`` (reward, else generation), as a dict; empty if none."""
+        ag = self.agreement
+        if not len(ag):
+            return {}
+        level = ag["level"] if "level" in ag.columns else pd.Series("feature", index=ag.index)
         for channel in ("reward", "generation"):
-            hit = self.agreement[self.agreement["channel"] == channel] if len(self.agreement) else []
+            hit = ag[(ag["channel"] == channel) & (level == "feature")]
             if len(hit):
                 return hit.iloc[0].to_dict()
         return {}
+
+    def row(self, channel: str, level: str = "feature") -> dict[str, Any]:
+        """One agreement row as a dict (a ConfigError names the rows there are)."""
+        ag = self.agreement
+        hit = ag[(ag["channel"] == channel) & (ag["level"] == level)] if len(ag) else ag
+        if not len(hit):
+            have = ", ".join(
+                f"{c} ({lv})" for c, lv in zip(ag.get("channel", []), ag.get("level", []), strict=True)
+            )
+            raise ConfigError(
+                f"No agreement row {channel!r} at level {level!r} for {self.run_name!r}; rows: {have}."
+            )
+        return hit.iloc[0].to_dict()
 
     def summary(self) -> dict[str, Any]:
         head = self.headline()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,15 +13,16 @@ from ..training.window import window_token_ids
 from .checks import check_run
 from .policies import base_dtype, base_policy
 
-_BASE_CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
 
 def base_cache(session: Any) -> dict[str, Any]:
-    """Per-session cache of the base policy's samples and log-probs (every run starts from the same base)."""
-    return _BASE_CACHE.setdefault(session, {})
+    """The base policy's samples and log-probs, kept per session (every run starts from the same base).
+
+    ``session.stage_cache("verify")``: cleared by the session whenever its data or features change.
+    """
+    return session.stage_cache("verify")
 
 
-def _response_logps(
+def response_logps(
     model: Any,
     backbone: Any,
     prompts: Sequence[Sequence[int]],
@@ -123,13 +123,13 @@ def pair_rewards(
     was_training = run.model.training
     run.model.eval()
     try:
-        pc = _response_logps(run.model, bb, prompts, chosen, batch_size)
-        pr = _response_logps(run.model, bb, prompts, rejected, batch_size)
+        pc = response_logps(run.model, bb, prompts, chosen, batch_size)
+        pr = response_logps(run.model, bb, prompts, rejected, batch_size)
         if key not in cache:
             with base_ctx:
                 cache[key] = (
-                    _response_logps(base_model, bb, prompts, chosen, batch_size),
-                    _response_logps(base_model, bb, prompts, rejected, batch_size),
+                    response_logps(base_model, bb, prompts, chosen, batch_size),
+                    response_logps(base_model, bb, prompts, rejected, batch_size),
                 )
         bc, br = cache[key]
     finally:
@@ -137,6 +137,12 @@ def pair_rewards(
     beta = float(run.config.beta)
     rc, rr = beta * (pc - bc), beta * (pr - br)
     return pd.DataFrame(
-        {"position": pos, "pair_id": df["pair_id"].to_numpy()[pos], "reward_chosen": rc, "reward_rejected": rr,
-         "margin": rc - rr, "correct": rc > rr}
-    )  # fmt: skip
+        {
+            "position": pos,
+            "pair_id": df["pair_id"].to_numpy()[pos],
+            "reward_chosen": rc,
+            "reward_rejected": rr,
+            "margin": rc - rr,
+            "correct": rc > rr,
+        }
+    )

@@ -14,17 +14,17 @@ from .. import ids
 from ..errors import ConfigError
 from ..generation import SamplingConfig, generate_texts
 from ..interventions import get as get_intervention
-from ..stats.agreement import AGREEMENT_COLUMNS
 from ..training.window import window_matrix
-from .channels import (
-    N_RANDOM_FEATURES,
-    evaluated_features,
-    generation_channels,
-    reward_channel,
-    shaping_change_channel,
-)
+from . import channel_registry
+from .channel_base import PairContext, RunContext, agreement_table
+from .channel_generation import generation_prediction, sample_shifts
+from .channel_reward import MIN_HELDOUT, held_rho, held_scores, reward_prediction
+from .channels import N_RANDOM_FEATURES, evaluated_features, reward_observer
 from .checks import check_run, verification_prompts
+from .drift import drift_summary, sample_rho
+from .levels import Level, feature_level, run_levels
 from .observe import observed_delta
+from .planted import planted_rates
 from .policies import base_dtype, base_policy
 from .result import RunComparison, VerifyResult, sign_agreement
 from .rewards import base_cache, pair_rewards
@@ -37,7 +37,7 @@ def verify_run(
     *,
     n_prompts: int = 32,
     n_features: int = N_RANDOM_FEATURES,
-    max_new_tokens: int = 64,
+    max_new_tokens: int | str = 64,
     temperature: float = 0.7,
     top_p: float = 0.9,
     repetition_penalty: float = 1.1,
@@ -45,6 +45,8 @@ def verify_run(
     seed: int = 0,
     samples_per_prompt: int = 1,
     heldout_rewards: bool = True,
+    clusters: bool = True,
+    drift: bool = True,
     n_boot: int = 500,
     n_null: int = 500,
 ) -> VerifyResult:
@@ -61,9 +63,18 @@ def verify_run(
         Features drawn at random (seeded by ``seed``) into the evaluated set besides every
         q < ALPHA feature and the weighted ones — fixed before anything is observed.
     max_new_tokens, temperature, top_p, repetition_penalty, batch_size, seed, samples_per_prompt
-        Sampling (identical for both policies). ``temperature=0`` is greedy.
+        Sampling (identical for both policies). ``temperature=0`` is greedy. ``max_new_tokens="window"``
+        generates as many tokens as the run's training window keeps of a response whose prompt
+        fills its share (``max_length − max_prompt_length``): the generations are then read in the
+        same window as the prediction.
     heldout_rewards : bool
-        Score the run's held-out pairs with the DPO implicit reward (the reward channel).
+        Score the run's held-out pairs with the DPO implicit reward (the reward channels).
+    clusters : bool
+        Also report every channel over the audit's feature clusters (:mod:`prefaudit.verify.levels`).
+    drift : bool
+        Score both policies' samples under both policies: the KL estimate, the effective sample
+        size of importance weights, and the importance-weighted row where it applies
+        (:mod:`prefaudit.verify.drift`).
     n_boot, n_null : int
         Resamples for the bootstrap CIs and the nulls (:func:`prefaudit.stats.agreement.agreement_row`).
 
@@ -72,10 +83,18 @@ def verify_run(
     VerifyResult (also stored on ``run.verification``)
     """
     check_run(run)
+    if max_new_tokens == "window":
+        # The response tokens the run's window keeps when the prompt fills its share: the prediction's text.
+        max_new_tokens = int(run.plan.window["max_length"]) - int(run.plan.window["max_prompt_length"])
     settings = SamplingConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty,
-        batch_size=batch_size, seed=seed, samples_per_prompt=samples_per_prompt,
-    )  # fmt: skip
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        batch_size=batch_size,
+        seed=seed,
+        samples_per_prompt=samples_per_prompt,
+    )
     if not isinstance(n_features, int) or n_features < 0:
         raise ConfigError(f"n_features must be an integer >= 0, got {n_features!r}.")
     # Decided from the audit alone, before a single token is generated or scored.
@@ -83,10 +102,11 @@ def verify_run(
     cols = evaluated_features(
         # A weighted group enters by its members (the evaluated features are feature columns).
         session,
-        [*session.weighted_features(run.weights), *run.shaped.ablate_features],
+        [*session.shaping.weighted_features(run.weights), *run.shaped.ablate_features],
         n_random=n_features,
         seed=seed,
     )
+    levels = run_levels(session, cols) if clusters else {"feature": feature_level(session, cols)}
     # The trained pairs read in the run's window: the text the prediction is about.
     trained_matrix = window_matrix(session, run.plan.window, trained)
     # The intervention says what this run should have learned from exactly what it trained on.
@@ -113,7 +133,6 @@ def verify_run(
     with np.errstate(divide="ignore", invalid="ignore"):
         obs_z = np.where(sd > 0, mean / sd, 0.0)
         se_z = np.where(sd > 0, se / sd, 0.0)
-        delta_z = np.where(sd > 0, delta / np.where(sd > 0, sd, 1.0), 0.0)
     feats = pred.assign(
         observed=mean,
         observed_z=obs_z,
@@ -125,42 +144,52 @@ def verify_run(
         feats["observed_z"] != 0
     )
 
-    resampling = {"n_boot": n_boot, "n_null": n_null, "seed": seed}
-    fids = [session.feature_ids[j] for j in cols]
-    lengths = np.array([len(t.split()) for t in trained_texts]) - np.array([len(t.split()) for t in base])
-    not_length = np.array([f != ids.concept_id("length") for f in fids])
-    rows = list(
-        generation_channels(
-            delta_z[:, cols], lengths.astype(np.float64), obs_pred(pred, cols), not_length, **resampling
-        )
-    )
     heldout = pair_rewards(session, run, batch_size=batch_size) if heldout_rewards else pd.DataFrame()
+    held = (
+        window_matrix(session, run.plan.window, heldout["position"].to_numpy())
+        if len(heldout) >= MIN_HELDOUT
+        else None
+    )
+    rho_t = rho_b = None
+    if drift and n:
+        rho_t, rho_b = sample_rho(session, run, msgs, trained_texts, base, batch_size, key)
+    lengths = np.array([len(t.split()) for t in trained_texts]) - np.array([len(t.split()) for t in base])
+    length_id = ids.concept_id("length")
+    ctx = RunContext(
+        session=session,
+        levels=levels,
+        signal=pred["predicted"].to_numpy(),
+        pred_z=pred["predicted_z"].to_numpy(),
+        sd=sd,
+        trained_matrix=trained_matrix,
+        beta=float(run.config.beta),
+        heldout=heldout if held is not None else heldout.iloc[:0],
+        held_matrix=held,
+        delta=delta,
+        dlen=lengths.astype(np.float64),
+        length_column=session.space.column(length_id) if length_id in session.feature_ids else None,
+        base_x=obs_b.toarray() if rho_b is not None else None,
+        weights_rho=rho_b,
+    )
+    resampling = {"n_boot": n_boot, "n_null": n_null, "seed": seed}
+    rows = [
+        row
+        for name in channel_registry.names(runs=1)
+        for row in channel_registry.get(name).rows(ctx, **resampling)
+    ]
+    agreement = agreement_table(rows)
+
     table = feats.iloc[cols][list(TABLE_COLUMNS)].reset_index(drop=True)
-    table["predicted_loading"] = np.nan
-    table["observed_loading"] = np.nan
-    if len(heldout) >= 4:
-        held = window_matrix(session, run.plan.window, heldout["position"].to_numpy())
-        row, p_load, o_load = reward_channel(
-            heldout,
-            float(run.config.beta),
-            pred["predicted"].to_numpy(),
-            trained_matrix,
-            held,
-            cols,
-            **resampling,
-        )
-        rows.insert(0, row)
-        table["predicted_loading"], table["observed_loading"] = p_load, o_load
-    agreement = pd.DataFrame([r.to_dict() for r in rows], columns=list(AGREEMENT_COLUMNS))
-    head = agreement.iloc[0]
+    table["predicted_loading"], table["observed_loading"] = loadings(ctx, levels["feature"])
+    head = headline_row(agreement)
     sign, n_sign = sign_agreement(table["predicted_z"].to_numpy(), table["observed_z"].to_numpy())
     result = VerifyResult(
         run_name=run.name,
         intervention=run.shaped.intervention,
         table=table,
         features=feats,
-        r=float(head["r"]),
-        r2=float(head["r2"]),
+        r=float(head.get("r", math.nan)),
+        r2=float(head.get("r2", math.nan)),
         sign_agreement=sign,
         n_features=len(table),
         n_sign=n_sign,
@@ -179,14 +208,79 @@ def verify_run(
         window=dict(run.plan.window),
         columns=cols,
         session=session,
+        levels=levels,
+        clusters=cluster_table(session, ctx, levels.get("cluster")),
+        planted=planted_rates(session, levels.get("cluster"), obs_t, obs_b),
+        drift=drift_summary(heldout, float(run.config.beta), rho_t, rho_b),
     )
     run.verification = result
     return result
 
 
+def headline_row(agreement: pd.DataFrame) -> dict[str, Any]:
+    """The feature-level reward row, else the feature-level generation row (as a dict; empty if none)."""
+    for channel in ("reward", "generation"):
+        hit = agreement[(agreement["channel"] == channel) & (agreement["level"] == "feature")]
+        if len(hit):
+            return hit.iloc[0].to_dict()
+    return {}
+
+
+def loadings(ctx: RunContext, level: Level) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and observed reward loadings on the level's units (NaN without held-out rewards)."""
+    if ctx.held_matrix is None or not len(ctx.heldout):
+        nan = np.full(level.n_units, np.nan)
+        return nan, nan.copy()
+    n = len(ctx.heldout)
+    observed = reward_observer(*held_rho(ctx), *held_scores(ctx, level))(
+        np.arange(n), np.zeros(n, dtype=bool)
+    )
+    return reward_prediction(ctx, level), observed
+
+
+def cluster_table(session: Any, ctx: RunContext, level: Level | None) -> pd.DataFrame:
+    """One row per cluster: size, a readable label, predicted and observed generation shift (± s.e.) and loadings."""
+    cols = ["cluster", "label", "n_members", "predicted_z", "observed_z", "observed_se_z"]
+    if level is None:
+        return pd.DataFrame(columns=[*cols, "predicted_loading", "observed_loading"])
+    d = sample_shifts(ctx, level)
+    n = d.shape[0]
+    pred = generation_prediction(ctx, level)
+    members = [level.cols[level.mean[:, u] > 0] for u in range(level.n_units)]
+    fids = session.feature_ids
+    labels = []
+    for m in members:
+        # The member that carries most of the cluster's predicted shift names it.
+        top = m[np.argmax(np.abs(ctx.pred_z[m]))] if len(m) else None
+        labels.append(session.label(fids[top]) if top is not None else "")
+    p_load, o_load = loadings(ctx, level)
+    return pd.DataFrame(
+        {
+            "cluster": level.unit_ids,
+            "label": labels,
+            "n_members": [len(m) for m in members],
+            "predicted_z": pred,
+            "observed_z": d.mean(axis=0) if n else np.full(level.n_units, np.nan),
+            "observed_se_z": d.std(axis=0, ddof=1) / math.sqrt(n)
+            if n > 1
+            else np.full(level.n_units, np.nan),
+            "predicted_loading": p_load,
+            "observed_loading": o_load,
+        }
+    )
+
+
 TABLE_COLUMNS = (
-    "feature", "label", "weight", "predicted_z", "observed_z", "observed_se_z", "base_mean", "trained_mean", "agree",
-)  # fmt: skip
+    "feature",
+    "label",
+    "weight",
+    "predicted_z",
+    "observed_z",
+    "observed_se_z",
+    "base_mean",
+    "trained_mean",
+    "agree",
+)
 
 
 def obs_pred(pred: pd.DataFrame, cols: np.ndarray) -> np.ndarray:
@@ -225,11 +319,14 @@ def compare_runs(session: Any, run_a: Any, run_b: Any, **kwargs: Any) -> RunComp
     summary = pd.DataFrame([{**a.summary(), "label": "a"}, {**b.summary(), "label": "b"}]).set_index("label")
     same = a.settings == b.settings and list(a.generations["prompt"]) == list(b.generations["prompt"])
     rows = [a.agreement.assign(run=a.run_name), b.agreement.assign(run=b.run_name)]
-    cols = np.union1d(a.columns, b.columns)
-    change = shaping_change_channel(
-        a, b, cols, lambda positions: window_matrix(session, a.window, positions), seed=a.settings.seed
-    )
-    if change is not None:
-        rows.append(pd.DataFrame([change.to_dict()]).assign(run=f"{b.run_name} − {a.run_name}"))
+    levels = {"feature": feature_level(session, np.union1d(a.columns, b.columns))}
+    if "cluster" in a.levels and "cluster" in b.levels:
+        levels["cluster"] = a.levels["cluster"]
+    ctx = PairContext(a, b, levels, lambda positions: window_matrix(session, a.window, positions))
+    resampling = {"n_boot": 500, "n_null": 500, "seed": a.settings.seed}
+    for name in channel_registry.names(runs=2):
+        change = channel_registry.get(name).rows(ctx, **resampling)
+        if change:
+            rows.append(agreement_table(change).assign(run=f"{b.run_name} − {a.run_name}"))
     agreement = pd.concat(rows, ignore_index=True)
     return RunComparison(summary=summary, table=table, a=a, b=b, same_prompts=same, agreement=agreement)
