@@ -193,7 +193,8 @@ def test_topic_filter_restricts_top_pairs():
         # same order as the unfiltered ranking, restricted to the topic
         assert top["position"].tolist() == [p for p in everything["position"] if assignment[p] == topic]
         assert (
-            s.space.top_pairs("concept:url", n=5, offset=18)["position"].tolist() == top["position"].tolist()[18:]
+            s.space.top_pairs("concept:url", n=5, offset=18)["position"].tolist()
+            == top["position"].tolist()[18:]
         )
     with pytest.raises(ConfigError, match=r"topics are 0\.\.1"):
         s.topics.set_filter(2)
