@@ -5,6 +5,7 @@ The page itself (Voila in Chromium, offline) is tested in tests/browser/test_app
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
 
@@ -123,7 +124,10 @@ def test_the_page_says_the_stage_then_fills_in_the_dashboard(pairs_file, tmp_pat
             await asyncio.sleep(0.01)
         return box
 
-    box = asyncio.run(served())
+    # On a thread of its own: the session's sync Playwright (browser and widget tests) keeps an
+    # event loop running on the main thread, where asyncio.run refuses to start.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        box = pool.submit(asyncio.run, served()).result()
     assert read_status(files["status"])["state"] == "ready"
     assert box.children[0].value.startswith(f"{pairs_file}: 40 pairs") and isinstance(
         box.children[1], Dashboard

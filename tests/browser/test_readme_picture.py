@@ -70,6 +70,8 @@ def test_readme_picture_of_the_demo_app(demo_app, page, network_guard):
     root = page.locator(".prefaudit-pairs")
     expect(root.locator(".pa-feature")).to_have_text(fid, timeout=120_000)
     expect(root.locator(".pa-pair").first).to_be_visible()
+    # The rows come first as plain text; the shading follows once the model has read them.
+    expect(root.locator(".pa-legend")).to_have_attribute("data-kind", "sae", timeout=120_000)
     acts = root.locator(".pa-tok").evaluate_all("els => els.map((e) => Number(e.dataset.act))")
     assert acts and max(acts) > 0, f"no token of {fid}'s top pairs activates it"
 

@@ -93,7 +93,8 @@ def test_volcano_click_changes_drilldown(dash_nb, screens):
         assert fid in label
 
         nb.probe.wait_for("session.focus", equals=fid)
-        assert fid in nb.probe.eval("session.selection")
+        # the drill-down is answered first (focus), the selection follows (VolcanoView.pick)
+        nb.probe.wait_for("session.selection", lambda sel: fid in sel)
         expect(header).to_have_text(fid)
         expect(page.locator(".prefaudit-pairs .pa-pairs")).not_to_have_attribute(
             "data-version", version or ""

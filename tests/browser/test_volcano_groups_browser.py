@@ -24,6 +24,7 @@ session = pa.AuditSession(
     pa.load_pairs(tiny.planted_pairs(40)), model={model!r}, sae={sae!r}, cache_dir={cache!r}, batch_size=8, shard_size=64
 )
 session.encode(progress=False)
+tiny.plant_blocks(session)  # the tiny random SAE forms no co-firing cluster of its own
 THE = session.add_concept("word_the", r"\\bthe\\b")
 session.test(n_boot=100)
 table = session.groups()
