@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from prefaudit.verify.channel_base import VERIFY_COLUMNS
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_dpo_and_verify.ipynb"
 KNOB_MARKER = "STEPS, BATCH, LEARNING_RATE"
 COLUMNS = [
@@ -59,23 +61,7 @@ COLUMNS = [
 
 
 # The fields of an agreement row in --json, in order (issue 23's list).
-AGREEMENT = [
-    "channel",
-    "level",
-    "r",
-    "r_low",
-    "r_high",
-    "r2",
-    "null_low",
-    "null_high",
-    "ceiling",
-    "n_features",
-    "n_units",
-    "baseline_r",
-    "baseline_low",
-    "baseline_high",
-    "ess",
-]
+AGREEMENT = [c for c in VERIFY_COLUMNS if c != "scale"]  # every column but the scatters' fitted slope
 PLANTED = [
     "concept",
     "detector",

@@ -254,3 +254,11 @@ def test_drift_summary_equals_numpy():
     assert d["ess"] == pytest.approx(effective_sample_size(rho_b)) and d["n_samples"] == 30
     empty = drift_summary(held.iloc[:0], 0.5, None, None)
     assert all(math.isnan(v) for v in empty.values())
+
+
+def test_the_verify_views_columns_are_the_verify_columns_but_the_fitted_scale():
+    # The view spells its list out (views sit below verification); it must stay in step.
+    from prefaudit.verify.channel_base import VERIFY_COLUMNS
+    from prefaudit.views.verify_view import AGREEMENT_SHOWN
+
+    assert [c for c in VERIFY_COLUMNS if c != "scale"] == AGREEMENT_SHOWN

@@ -25,7 +25,8 @@ import pandas as pd
 from .base import SessionView
 from .figures import _fmt, scatter_svg, table_html
 
-# The agreement table as shown: every column but the fitted scale (the scatters draw it).
+# The agreement table as shown: verify.channel_base.VERIFY_COLUMNS but the fitted scale (the scatters
+# draw it); spelled out because views sit below verification and do not import it.
 AGREEMENT_SHOWN = [
     "channel",
     "level",
